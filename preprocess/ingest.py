@@ -19,12 +19,12 @@ import csv
 import os
 import re
 from collections import Counter, defaultdict
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import DataError
 from .manifest import Manifest, VideoRecord
+from .parallel import process_pool
 from .progress import Progress
 from .splits import SPLITS, make_split
 from .video import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, Source, probe
@@ -149,9 +149,6 @@ def discover_csv(path: Path, frames_fps: float) -> tuple[list[Candidate], list[P
 
 
 def _probe_job(candidate: Candidate):
-    import cv2
-
-    cv2.setNumThreads(1)
     try:
         return candidate, probe(candidate.source), None
     except DataError as err:
@@ -210,7 +207,7 @@ def ingest(
         if workers <= 1 or len(unique) < 8:
             collect(map(_probe_job, unique))
         else:
-            with ProcessPoolExecutor(workers) as pool:
+            with process_pool(workers) as pool:
                 collect(pool.map(_probe_job, unique, chunksize=4))
     fail_fast()
 

@@ -240,13 +240,13 @@ def read_frames(source: Source | str, sampling: Sampling = Sampling(), resize: R
             yield Frame(index, time, _convert(resize(fetch()), colour))
             emitted += 1
             continue
-        # Target rate: a clock tick takes the frame nearest to it, so this frame serves every tick up to half a
+        # Target rate: a clock tick takes the frame nearest to it (the earlier one on a tie), so this frame serves every tick up to half a
         # source frame interval after its own timestamp.
         if start_time is None:
             start_time = time
         rel = time - start_time
         image = None
-        while next_due < rel + 0.5 * interval - 1e-9 and (sampling.count is None or emitted < sampling.count):
+        while next_due <= rel + 0.5 * interval + 1e-9 and (sampling.count is None or emitted < sampling.count):
             if image is None:
                 image = _convert(resize(fetch()), colour)
             yield Frame(index, start_time + next_due, image)

@@ -18,13 +18,13 @@ from __future__ import annotations
 import csv
 import io
 import os
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
 
+from ..parallel import process_pool
 from ..progress import Progress
 from ..storage import atomic_path, write_json, write_npz, write_text
 from .render import make_scene, render_clip
@@ -129,7 +129,6 @@ def write_clip(out: Path, style: str, index: int, preset: Preset, seed: int) -> 
 
 
 def _write_clip_job(args):
-    cv2.setNumThreads(1)  # one process per core already
     return write_clip(*args)
 
 
@@ -150,7 +149,7 @@ def generate(out: str | os.PathLike, preset: str = "default", seed: int = 0, wor
                 clips.append(write_clip(*job))
                 progress.advance(frames=spec.frames)
         else:
-            with ProcessPoolExecutor(workers) as pool:
+            with process_pool(workers) as pool:
                 for meta in pool.map(_write_clip_job, jobs, chunksize=2):
                     clips.append(meta)
                     progress.advance(frames=spec.frames)

@@ -1,0 +1,172 @@
+import csv
+import shutil
+from collections import defaultdict
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from preprocess import load_manifest
+from preprocess.errors import DataError
+from preprocess.ingest import ingest
+from tests.conftest import run_bin, shared_asset
+
+
+def copy_videos(tiny_synth: Path, dest: Path, styles=("ballet", "tango", "waltz"), per_style=3) -> Path:
+    for style in styles:
+        (dest / style).mkdir(parents=True)
+        for video in sorted((tiny_synth / "videos" / style).glob("*.mp4"))[:per_style]:
+            shutil.copy(video, dest / style / video.name)
+    return dest
+
+
+def problems_by_path(manifest):
+    return {Path(p["path"]).name: p["problem"] for p in manifest.skipped}
+
+
+def test_weizmann_manifest_with_performer_groups(tmp_path):
+    data = shared_asset("data/weizmann4")
+    manifest = ingest(data, group_regex=r"^(p\d+)_", seed=0)
+    manifest.save(tmp_path)
+    loaded = load_manifest(tmp_path)
+    assert loaded.classes == ["bend", "jack", "wave1", "wave2"]
+    assert len(loaded.videos) == 48 and not loaded.skipped
+    splits_of_performer = defaultdict(set)
+    for v in loaded.videos:
+        splits_of_performer[v.group].add(v.split)
+        assert 51 <= v.frame_count <= 146 and (v.width, v.height) == (64, 64) and v.fps == 25.0
+    assert set(splits_of_performer) == {f"p{i}" for i in range(6)}
+    # a and b are mirrors of one performer: a performer never sits on two sides of the split
+    assert all(len(s) == 1 for s in splits_of_performer.values())
+    assert {s for ss in splits_of_performer.values() for s in ss} == {"train", "val", "test"}
+    assert (tmp_path / "manifest.csv").read_text().startswith("video_id,label,split,group")
+
+
+def test_synthetic_csv_manifest_is_grouped_by_performer(tiny_synth, tmp_path):
+    manifest = ingest(tiny_synth / "dataset.csv", ratios=(0.34, 0.33, 0.33), seed=1)
+    assert len(manifest.videos) == 30 and len(manifest.classes) == 10
+    split_of = defaultdict(set)
+    for v in manifest.videos:
+        split_of[v.group].add(v.split)
+        assert v.frame_count == 16 and (v.width, v.height) == (128, 96)
+    assert set(split_of) == {"p00", "p01", "p02"}
+    assert all(len(s) == 1 for s in split_of.values())
+
+
+def test_same_seed_same_manifest(tiny_synth):
+    a = ingest(tiny_synth / "videos", seed=4).to_json()
+    b = ingest(tiny_synth / "videos", seed=4).to_json()
+    c = ingest(tiny_synth / "videos", seed=5).to_json()
+    assert a == b
+    assert [v["split"] for v in a["videos"]] != [v["split"] for v in c["videos"]]
+
+
+def test_lets_dance_frame_naming_and_clip_folders(tiny_synth, tmp_path):
+    from preprocess.video import read_frames
+
+    data = tmp_path / "frames"
+    videos = sorted((tiny_synth / "videos" / "tango").glob("*.mp4")) + sorted((tiny_synth / "videos" / "waltz").glob("*.mp4"))
+    for n, video in enumerate(videos):
+        style = video.parent.name
+        (data / style).mkdir(parents=True, exist_ok=True)
+        if n % 3 == 2:  # one clip per style as a sub-folder of frames
+            clip_dir = data / style / f"clipdir{n}"
+            clip_dir.mkdir()
+            for f in read_frames(str(video)):
+                cv2.imwrite(str(clip_dir / f"img_{f.index + 1:05d}.jpg"), f.image)
+            continue
+        ytid = f"yt{n // 2:02d}X-_a"  # YouTube ids contain _ and -; clip starts differ within a video
+        for f in read_frames(str(video)):
+            cv2.imwrite(str(data / style / f"{ytid}_{100 * (n % 2)}_{f.index + 1}.jpg"), f.image)
+    manifest = ingest(data, frames_fps=15)
+    ids = {v.video_id: v for v in manifest.videos}
+    assert "yt00X-_a_0" in ids and "yt00X-_a_100" in ids and "clipdir2" in ids
+    clip = ids["yt00X-_a_100"]
+    assert clip.group == "yt00X-_a" and clip.frame_count == 16 and clip.fps == 15
+    assert clip.frames[:3] == ["yt00X-_a_100_1.jpg", "yt00X-_a_100_2.jpg", "yt00X-_a_100_3.jpg"]
+    assert clip.frames[9] == "yt00X-_a_100_10.jpg"  # numeric, not lexicographic, frame order
+    assert ids["clipdir2"].frame_count == 16
+    assert sum(1 for _ in read_frames(clip.to_source())) == 16
+
+
+def test_csv_with_given_splits_and_split_file(tiny_synth, tmp_path):
+    rows = list(csv.reader(open(tiny_synth / "dataset.csv")))[1:]
+    table = tmp_path / "list.csv"
+    with open(table, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        for i, (path, label, group) in enumerate(rows):
+            writer.writerow([str(tiny_synth / path), label, ("train", "val", "test")[i % 3]])
+    manifest = ingest(table)
+    assert manifest.split["source"] == "csv"
+    assert [v.split for v in sorted(manifest.videos, key=lambda v: v.video_id)][:3]
+    expected = {Path(p).stem: ("train", "val", "test")[i % 3] for i, (p, _, _) in enumerate(rows)}
+    assert {v.video_id: v.split for v in manifest.videos} == expected
+
+    split_file = tmp_path / "splits.csv"
+    split_file.write_text("video_id,split\n" + "".join(f"{vid},test\n" for vid in expected))
+    manifest = ingest(tiny_synth / "videos", split_from=split_file)
+    assert {v.split for v in manifest.videos} == {"test"}
+
+
+@pytest.fixture
+def messy_dataset(tiny_synth, tmp_path):
+    """Good clips plus one of each bad input."""
+    data = copy_videos(tiny_synth, tmp_path / "messy")
+    (data / "ballet" / "corrupt.mp4").write_bytes(np.random.default_rng(1).bytes(4000))
+    (data / "ballet" / "zero.avi").write_bytes(b"")
+    (data / "tango" / "notes.txt").write_text("choreography notes")
+    (data / "emptyclass").mkdir()
+    (data / "solo").mkdir()
+    shutil.copy(next((tiny_synth / "videos" / "break").glob("*.mp4")), data / "solo" / "only_one.mp4")
+    shutil.copy(next((data / "tango").glob("*.mp4")), data / "waltz" / next((data / "tango").glob("*.mp4")).name)
+    seq = data / "waltz" / "brokenseq"
+    seq.mkdir()
+    cv2.imwrite(str(seq / "f_00001.jpg"), np.zeros((96, 128, 3), np.uint8))
+    (seq / "f_00002.jpg").write_bytes(b"\xff\xd8 truncated")
+    return data
+
+
+def test_bad_inputs_are_skipped_and_named(messy_dataset):
+    manifest = ingest(messy_dataset)
+    problems = problems_by_path(manifest)
+    assert "cannot be opened" in problems["corrupt.mp4"] or "no frames" in problems["corrupt.mp4"]
+    assert "zero.avi" in problems
+    assert "unknown extension" in problems["notes.txt"]
+    assert "no usable videos" in problems["emptyclass"]
+    assert "single clip" in problems["solo"]
+    assert "f_00002.jpg" in problems and "unreadable" in problems["f_00002.jpg"]
+    dup = [p for p in manifest.skipped if "duplicate video id" in p["problem"]]
+    assert len(dup) == 1 and "tango" in dup[0]["problem"] + dup[0]["path"]
+    # the good clips all made it, and the dropped classes are gone
+    assert manifest.classes == ["ballet", "tango", "waltz"]
+    assert len(manifest.videos) == 9
+    assert all(v.frame_count == 16 for v in manifest.videos)
+
+
+def test_strict_mode_raises_on_the_first_problem(messy_dataset):
+    with pytest.raises(DataError) as err:
+        ingest(messy_dataset, strict=True)
+    assert str(messy_dataset) in str(err.value)
+
+
+def test_cli_reports_skips_and_strict_fails_in_one_line(messy_dataset, tmp_path):
+    ok = run_bin("ingest", messy_dataset, tmp_path / "work")
+    assert ok.returncode == 0, ok.stderr
+    assert "skipped" in ok.stderr and "notes.txt" in ok.stderr
+    assert (tmp_path / "work" / "manifest.json").is_file()
+    bad = run_bin("ingest", messy_dataset, tmp_path / "work2", "--strict")
+    assert bad.returncode != 0
+    errors = [line for line in bad.stderr.splitlines() if line.startswith("Error:")]
+    assert len(errors) == 1 and "Traceback" not in bad.stderr
+    missing = run_bin("ingest", tmp_path / "nowhere", tmp_path / "w3")
+    assert missing.returncode != 0 and "nowhere: no such file or folder" in missing.stderr
+    assert "Traceback" not in missing.stderr
+
+
+def test_load_manifest_names_a_missing_or_broken_file(tmp_path):
+    with pytest.raises(DataError, match="no manifest"):
+        load_manifest(tmp_path)
+    (tmp_path / "manifest.json").write_text("{not json")
+    with pytest.raises(DataError, match="not a valid manifest"):
+        load_manifest(tmp_path)
