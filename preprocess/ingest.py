@@ -284,3 +284,23 @@ def _assign_splits(records: list[VideoRecord], ratios, seed: int, split_from, pr
                                 [r.group for r in pending], ratios, seed)
         for r in pending:
             r.split = assignment[r.video_id]
+
+
+def manifest_for(data: str | os.PathLike, work: str | os.PathLike, **ingest_options) -> Manifest:
+    """The manifest a preprocessing command works on: DATA is a manifest.json, a work directory holding one, or a
+    dataset, which is ingested into WORK (once: a WORK manifest of the same dataset root is reused)."""
+    from .manifest import MANIFEST_NAME, load_manifest
+
+    data = Path(data)
+    if data.is_file() and data.suffix == ".json":
+        return load_manifest(data)
+    if data.is_dir() and (data / MANIFEST_NAME).is_file():
+        return load_manifest(data)
+    existing = Path(work) / MANIFEST_NAME
+    if existing.is_file():
+        manifest = load_manifest(existing)
+        if Path(manifest.root) == data.resolve():
+            return manifest
+    manifest = ingest(data, **ingest_options)
+    manifest.save(work)
+    return manifest

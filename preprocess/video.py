@@ -237,7 +237,7 @@ def read_frames(source: Source | str, sampling: Sampling = Sampling(), resize: R
         if sampling.fps is None:
             if (index - sampling.start) % sampling.step:
                 continue
-            yield Frame(index, time, _convert(resize(fetch()), colour))
+            yield Frame(index, time, resize(_convert(fetch(), colour)))
             emitted += 1
             continue
         # Target rate: a clock tick takes the frame nearest to it (the earlier one on a tie), so this frame serves every tick up to half a
@@ -248,7 +248,7 @@ def read_frames(source: Source | str, sampling: Sampling = Sampling(), resize: R
         image = None
         while next_due <= rel + 0.5 * interval + 1e-9 and (sampling.count is None or emitted < sampling.count):
             if image is None:
-                image = _convert(resize(fetch()), colour)
+                image = resize(_convert(fetch(), colour))
             yield Frame(index, start_time + next_due, image)
             emitted += 1
             next_due += period
