@@ -1,0 +1,204 @@
+import json
+
+import numpy as np
+import pytest
+
+from preprocess.errors import DataError
+from preprocess.keypoints import COCO_FLIP_PAIRS, flip_keypoints_horizontally, flip_permutation, normalize_to_box
+from preprocess.pose import SlotTracker, load_pose, track_sequence
+from preprocess.pose_eval import coco_oks_matches, pck
+from preprocess.pose_models import OnnxYoloPose, MediaPipePose, resolve_mediapipe_model, resolve_onnx_model
+from preprocess.storage import read_npz
+from tests.conftest import run_bin, shared_asset
+
+
+def random_skeletons(rng, shape=(6, 3)):
+    kp = np.zeros(shape + (17, 3), np.float32)
+    kp[..., 0] = rng.uniform(0, 640, shape + (17,))
+    kp[..., 1] = rng.uniform(0, 360, shape + (17,))
+    kp[..., 2] = rng.uniform(0, 1, shape + (17,))
+    return kp
+
+
+def test_normalisation_properties():
+    rng = np.random.default_rng(0)
+    kp = random_skeletons(rng)
+    kp[0, 0, :, 2] = 0  # nobody there
+    kp[0, 1, 3:, 2] = 0  # a single... three valid points
+    norm, boxes = normalize_to_box(kp, min_confidence=0.2)
+    assert norm.shape == (6, 3, 17, 2) and not np.isnan(norm).any()
+    assert np.abs(norm).max() <= 1.0
+    valid = kp[..., 2] >= 0.2
+    assert (norm[~valid] == 0).all() and (norm[0, 0] == 0).all() and (boxes[0, 0] == 0).all()
+    for t in range(6):
+        for p in range(3):
+            if valid[t, p].sum() >= 2:
+                v = norm[t, p][valid[t, p]]
+                # the longer side of the box spans exactly [-1, 1]; the shorter is centred
+                spans = v.max(0) - v.min(0)
+                assert np.isclose(spans.max(), 2.0, atol=1e-5)
+                assert np.allclose(v.max(0) + v.min(0), 0, atol=1e-5)
+    # shifting and scaling the image leaves the normalised skeleton unchanged
+    moved = kp.copy()
+    moved[..., :2] = moved[..., :2] * 2.5 + 40
+    assert np.allclose(normalize_to_box(moved, 0.2)[0], norm, atol=1e-5)
+
+
+def test_horizontal_flip_of_skeletons():
+    rng = np.random.default_rng(1)
+    kp = random_skeletons(rng)
+    flipped = flip_keypoints_horizontally(kp, 640)
+    assert np.allclose(flip_keypoints_horizontally(flipped, 640), kp)
+    # a flipped left wrist is the right wrist of the mirrored person, mirrored in x
+    assert np.allclose(flipped[..., 10, 0], 639 - kp[..., 9, 0]) and np.allclose(flipped[..., 10, 2], kp[..., 9, 2])
+    # normalisation commutes with the flip: x negates, left/right swap
+    norm, _ = normalize_to_box(kp, 0.2)
+    norm_of_flipped, _ = normalize_to_box(flipped, 0.2)
+    expected = norm[..., flip_permutation(), :] * np.array([-1, 1], np.float32)
+    assert np.allclose(norm_of_flipped, expected, atol=1e-5)
+    assert sorted(a for pair in COCO_FLIP_PAIRS for a in pair) == list(range(1, 17))
+
+
+def _person(x, y, score=0.9, size=40):
+    kp = np.zeros((17, 3), np.float32)
+    kp[:, 0] = x + np.linspace(-size / 4, size / 4, 17)
+    kp[:, 1] = y + np.linspace(-size / 2, size / 2, 17)
+    kp[:, 2] = score
+    return kp
+
+
+def test_tracker_keeps_identities_across_order_gaps_and_crowds():
+    rng = np.random.default_rng(3)
+    frames = []
+    for t in range(30):
+        people = [(_person(100 + 3 * t, 100), 0.9), (_person(300 - 3 * t, 110), 0.8)]
+        if 10 <= t < 13:
+            people = people[:1]  # the second dancer is missed for three frames
+        if t >= 20:
+            people.append((_person(200, 300), 0.7))  # a third arrives
+        if t == 25:
+            people.append((_person(500, 300), 0.1))  # a fourth, least confident, with no slot left
+        order = rng.permutation(len(people))
+        frames.append([people[i] for i in order])
+    keypoints, mask = track_sequence(frames, max_persons=3)
+    xs = keypoints[..., 8, 0]
+    first = np.argmin(np.abs(xs[0] - 100))
+    second = np.argmin(np.abs(xs[0] - 300))
+    assert first != second
+    assert np.allclose(xs[:, first], 100 + 3 * np.arange(30))
+    on = np.r_[0:10, 13:30]
+    assert np.allclose(xs[on, second], 300 - 3 * on) and not mask[10:13, second].any()
+    third = ({0, 1, 2} - {first, second}).pop()
+    assert mask[20:, third].all() and not mask[:20, third].any()
+    assert mask.sum(1).max() == 3 and np.isclose(xs[25, third], 200)  # the fourth person got no slot
+
+
+def test_model_resolution_order(tmp_path, monkeypatch):
+    fake = tmp_path / "mine.task"
+    fake.write_bytes(b"model")
+    assert resolve_mediapipe_model(fake) == fake
+    with pytest.raises(DataError, match="does not exist"):
+        resolve_mediapipe_model(tmp_path / "missing.task")
+    monkeypatch.setenv("DANCE_POSE_MODEL", str(fake))
+    assert resolve_mediapipe_model(None) == fake
+    monkeypatch.delenv("DANCE_POSE_MODEL")
+    monkeypatch.setenv("DANCE_SHARED", str(tmp_path / "no_shared"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    with pytest.raises(DataError, match="no MediaPipe pose model"):
+        resolve_mediapipe_model(None, download=False)
+    cached = tmp_path / "cache" / "dance-streams" / "pose_landmarker_full.task"
+    cached.parent.mkdir(parents=True)
+    cached.write_bytes(b"model")
+    assert resolve_mediapipe_model(None, download=False) == cached
+    monkeypatch.delenv("DANCE_ONNX_POSE_MODEL", raising=False)
+    with pytest.raises(DataError, match="needs a model file"):
+        resolve_onnx_model(None)
+
+
+@pytest.fixture(scope="module")
+def mediapipe_run(tiny_synth, tmp_path_factory):
+    model = shared_asset("models/pose_landmarker_full.task")
+    pytest.importorskip("mediapipe", reason="mediapipe is not installed")
+    work = tmp_path_factory.mktemp("pose_mp")
+    run_bin("preprocess", "pose", tiny_synth / "dataset.csv", work, "--model", model, "--workers", "2", check=True)
+    return work
+
+
+def _pck_by_style(synth, work):
+    info = json.loads((synth / "synth.json").read_text())
+    out = {}
+    for clip in info["clips"]:
+        truth = read_npz(synth / clip["groundtruth"])["keypoints"]
+        pose = load_pose(work, clip["id"])
+        c, t = pck(pose["keypoints"], pose["mask"], truth)
+        a = out.setdefault(clip["style"], [0, 0])
+        a[0] += c
+        a[1] += t
+    return {s: c / t for s, (c, t) in out.items()}
+
+
+def test_mediapipe_pose_format_and_accuracy_on_synthetic_ground_truth(tiny_synth, mediapipe_run):
+    info = json.loads((tiny_synth / "synth.json").read_text())
+    for clip in info["clips"]:
+        pose = load_pose(mediapipe_run, clip["id"])
+        assert pose["keypoints"].shape == (16, 4, 17, 3) and pose["normalized"].shape == (16, 4, 17, 2)
+        assert pose["boxes"].shape == (16, 4, 4) and pose["mask"].dtype == bool
+        for name in ("keypoints", "normalized", "boxes"):
+            assert np.isfinite(pose[name]).all()
+        assert (pose["keypoints"][~pose["mask"]] == 0).all()
+        assert np.abs(pose["normalized"]).max() <= 1
+    scores = _pck_by_style(tiny_synth, mediapipe_run)
+    print("MediaPipe PCK@0.2 by style", {s: round(v, 2) for s, v in scores.items()})
+    solo = [scores[s] for s in ("ballet", "break", "flamenco")]
+    assert np.mean(solo) >= 0.75  # one dancer: MediaPipe finds and places them well
+    assert min(scores.values()) > 0.2  # couples and groups: MediaPipe finds at least one dancer
+
+
+def test_onnx_pose_finds_couples_on_synthetic_ground_truth(tiny_synth, tmp_path):
+    model = shared_asset("models/yolo11n-pose.onnx")
+    pytest.importorskip("onnxruntime", reason="onnxruntime is not installed")
+    run_bin("preprocess", "pose", tiny_synth / "dataset.csv", tmp_path, "--backend", "onnx", "--model", model,
+            "--workers", "2", check=True)
+    scores = _pck_by_style(tiny_synth, tmp_path)
+    print("ONNX PCK@0.2 by style", {s: round(v, 2) for s, v in scores.items()})
+    assert np.mean(list(scores.values())) >= 0.6
+
+
+def _coco_images():
+    import cv2
+
+    root = shared_asset("data/coco_pose_gt")
+    data = json.loads((root / "test_coco.json").read_text())
+    for image in data["images"]:
+        anns = [a for a in data["annotations"] if a["image_id"] == image["id"]]
+        yield cv2.cvtColor(cv2.imread(str(root / image["file_name"])), cv2.COLOR_BGR2RGB), anns
+
+
+def _coco_scores(model):
+    scores = []
+    for rgb, anns in _coco_images():
+        with model.video() as detect:
+            people = [kp for kp, _ in detect(rgb, 0)]
+        scores += coco_oks_matches(people, anns)
+    return np.array(scores)
+
+
+def test_backends_on_coco_ground_truth():
+    task = shared_asset("models/pose_landmarker_full.task")
+    onnx = shared_asset("models/yolo11n-pose.onnx")
+    pytest.importorskip("mediapipe", reason="mediapipe is not installed")
+    pytest.importorskip("onnxruntime", reason="onnxruntime is not installed")
+    mp_scores = _coco_scores(MediaPipePose(task, max_persons=20))
+    yolo_scores = _coco_scores(OnnxYoloPose(onnx, max_persons=20))
+    print(f"COCO: mediapipe found {(mp_scores >= 0.5).sum()}/{len(mp_scores)}, ONNX {(yolo_scores >= 0.5).sum()}/{len(yolo_scores)}")
+    assert len(mp_scores) == len(yolo_scores) == 12  # people with >= 5 labelled keypoints
+    assert (yolo_scores >= 0.5).sum() >= 11 and yolo_scores[yolo_scores >= 0.5].mean() > 0.65
+    assert (mp_scores >= 0.5).sum() >= 3
+
+
+def test_pose_command_errors_are_one_line(tiny_synth, tmp_path):
+    result = run_bin("preprocess", "pose", tiny_synth / "dataset.csv", tmp_path, "--model", tmp_path / "none.task")
+    assert result.returncode != 0 and "none.task: pose model given by --model does not exist" in result.stderr
+    assert "Traceback" not in result.stderr
+    result = run_bin("preprocess", "pose", tiny_synth / "dataset.csv", tmp_path, "--backend", "onnx")
+    assert result.returncode != 0 and "needs a model file" in result.stderr

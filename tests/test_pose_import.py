@@ -1,0 +1,122 @@
+"""Importers on files written to each format's specification from the synthetic ground truth."""
+
+import json
+
+import numpy as np
+import pytest
+
+from preprocess.ingest import ingest
+from preprocess.keypoints import COCO_KEYPOINTS, OPENPOSE_BODY25_TO_COCO, OPENPOSE_COCO18_TO_COCO
+from preprocess.pose import load_pose
+from preprocess.storage import read_npz
+from tests.conftest import run_bin
+
+
+@pytest.fixture(scope="module")
+def truth(tiny_synth, tmp_path_factory):
+    work = tmp_path_factory.mktemp("import_work")
+    ingest(tiny_synth / "dataset.csv").save(work)
+    info = json.loads((tiny_synth / "synth.json").read_text())
+    clips = [c for c in info["clips"] if c["style"] in ("ballet", "waltz", "square")]
+    return work, {c["id"]: read_npz(tiny_synth / c["groundtruth"])["keypoints"] for c in clips}
+
+
+def assert_imported_equals_truth(work, gt):
+    for video_id, kp in gt.items():
+        pose = load_pose(work, video_id)
+        assert pose["keypoints"].shape[0] == kp.shape[0] == 16
+        slot_of = {}
+        for t in range(kp.shape[0]):
+            for g in range(kp.shape[1]):
+                labelled = kp[t, g, :, 2] > 0
+                if labelled.sum() < 2:
+                    continue
+                dist = np.abs(pose["keypoints"][t][:, labelled, :2] - kp[t, g, labelled, :2]).max(axis=(1, 2))
+                slot = int(np.argmin(dist))
+                assert dist[slot] < 1e-3 and pose["mask"][t, slot]
+                assert np.all(pose["keypoints"][t, slot, labelled, 2] > 0)
+                slot_of.setdefault(g, set()).add(slot)
+        assert all(len(s) == 1 for s in slot_of.values()), "a dancer changed slot"
+        assert np.abs(pose["normalized"]).max() <= 1 and np.isfinite(pose["normalized"]).all()
+
+
+def test_import_lets_dance_json(truth, tmp_path):
+    work, gt = truth
+    for video_id, kp in gt.items():
+        style = video_id.split("_")[0]
+        (tmp_path / style).mkdir(exist_ok=True)
+        for t in range(kp.shape[0]):
+            people = []
+            for g in range(kp.shape[1]):
+                person = [f"person {g}"]
+                for k, name in enumerate(COCO_KEYPOINTS):
+                    if kp[t, g, k, 2] > 0:
+                        person.append([name, [float(kp[t, g, k, 0]), float(kp[t, g, k, 1])]])
+                people.append(person)
+            (tmp_path / style / f"{video_id}_{t + 1}.json").write_text(json.dumps(people))
+    out = tmp_path / "work"
+    (out).mkdir()
+    result = run_bin("preprocess", "import-pose", "letsdance", tmp_path, work / "manifest.json", out, check=True)
+    assert f"{len(gt)} videos imported" in result.stdout
+    assert_imported_equals_truth(out, gt)
+
+
+@pytest.mark.parametrize("layout, mapping, n", [("BODY_25", OPENPOSE_BODY25_TO_COCO, 25),
+                                                ("COCO-18", OPENPOSE_COCO18_TO_COCO, 18)])
+def test_import_openpose_json(truth, tmp_path, layout, mapping, n):
+    work, gt = truth
+    for video_id, kp in gt.items():
+        folder = tmp_path / "openpose" / video_id
+        folder.mkdir(parents=True)
+        for t in range(kp.shape[0]):
+            people = []
+            for g in range(kp.shape[1]):
+                flat = np.zeros((n, 3), np.float32)
+                flat[1] = (5.0, 5.0, 0.5)  # neck: not a COCO keypoint, must be ignored
+                for k in range(17):
+                    if kp[t, g, k, 2] > 0:
+                        flat[mapping[k]] = (kp[t, g, k, 0], kp[t, g, k, 1], 0.9)
+                people.append({"person_id": [-1], "pose_keypoints_2d": flat.ravel().tolist()})
+            (folder / f"{video_id}_{t:012d}_keypoints.json").write_text(json.dumps({"version": 1.3, "people": people}))
+    out = tmp_path / "work"
+    run_bin("preprocess", "import-pose", "openpose", tmp_path / "openpose", work / "manifest.json", out, check=True)
+    assert_imported_equals_truth(out, gt)
+    assert np.isclose(load_pose(out, next(iter(gt)))["keypoints"][..., 2].max(), 0.9)
+
+
+def test_import_coco_keypoint_file(truth, tmp_path):
+    work, gt = truth
+    images, annotations = [], []
+    for video_id, kp in gt.items():
+        for t in range(kp.shape[0]):
+            image_id = len(images) + 1
+            images.append({"id": image_id, "file_name": f"{video_id}/{t:05d}.jpg", "width": 128, "height": 96})
+            for g in range(kp.shape[1]):
+                flat = np.where(kp[t, g, :, 2:] > 0, kp[t, g], 0)
+                annotations.append({"id": len(annotations) + 1, "image_id": image_id, "category_id": 1,
+                                    "keypoints": flat.ravel().tolist(), "num_keypoints": int((kp[t, g, :, 2] > 0).sum())})
+    coco = tmp_path / "coco.json"
+    coco.write_text(json.dumps({"images": images, "annotations": annotations, "categories": [{"id": 1, "name": "person"}]}))
+    out = tmp_path / "work"
+    run_bin("preprocess", "import-pose", "coco", coco, work / "manifest.json", out, check=True)
+    assert_imported_equals_truth(out, gt)
+    # a results list (scores per keypoint) with the images given separately
+    results = [{"image_id": a["image_id"], "category_id": 1, "keypoints": a["keypoints"], "score": 0.8} for a in annotations]
+    listing = tmp_path / "results.json"
+    listing.write_text(json.dumps(results))
+    out2 = tmp_path / "work2"
+    run_bin("preprocess", "import-pose", "coco", listing, work / "manifest.json", out2, "--images", coco, check=True)
+    assert_imported_equals_truth(out2, gt)
+
+
+def test_import_reports_bad_files_and_unknown_videos(truth, tmp_path):
+    work, gt = truth
+    video_id = next(iter(gt))
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / f"{video_id}_1.json").write_text("{broken")
+    (tmp_path / "src" / "nosuchvideo_0_1.json").write_text("[]")
+    (tmp_path / "src" / f"{video_id}_2.json").write_text("[]")
+    result = run_bin("preprocess", "import-pose", "letsdance", tmp_path / "src", work / "manifest.json", tmp_path / "w")
+    assert result.returncode == 0 and "Traceback" not in result.stderr
+    assert f"{video_id}_1.json: unreadable JSON" in result.stderr
+    assert "'nosuchvideo_0' is not in the manifest" in result.stderr
