@@ -28,7 +28,7 @@ from .batch import Task, write_sidecar
 from .errors import DataError
 from .manifest import VideoRecord
 from .storage import atomic_path, read_json
-from .video import Resize, Sampling, read_frames
+from .video import Resize, Sampling, prefetch, read_frames
 
 FLOW_VERSION = 1
 
@@ -102,7 +102,7 @@ def compute_video_flow(video: VideoRecord, out_dir: Path, params: dict) -> int:
     with atomic_path(path, suffix=".npy") as tmp:
         out = np.lib.format.open_memmap(tmp, mode="w+", dtype=dtype, shape=(pairs, height, width, 2))
         recent: deque[np.ndarray] = deque(maxlen=k + 1)
-        for frame in read_frames(video.to_source(), Sampling(), resize, colour="gray"):
+        for frame in prefetch(read_frames(video.to_source(), Sampling(), resize, colour="gray")):
             if frame.image.shape != (height, width):
                 raise DataError(video.source, f"frame {frame.index} is {frame.image.shape[1]}x{frame.image.shape[0]}, "
                                               f"expected {width}x{height} (size changes mid-video)")

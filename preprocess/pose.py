@@ -25,7 +25,7 @@ from .errors import DataError
 from .keypoints import normalize_to_box
 from .manifest import VideoRecord
 from .storage import read_json, read_npz, write_npz
-from .video import Resize, Sampling, read_frames
+from .video import Resize, Sampling, prefetch, read_frames
 
 POSE_VERSION = 1
 
@@ -149,7 +149,7 @@ def estimate_video_pose(video: VideoRecord, out_dir: Path, params: dict) -> int:
     resize = Resize.parse(params["resize"])
     frames_people, indices = [], []
     with model.video() as detect:
-        for frame in read_frames(video.to_source(), Sampling(step=params["step"]), resize, colour="rgb"):
+        for frame in prefetch(read_frames(video.to_source(), Sampling(step=params["step"]), resize, colour="rgb")):
             people = detect(frame.image, frame.time * 1000.0)
             h, w = frame.image.shape[:2]
             if (w, h) != (video.width, video.height):  # back to the video's own pixels

@@ -254,3 +254,54 @@ def read_frames(source: Source | str, sampling: Sampling = Sampling(), resize: R
             next_due += period
     if emitted == 0 and sampling.start == 0:
         raise DataError(source.path, "no frames decode (empty or corrupt video)")
+
+
+def prefetch(frames: Iterator[Frame], depth: int = 4) -> Iterator[Frame]:
+    """Decode ahead in a thread (OpenCV's decoder releases the GIL), holding at most ``depth`` frames, so decoding
+    overlaps the consumer's work (flow, pose) instead of adding to it. Errors surface in the consumer."""
+    import queue
+    import threading
+
+    if depth <= 0:
+        yield from frames
+        return
+    buffer: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+    done = object()
+
+    def produce():
+        try:
+            for item in frames:
+                while not stop.is_set():
+                    try:
+                        buffer.put(item, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            buffer.put(done)
+        except BaseException as err:  # noqa: BLE001 - handed to the consumer
+            buffer.put(err)
+        finally:
+            close = getattr(frames, "close", None)
+            if close:
+                close()
+
+    worker = threading.Thread(target=produce, name="frame-prefetch", daemon=True)
+    worker.start()
+    try:
+        while True:
+            item = buffer.get()
+            if item is done:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        while worker.is_alive():
+            try:
+                buffer.get_nowait()
+            except queue.Empty:
+                worker.join(0.05)
