@@ -1,16 +1,22 @@
-"""Video in, arrays out: dataset ingest, frame reading, the synthetic dataset, and (later) flow and pose.
+"""Video in, arrays out: dataset ingest and splits, frame reading, optical flow, pose, the synthetic dataset.
 
 Public API for users' own code and for the streams::
 
-    from preprocess import load_manifest, read_frames
-    manifest = load_manifest("work")
-    for video in manifest.by_split("train"):
-        for frame in read_frames(video.to_source(), Sampling(step=2), Resize.parse("short:128")):
-            ...
+    import preprocess
+    manifest = preprocess.load_manifest("work")          # videos, labels, splits
+    flow = preprocess.load_flow("work", video_id)         # float32 (T, H, W, 2), pixels, x then y
+    pose = preprocess.load_pose("work", video_id)         # keypoints, normalized, boxes, mask, frame_indices
+    frames = preprocess.load_frames("work", video_id)     # uint8 (T, H, W, 3) RGB, memory-mapped
+    for frame in preprocess.read_frames(manifest.videos[0].to_source(), preprocess.Sampling(step=2)):
+        ...
 """
 
 from .errors import DataError
+from .flow import load_flow
+from .frames import load_frames
 from .manifest import Manifest, VideoRecord, load_manifest
+from .pose import load_pose
 from .video import Resize, Sampling, Source, probe, read_frames
 
-__all__ = ["DataError", "Manifest", "VideoRecord", "load_manifest", "Resize", "Sampling", "Source", "probe", "read_frames"]
+__all__ = ["DataError", "Manifest", "VideoRecord", "load_manifest", "load_flow", "load_pose", "load_frames",
+           "Resize", "Sampling", "Source", "probe", "read_frames"]

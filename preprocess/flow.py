@@ -11,7 +11,7 @@ Storage (``WORK/flow/<video_id>.npy`` + ``<video_id>.json``):
   most bound / 255 px inside the bound);
 * ``float16``: unclipped, half precision.
 
-The array is written through a memory map as frames decode, so memory does not grow with the video's length.
+The array is appended to disk as frames decode, so memory does not grow with the video's length.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ import numpy as np
 from .batch import Task, write_sidecar
 from .errors import DataError
 from .manifest import VideoRecord
-from .storage import atomic_path, read_json
+from .storage import NpyStreamWriter, atomic_path, read_json
 from .video import Resize, Sampling, prefetch, read_frames
 
 FLOW_VERSION = 1
@@ -99,8 +99,7 @@ def compute_video_flow(video: VideoRecord, out_dir: Path, params: dict) -> int:
     dtype = np.uint8 if params["storage"] == "uint8" else np.float16
     path = out_dir / f"{video.video_id}.npy"
     decoded = 0
-    with atomic_path(path, suffix=".npy") as tmp:
-        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=dtype, shape=(pairs, height, width, 2))
+    with atomic_path(path, suffix=".npy") as tmp, NpyStreamWriter(tmp, (pairs, height, width, 2), dtype) as out:
         recent: deque[np.ndarray] = deque(maxlen=k + 1)
         for frame in prefetch(read_frames(video.to_source(), Sampling(), resize, colour="gray")):
             if frame.image.shape != (height, width):
@@ -109,15 +108,12 @@ def compute_video_flow(video: VideoRecord, out_dir: Path, params: dict) -> int:
             recent.append(frame.image)
             decoded += 1
             if len(recent) == k + 1:
-                t = decoded - k - 1
-                if t >= pairs:
+                if decoded - k - 1 >= pairs:
                     raise DataError(video.source, f"more frames decode than the manifest's {video.frame_count}")
                 flow = farneback.compute(recent[0], recent[-1])
-                out[t] = quantize(flow, params["bound"]) if dtype == np.uint8 else flow.astype(np.float16)
+                out.write(quantize(flow, params["bound"]) if dtype == np.uint8 else flow.astype(np.float16))
         if decoded != video.frame_count:
             raise DataError(video.source, f"{decoded} frames decode, the manifest says {video.frame_count} (re-run ingest)")
-        out.flush()
-        del out
     write_sidecar(out_dir, video, params, shape=[pairs, height, width, 2], dtype=np.dtype(dtype).name)
     return decoded
 

@@ -14,8 +14,8 @@ import numpy as np
 from .batch import Task, write_sidecar
 from .errors import DataError
 from .manifest import VideoRecord
-from .storage import atomic_path
-from .video import Resize, Sampling, read_frames
+from .storage import NpyStreamWriter, atomic_path
+from .video import Resize, Sampling, prefetch, read_frames
 
 FRAMES_VERSION = 1
 
@@ -32,17 +32,15 @@ def cache_video_frames(video: VideoRecord, out_dir: Path, params: dict) -> int:
     sampling = Sampling(step=params["step"])
     count = sampling.expected_count(video.frame_count)
     indices = []
-    with atomic_path(out_dir / f"{video.video_id}.npy", suffix=".npy") as tmp:
-        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(count, height, width, 3))
-        for frame in read_frames(video.to_source(), sampling, resize, colour="rgb"):
+    path = out_dir / f"{video.video_id}.npy"
+    with atomic_path(path, suffix=".npy") as tmp, NpyStreamWriter(tmp, (count, height, width, 3), np.uint8) as out:
+        for frame in prefetch(read_frames(video.to_source(), sampling, resize, colour="rgb")):
             if len(indices) >= count:
                 raise DataError(video.source, f"more frames decode than the manifest's {video.frame_count}")
-            out[len(indices)] = frame.image
+            out.write(frame.image)
             indices.append(frame.index)
         if len(indices) != count:
             raise DataError(video.source, f"{len(indices)} frames decode, expected {count} (re-run ingest)")
-        out.flush()
-        del out
     write_sidecar(out_dir, video, params, shape=[count, height, width, 3], frame_indices=indices)
     return len(indices)
 

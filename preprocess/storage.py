@@ -55,3 +55,42 @@ def write_npz(path: str | os.PathLike, **arrays) -> None:
 def read_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
     with np.load(path, allow_pickle=False) as data:
         return {k: data[k] for k in data.files}
+
+
+class NpyStreamWriter:
+    """Write a ``.npy`` file of known shape one leading-axis slice at a time, straight to disk.
+
+    A memory map would keep every written page resident (RSS grows with the video); appending to a file keeps memory
+    flat. ``close`` checks that exactly ``shape[0]`` slices were written.
+    """
+
+    def __init__(self, path: str | os.PathLike, shape: tuple[int, ...], dtype):
+        self.shape = tuple(int(s) for s in shape)
+        self.dtype = np.dtype(dtype)
+        self.count = 0
+        self.handle = open(path, "wb")
+        np.lib.format.write_array_header_1_0(
+            self.handle, {"descr": np.lib.format.dtype_to_descr(self.dtype), "fortran_order": False, "shape": self.shape})
+
+    def write(self, item: np.ndarray) -> None:
+        item = np.ascontiguousarray(item, dtype=self.dtype)
+        if item.shape != self.shape[1:]:
+            raise ValueError(f"slice shape {item.shape} does not match {self.shape[1:]}")
+        if self.count >= self.shape[0]:
+            raise ValueError(f"more than {self.shape[0]} slices written")
+        self.handle.write(item.tobytes())
+        self.count += 1
+
+    def close(self) -> None:
+        self.handle.close()
+        if self.count != self.shape[0]:
+            raise ValueError(f"{self.count} slices written, the header says {self.shape[0]}")
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, *exc):
+        if exc_type is None:
+            self.close()
+        else:
+            self.handle.close()

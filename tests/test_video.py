@@ -144,3 +144,40 @@ def test_bad_videos_raise_named_errors(tmp_path):
     with pytest.raises(DataError) as err:
         probe(Source(str(bad_frame), ("f_1.png", "f_2.png")))
     assert "f_2.png" in str(err.value)
+
+
+def test_prefetch_keeps_order_surfaces_errors_and_stops_early(tmp_path):
+    import threading
+    import time
+
+    from preprocess.video import prefetch
+
+    video = write_indexed_video(tmp_path / "v.avi", 20)
+    direct = [frame_number(f.image) for f in read_frames(str(video))]
+    assert [frame_number(f.image) for f in prefetch(read_frames(str(video)), depth=3)] == direct == list(range(20))
+
+    def failing():
+        yield 1
+        yield 2
+        raise DataError("clip.mp4", "frame 2 does not decode")
+
+    got = []
+    with pytest.raises(DataError, match="clip.mp4: frame 2"):
+        for item in prefetch(failing(), depth=2):
+            got.append(item)
+    assert got == [1, 2]
+
+    def endless():
+        n = 0
+        while True:
+            n += 1
+            yield n
+
+    before = threading.active_count()
+    stream = prefetch(endless(), depth=2)
+    assert next(stream) == 1
+    stream.close()  # the consumer stops early: the decoding thread must end, not block on a full buffer
+    deadline = time.monotonic() + 2
+    while threading.active_count() > before and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert threading.active_count() == before

@@ -1,0 +1,58 @@
+"""Batch behaviour shared by every preprocessor: a bad video fails by name, the rest completes, the summary says so."""
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from preprocess.batch import parse_shard, shard_videos
+from preprocess.ingest import ingest
+from tests.conftest import run_bin, shared_asset
+
+
+def test_parse_shard():
+    assert parse_shard(None) == (0, 1) and parse_shard("2/5") == (2, 5)
+    for bad in ("5/5", "-1/3", "a/b", "3"):
+        with pytest.raises(ValueError):
+            parse_shard(bad)
+
+
+def test_shards_partition_any_manifest(tiny_synth):
+    videos = ingest(tiny_synth / "videos").videos
+    for n in (1, 2, 4, 7, 40):
+        parts = [shard_videos(videos, (i, n)) for i in range(n)]
+        ids = [v.video_id for part in parts for v in part]
+        assert sorted(ids) == sorted(v.video_id for v in videos) and len(ids) == len(set(ids))
+        assert max(map(len, parts)) - min(map(len, parts)) <= 1
+
+
+@pytest.mark.parametrize("stage, extra", [
+    ("flow", ["--resize", "short:48"]),
+    ("frames", ["--resize", "short:48"]),
+    ("pose", ["--model", "models/pose_landmarker_full.task"]),
+])
+def test_a_bad_video_fails_by_name_and_the_rest_completes(tiny_synth, tmp_path, stage, extra):
+    if stage == "pose":
+        pytest.importorskip("mediapipe", reason="mediapipe is not installed")
+        extra = ["--model", str(shared_asset(extra[1]))]
+    data = tmp_path / "data"
+    for style in ("ballet", "tango"):
+        (data / style).mkdir(parents=True)
+        for video in sorted((tiny_synth / "videos" / style).glob("*.mp4")):
+            shutil.copy(video, data / style / video.name)
+    work = tmp_path / "work"
+    ingest(data).save(work)
+    broken = data / "tango" / "tango_0001.mp4"
+    broken.write_bytes(b"garbage" * 100)  # breaks after ingest, as a disk or a copy might
+    result = run_bin("preprocess", stage, work, work, "--workers", "2", *extra)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "5 done" in result.stdout and "1 failed" in result.stdout
+    failed = [line for line in result.stderr.splitlines() if line.startswith("failed ")]
+    assert len(failed) == 1 and str(broken) in failed[0] and "cannot be opened" in failed[0]
+    summary = json.loads((work / stage / "summary.json").read_text())
+    assert summary["counts"] == {"done": 5, "skipped": 0, "failed": 1}
+    assert summary["failed"][0]["video_id"] == "tango_0001" and str(broken) in summary["failed"][0]["error"]
+    assert len(list((work / stage).glob("*_0*.json"))) == 5  # a sidecar for each finished video, none for the bad one
+    rerun = run_bin("preprocess", stage, work, work, "--workers", "2", *extra)
+    assert "0 done, 5 already done, 1 failed" in rerun.stdout  # nothing already done is lost or redone
