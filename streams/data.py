@@ -1,0 +1,260 @@
+"""Per-modality clip datasets over a preprocessed work directory.
+
+Each item is ``(tensor, label, video index, view)``. Training items are drawn with per-item randomness seeded from
+(seed, epoch, index), so results do not depend on the number of loader workers or processes. Evaluation gives
+``views`` deterministic views per video (temporal offsets spread over the clip) whose scores are averaged per video.
+
+Horizontal flip, per modality:
+* RGB: mirror the image;
+* flow: mirror the field and negate its x component (motion to the right becomes motion to the left);
+* pose: negate normalised x, swap left/right keypoints, mirror the person's position in the frame.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from preprocess import load_manifest
+from preprocess.errors import DataError
+from preprocess.flow import dequantize
+from preprocess.keypoints import flip_permutation
+from preprocess.storage import read_json
+
+RGB_MEAN = np.array([0.45, 0.45, 0.45], np.float32)
+RGB_STD = np.array([0.225, 0.225, 0.225], np.float32)
+POSE_FEATURES = 17 * 3 + 3  # normalised x, y, confidence per keypoint; box centre x, y and size in the frame
+
+
+def _require(work: Path, stage: str, video_ids: list[str]) -> dict:
+    """Sidecars of one preprocessing stage for every video, or a named error for the first one missing."""
+    folder = work / stage
+    if not folder.is_dir():
+        raise DataError(folder, f"no {stage} preprocessing in this work directory (run bin/preprocess {stage} first)")
+    out = {}
+    for vid in video_ids:
+        side = folder / f"{vid}.json"
+        if not side.is_file():
+            raise DataError(side, f"missing {stage} output for video {vid!r} (run bin/preprocess {stage})")
+        out[vid] = read_json(side)
+    return out
+
+
+def segment_positions(length: int, segments: int, span: int, rng: np.random.Generator | None,
+                      view: int = 0, views: int = 1) -> np.ndarray:
+    """Start index of each of ``segments`` windows of ``span`` items in a sequence of ``length``.
+
+    Training (``rng``): a random start inside each equal segment (TSN's temporal jitter). Evaluation: view v of
+    ``views`` takes the point (v + 0.5) / views of the way through each segment.
+    """
+    usable = max(length - span + 1, 1)
+    edges = np.linspace(0, usable, segments + 1)
+    if rng is not None:
+        starts = edges[:-1] + rng.random(segments) * (edges[1:] - edges[:-1])
+    else:
+        starts = edges[:-1] + (view + 0.5) / views * (edges[1:] - edges[:-1])
+    return np.minimum(np.floor(starts).astype(int), usable - 1)
+
+
+class _ClipDataset(Dataset):
+    stage = ""
+
+    def __init__(self, work, split: str, *, train: bool, views: int = 1, seed: int = 0, flip: bool = True,
+                 video_ids: list[str] | None = None):
+        self.work = Path(work)
+        self.manifest = load_manifest(self.work)
+        self.classes = self.manifest.classes
+        videos = self.manifest.by_split(split)
+        if video_ids is not None:
+            videos = [v for v in videos if v.video_id in set(video_ids)]
+        if not videos:
+            raise DataError(self.work / "manifest.json", f"no videos in split {split!r}")
+        self.videos = videos
+        self.labels = np.array([self.classes.index(v.label) for v in videos], np.int64)
+        self.train, self.views, self.seed, self.flip = train, (1 if train else views), seed, flip
+        self.epoch = 0
+        self.meta = _require(self.work, self.stage, [v.video_id for v in videos])
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self):
+        return len(self.videos) * self.views
+
+    def rng(self, index: int) -> np.random.Generator | None:
+        return np.random.default_rng([self.seed, self.epoch, index]) if self.train else None
+
+    def __getitem__(self, index: int):
+        video_index, view = divmod(index, self.views)
+        rng = self.rng(index)
+        return self.load(video_index, rng, view), int(self.labels[video_index]), video_index, view
+
+
+def _crop_box(h: int, w: int, size: int, rng: np.random.Generator | None, scale=(0.6, 1.0)):
+    """(y0, x0, side): a random square of ``scale`` of the short side in training, the centre square otherwise."""
+    short = min(h, w)
+    side = int(round(short * (rng.uniform(*scale) if rng is not None else 1.0)))
+    side = max(min(side, short), 8)
+    if rng is not None:
+        return int(rng.integers(0, h - side + 1)), int(rng.integers(0, w - side + 1)), side
+    return (h - side) // 2, (w - side) // 2, side
+
+
+def _resize_stack(stack: np.ndarray, size: int) -> np.ndarray:
+    """(C, s, s) → (C, size, size), channel by channel (bilinear)."""
+    import cv2
+
+    if stack.shape[-1] == size:
+        return stack
+    return np.stack([cv2.resize(c, (size, size), interpolation=cv2.INTER_LINEAR) for c in stack])
+
+
+class RGBSegments(_ClipDataset):
+    """K frames, one per segment, from the frame cache → (K, 3, S, S) float32, normalised."""
+
+    stage = "frames"
+
+    def __init__(self, work, split, *, segments: int = 3, size: int = 112, **kw):
+        super().__init__(work, split, **kw)
+        self.segments, self.size = segments, size
+
+    def load(self, i, rng, view):
+        frames = np.load(self.work / "frames" / f"{self.videos[i].video_id}.npy", mmap_mode="r", allow_pickle=False)
+        picks = segment_positions(len(frames), self.segments, 1, rng, view, self.views)
+        h, w = frames.shape[1:3]
+        y0, x0, side = _crop_box(h, w, self.size, rng)
+        flip = self.flip and rng is not None and rng.random() < 0.5
+        out = []
+        for t in picks:
+            image = np.asarray(frames[t, y0:y0 + side, x0:x0 + side], np.float32) / 255.0
+            image = _resize_stack(image.transpose(2, 0, 1), self.size)
+            if flip:
+                image = flip_rgb(image)
+            out.append((image - RGB_MEAN[:, None, None]) / RGB_STD[:, None, None])
+        return torch.from_numpy(np.stack(out).astype(np.float32))
+
+
+def flip_rgb(image: np.ndarray) -> np.ndarray:
+    """(..., H, W) mirrored left-right."""
+    return image[..., ::-1].copy()
+
+
+def flip_flow_stack(stack: np.ndarray) -> np.ndarray:
+    """(2L, H, W) stack [x0, y0, x1, y1, ...] mirrored left-right with every x component negated."""
+    out = stack[..., ::-1].copy()
+    out[0::2] *= -1
+    return out
+
+
+class FlowStacks(_ClipDataset):
+    """K segments of L consecutive flow fields → (K, 2L, S, S) float32, in units of the storage bound."""
+
+    stage = "flow"
+
+    def __init__(self, work, split, *, segments: int = 3, stack: int = 5, size: int = 112, **kw):
+        super().__init__(work, split, **kw)
+        self.segments, self.stack, self.size = segments, stack, size
+
+    def load(self, i, rng, view):
+        vid = self.videos[i].video_id
+        raw = np.load(self.work / "flow" / f"{vid}.npy", mmap_mode="r", allow_pickle=False)
+        bound = self.meta[vid]["params"]["bound"] or 20.0
+        starts = segment_positions(len(raw), self.segments, self.stack, rng, view, self.views)
+        h, w = raw.shape[1:3]
+        y0, x0, side = _crop_box(h, w, self.size, rng)
+        flip = self.flip and rng is not None and rng.random() < 0.5
+        out = []
+        for s in starts:
+            idx = np.minimum(np.arange(s, s + self.stack), len(raw) - 1)
+            chunk = np.asarray(raw[idx, y0:y0 + side, x0:x0 + side])
+            fields = dequantize(chunk, bound) if chunk.dtype == np.uint8 else chunk.astype(np.float32)
+            # Resizing a crop scales displacements too: keep them in pixels of the network's input.
+            fields = fields * (self.size / side)
+            stack = fields.transpose(0, 3, 1, 2).reshape(2 * self.stack, side, side) / bound
+            stack = _resize_stack(np.ascontiguousarray(stack), self.size)
+            if flip:
+                stack = flip_flow_stack(stack)
+            out.append(stack)
+        return torch.from_numpy(np.stack(out).astype(np.float32))
+
+
+def pose_features(pose: dict, width: int, height: int) -> np.ndarray:
+    """(T, P, 54): normalised x, y and confidence of 17 keypoints, then the box centre in [-1, 1] frame
+    coordinates and the box height over the frame height."""
+    norm, conf, boxes = pose["normalized"], pose["keypoints"][..., 2:3], pose["boxes"]
+    cx = (boxes[..., 0] + boxes[..., 2]) / width - 1.0
+    cy = (boxes[..., 1] + boxes[..., 3]) / height - 1.0
+    size = (boxes[..., 3] - boxes[..., 1]) / height
+    place = np.stack([cx, cy, size], -1) * pose["mask"][..., None]
+    joints = np.concatenate([norm, conf], -1).reshape(*norm.shape[:2], 17 * 3)
+    return np.concatenate([joints, place], -1).astype(np.float32)
+
+
+def flip_pose_features(features: np.ndarray) -> np.ndarray:
+    """Mirror (…, 54) pose features: x negated, left/right keypoints swapped, position mirrored."""
+    joints = features[..., :51].reshape(*features.shape[:-1], 17, 3)[..., flip_permutation(), :].copy()
+    joints[..., 0] *= -1
+    place = features[..., 51:].copy()
+    place[..., 0] *= -1
+    return np.concatenate([joints.reshape(*features.shape[:-1], 51), place], -1)
+
+
+class PoseSequences(_ClipDataset):
+    """A window of ``frames`` pose frames (whole clip, resampled, when shorter) → ((T, P, 54), mask (T, P))."""
+
+    stage = "pose"
+
+    def __init__(self, work, split, *, frames: int = 32, **kw):
+        super().__init__(work, split, **kw)
+        self.frames = frames
+        self.cache: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+
+    def sequence(self, i):
+        if i not in self.cache:
+            from preprocess.pose import load_pose
+
+            vid = self.videos[i].video_id
+            pose = load_pose(self.work, vid)
+            meta = self.meta[vid]
+            self.cache[i] = (pose_features(pose, meta["width"], meta["height"]), pose["mask"])
+        return self.cache[i]
+
+    def load(self, i, rng, view):
+        features, mask = self.sequence(i)
+        length = len(features)
+        if length >= self.frames:
+            start = segment_positions(length, 1, self.frames, rng, view, self.views)[0]
+            idx = np.arange(start, start + self.frames)
+        else:
+            idx = np.floor(np.linspace(0, length, self.frames, endpoint=False)).astype(int)
+        x, m = features[idx], mask[idx]
+        if rng is not None:
+            x = x * np.float32(rng.uniform(0.9, 1.1))  # small scale jitter of coordinates and position
+            if self.flip and rng.random() < 0.5:
+                x = flip_pose_features(x)
+        return torch.from_numpy(np.ascontiguousarray(x, np.float32)), torch.from_numpy(np.ascontiguousarray(m))
+
+
+def collate(batch):
+    """Stack items; pose items carry (features, mask)."""
+    xs, labels, videos, views = zip(*batch)
+    if isinstance(xs[0], tuple):
+        x = (torch.stack([a for a, _ in xs]), torch.stack([b for _, b in xs]))
+    else:
+        x = torch.stack(xs)
+    return x, torch.tensor(labels), torch.tensor(videos), torch.tensor(views)
+
+
+def create_dataset(stream: str, work, split: str, *, train: bool, options: dict, views: int = 1, seed: int = 0):
+    if stream == "rgb":
+        return RGBSegments(work, split, train=train, views=views, seed=seed, segments=options["segments"],
+                           size=options["size"])
+    if stream == "flow":
+        return FlowStacks(work, split, train=train, views=views, seed=seed, segments=options["segments"],
+                          stack=options["stack"], size=options["size"])
+    if stream == "pose":
+        return PoseSequences(work, split, train=train, views=views, seed=seed, frames=options["frames"])
+    raise ValueError(f"unknown stream {stream!r}: rgb, flow or pose")

@@ -1,0 +1,316 @@
+"""Training and evaluation of one stream, as plain functions (``train_one_epoch``, ``evaluate``, ``train``).
+
+Runs unchanged under ``torchrun`` (DDP: gloo on CPU, nccl on CUDA, a distributed sampler; rank 0 alone evaluates and
+writes). Resumes exactly: ``RUN/last.pt`` holds model, optimiser, schedule, epoch, early-stopping state and the RNG
+state, written atomically after every epoch, and the data order and augmentation of an epoch depend only on
+(seed, epoch). Outputs in RUN: ``config.json``, ``last.pt``, ``best.pt``, ``metrics.jsonl`` (one line per epoch),
+``training_curves.png``, ``scores_val.npz`` / ``scores_test.npz`` with JSON sidecars.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.utils.data import DataLoader
+from torch.utils.data.distributed import DistributedSampler
+
+from preprocess.errors import DataError
+from preprocess.storage import atomic_path, write_json, write_text
+
+from .data import POSE_FEATURES, collate, create_dataset
+from .metrics import classification_metrics
+from .models import create_flow_model, create_pose_model, create_rgb_model
+
+DEFAULTS = {
+    "epochs": 20, "batch_size": 16, "lr": 1e-3, "optimizer": "adamw", "schedule": "cosine", "weight_decay": 1e-4,
+    "dropout": 0.5, "label_smoothing": 0.1, "patience": 6, "seed": 0, "workers": 0, "device": "auto", "views": 3,
+    "vote": False, "preset": "small", "segments": 3, "stack": 5, "size": 112, "frames": 32, "head": "tcn",
+    "init": None, "max_train_videos": None,
+}
+
+
+def build_model(config: dict, num_classes: int) -> nn.Module:
+    stream = config["stream"]
+    if stream == "rgb":
+        return create_rgb_model(num_classes=num_classes, preset=config["preset"], dropout=config["dropout"])
+    if stream == "flow":
+        return create_flow_model(num_classes=num_classes, stack=config["stack"], preset=config["preset"],
+                                 dropout=config["dropout"])
+    if stream == "pose":
+        return create_pose_model(num_classes=num_classes, features=POSE_FEATURES, head=config["head"],
+                                 dropout=min(config["dropout"], 0.3))
+    raise ValueError(f"unknown stream {stream!r}: rgb, flow or pose")
+
+
+def _forward(model, x, device):
+    if isinstance(x, (tuple, list)):
+        return model(x[0].to(device, non_blocking=True), x[1].to(device, non_blocking=True))
+    return model(x.to(device, non_blocking=True))
+
+
+def _autocast(device: torch.device):
+    # bf16 autocast on CUDA (no loss scaling needed); full precision on CPU keeps CPU runs deterministic.
+    return torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast("cpu", enabled=False)
+
+
+def train_one_epoch(model, loader, optimizer, criterion, device) -> dict:
+    model.train()
+    total_loss, correct, seen = 0.0, 0, 0
+    start = time.perf_counter()
+    for x, labels, _, _ in loader:
+        labels = labels.to(device)
+        with _autocast(device):
+            logits = _forward(model, x, device)
+            loss = criterion(logits.float(), labels)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        total_loss += float(loss) * len(labels)
+        correct += int((logits.argmax(1) == labels).sum())
+        seen += len(labels)
+    seconds = time.perf_counter() - start
+    return {"train_loss": total_loss / max(seen, 1), "train_top1": correct / max(seen, 1),
+            "train_clips_per_s": seen / seconds if seconds else None}
+
+
+@torch.no_grad()
+def evaluate(model, dataset, device, *, batch_size: int = 16, workers: int = 0, vote: bool = False):
+    """Video-level scores: softmax averaged over each video's views (or, with ``vote``, the fraction of views
+    voting for each class, Castro's plurality vote). Returns (probs (N, C) float32, labels (N,), mean loss)."""
+    model.eval()
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers, collate_fn=collate)
+    n_videos, n_classes = len(dataset.videos), len(dataset.classes)
+    sums = np.zeros((n_videos, n_classes), np.float64)
+    votes = np.zeros((n_videos, n_classes), np.float64)
+    counts = np.zeros(n_videos)
+    loss_sum, loss_n = 0.0, 0
+    criterion = nn.CrossEntropyLoss()
+    for x, labels, videos, _ in loader:
+        with _autocast(device):
+            logits = _forward(model, x, device).float()
+        loss_sum += float(criterion(logits, labels.to(device))) * len(labels)
+        loss_n += len(labels)
+        probs = torch.softmax(logits, 1).cpu().numpy()
+        idx = videos.numpy()
+        np.add.at(sums, idx, probs)
+        np.add.at(votes, (idx, probs.argmax(1)), 1)
+        np.add.at(counts, idx, 1)
+    mean = sums / counts[:, None]
+    if vote:
+        # ties between voted classes go to the higher mean probability
+        scores = votes / counts[:, None] + 1e-6 * mean
+        scores = scores / scores.sum(1, keepdims=True)
+    else:
+        scores = mean
+    return scores.astype(np.float32), dataset.labels.copy(), loss_sum / max(loss_n, 1)
+
+
+def load_init(model: nn.Module, path: str) -> str:
+    """Copy matching tensors (same name and shape) from a state dict file; others keep their initialisation."""
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
+        state = state["model"]  # one of our checkpoints
+    own = model.state_dict()
+    matched = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+    if not matched:
+        raise DataError(path, "no tensor in this state dict matches the model (names or shapes differ)")
+    model.load_state_dict(matched, strict=False)
+    return f"--init {path}: loaded {len(matched)} of {len(own)} tensors"
+
+
+def _distributed() -> tuple[int, int]:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    if world > 1:
+        return dist.get_rank(), world
+    return 0, 1
+
+
+def _pick_device(config: dict, rank: int) -> torch.device:
+    if config["device"] != "auto":
+        return torch.device(config["device"])
+    if torch.cuda.is_available():
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", rank)) % torch.cuda.device_count())
+    return torch.device("cpu")
+
+
+def _save_checkpoint(path: Path, **state) -> None:
+    with atomic_path(path, suffix=".pt") as tmp:
+        torch.save(state, tmp)
+
+
+def _make_optimizer(config, params):
+    if config["optimizer"] == "adamw":
+        return torch.optim.AdamW(params, lr=config["lr"], weight_decay=config["weight_decay"])
+    if config["optimizer"] == "sgd":
+        return torch.optim.SGD(params, lr=config["lr"], momentum=0.9, nesterov=True, weight_decay=config["weight_decay"])
+    raise ValueError(f"unknown optimizer {config['optimizer']!r}: adamw or sgd")
+
+
+def _make_schedule(config, optimizer):
+    if config["schedule"] == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(config["epochs"], 1))
+    if config["schedule"] == "step":
+        return torch.optim.lr_scheduler.StepLR(optimizer, step_size=max(config["epochs"] // 3, 1), gamma=0.1)
+    raise ValueError(f"unknown schedule {config['schedule']!r}: cosine or step")
+
+
+def plot_curves(history: list[dict], path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = [h["epoch"] for h in history]
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.8))
+    ax1.plot(epochs, [h["train_loss"] for h in history], "o-", label="train")
+    ax1.plot(epochs, [h["val_loss"] for h in history], "s-", label="validation")
+    ax1.set_xlabel("epoch")
+    ax1.set_ylabel("cross-entropy loss")
+    ax1.legend()
+    ax1.grid(alpha=0.3)
+    ax2.plot(epochs, [h["train_top1"] for h in history], "o-", label="train top-1")
+    ax2.plot(epochs, [h["val_top1"] for h in history], "s-", label="val top-1")
+    ax2.plot(epochs, [h["val_macro_f1"] for h in history], "^-", label="val macro-F1")
+    ax2.set_ylim(0, 1.02)
+    ax2.set_xlabel("epoch")
+    ax2.legend(loc="lower right")
+    ax2.grid(alpha=0.3)
+    fig.suptitle(title)
+    fig.tight_layout()
+    with atomic_path(path, suffix=".png") as tmp:
+        fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+
+
+def write_scores(run: Path, split: str, dataset, probs: np.ndarray, labels: np.ndarray, config: dict,
+                 checkpoint: str, metrics: dict) -> Path:
+    """``RUN/scores_<split>.npz`` (the score-file contract) and its JSON sidecar."""
+    path = run / f"scores_{split}.npz"
+    with atomic_path(path, suffix=".npz") as tmp:
+        with open(tmp, "wb") as handle:
+            np.savez(handle, video_ids=np.array([v.video_id for v in dataset.videos], dtype=np.str_),
+                     labels=labels.astype(np.int64), probs=probs.astype(np.float32),
+                     classes=np.array(dataset.classes, dtype=np.str_))
+    write_json(run / f"scores_{split}.json", {"stream": config["stream"], "split": split, "checkpoint": checkpoint,
+                                              "config": config, "metrics": metrics, "work": config["work"]})
+    return path
+
+
+def train(config: dict, log=print) -> dict:
+    """Train one stream per ``config`` (DEFAULTS plus stream, work, run); returns the test metrics on rank 0."""
+    config = {**DEFAULTS, **config}
+    rank, world = _distributed()
+    device = _pick_device(config, rank)
+    run = Path(config["run"])
+    torch.manual_seed(config["seed"])
+    np.random.seed(config["seed"])
+    work = Path(config["work"])
+
+    train_set = create_dataset(config["stream"], work, "train", train=True, options=config, seed=config["seed"])
+    if config["max_train_videos"]:
+        train_set.videos = train_set.videos[: config["max_train_videos"]]
+        train_set.labels = train_set.labels[: config["max_train_videos"]]
+    val_set = create_dataset(config["stream"], work, "val", train=False, options=config, views=config["views"])
+    num_classes = len(train_set.classes)
+    model = build_model(config, num_classes).to(device)
+    if config["init"]:
+        log(load_init(model, config["init"]))
+    criterion = nn.CrossEntropyLoss(label_smoothing=config["label_smoothing"])
+    optimizer = _make_optimizer(config, model.parameters())
+    schedule = _make_schedule(config, optimizer)
+    state = {"epoch": 0, "best_f1": -1.0, "best_epoch": 0, "stale": 0}
+    history: list[dict] = []
+
+    if rank == 0:
+        run.mkdir(parents=True, exist_ok=True)
+    last = run / "last.pt"
+    if last.is_file():
+        checkpoint = torch.load(last, map_location="cpu", weights_only=True)
+        saved = json.loads(checkpoint["config"])
+        differs = {k for k in config if k not in ("epochs", "workers", "device") and saved.get(k) != config[k]}
+        if differs:
+            raise DataError(last, f"was made with other settings ({', '.join(sorted(differs))}): use a new RUN folder")
+        model.load_state_dict(checkpoint["model"])
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        schedule.load_state_dict(checkpoint["schedule"])
+        state = json.loads(checkpoint["state"])
+        history = json.loads(checkpoint["history"])
+        torch.set_rng_state(checkpoint["rng"])
+        log(f"resuming {run} after epoch {state['epoch']}")
+    if rank == 0:
+        write_json(run / "config.json", config)
+
+    net = model
+    if world > 1:
+        net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+
+    while state["epoch"] < config["epochs"] and state["stale"] < config["patience"]:
+        epoch = state["epoch"]
+        train_set.set_epoch(epoch)
+        if world > 1:
+            sampler = DistributedSampler(train_set, num_replicas=world, rank=rank, shuffle=True, seed=config["seed"])
+            sampler.set_epoch(epoch)
+            loader = DataLoader(train_set, batch_size=config["batch_size"], sampler=sampler,
+                                num_workers=config["workers"], collate_fn=collate, drop_last=len(train_set) > config["batch_size"] * world)
+        else:
+            order = torch.Generator().manual_seed(config["seed"] * 100_003 + epoch)
+            loader = DataLoader(train_set, batch_size=config["batch_size"], shuffle=True, generator=order,
+                                num_workers=config["workers"], collate_fn=collate,
+                                drop_last=len(train_set) > config["batch_size"])
+        stats = train_one_epoch(net, loader, optimizer, criterion, device)
+        schedule.step()
+        state["epoch"] = epoch + 1
+        if rank == 0:
+            probs, labels, val_loss = evaluate(model, val_set, device, batch_size=config["batch_size"],
+                                               workers=config["workers"], vote=config["vote"])
+            metrics = classification_metrics(labels, probs)
+            row = {"epoch": epoch + 1, **stats, "val_loss": val_loss, **{f"val_{k}": v for k, v in metrics.items()},
+                   "lr": optimizer.param_groups[0]["lr"]}
+            history.append(row)
+            improved = metrics["macro_f1"] > state["best_f1"] + 1e-9
+            if improved:
+                state.update(best_f1=metrics["macro_f1"], best_epoch=epoch + 1, stale=0)
+                _save_checkpoint(run / "best.pt", model=model.state_dict(), config=json.dumps(config), epoch=epoch + 1)
+            else:
+                state["stale"] += 1
+            write_text(run / "metrics.jsonl", "".join(json.dumps(h) + "\n" for h in history))
+            log(f"{config['stream']} epoch {epoch + 1}/{config['epochs']}: loss {stats['train_loss']:.3f}, "
+                f"val top-1 {metrics['top1']:.3f}, val macro-F1 {metrics['macro_f1']:.3f}"
+                f"{' (best)' if improved else ''}, {stats['train_clips_per_s']:.1f} clips/s")
+            _save_checkpoint(last, model=model.state_dict(), optimizer=optimizer.state_dict(),
+                             schedule=schedule.state_dict(), state=json.dumps(state), history=json.dumps(history),
+                             rng=torch.get_rng_state(), config=json.dumps(config))
+        if world > 1:
+            # every rank follows rank 0's early-stopping decision
+            flag = torch.tensor([state["stale"], state["best_epoch"]], dtype=torch.float64)
+            dist.broadcast(flag, 0)
+            state["stale"], state["best_epoch"] = int(flag[0]), int(flag[1])
+
+    result = {}
+    if rank == 0:
+        plot_curves(history, run / "training_curves.png", f"{config['stream']} stream: {run.name}")
+        best = torch.load(run / "best.pt", map_location="cpu", weights_only=True)
+        model.load_state_dict(best["model"])
+        for split, dataset in (("val", val_set), ("test", create_dataset(config["stream"], work, "test", train=False,
+                                                                         options=config, views=config["views"]))):
+            probs, labels, _ = evaluate(model, dataset, device, batch_size=config["batch_size"],
+                                        workers=config["workers"], vote=config["vote"])
+            metrics = classification_metrics(labels, probs)
+            write_scores(run, split, dataset, probs, labels, config, str(run / "best.pt"), metrics)
+            result[split] = metrics
+        log(f"{config['stream']}: best epoch {state['best_epoch']}, test top-1 {result['test']['top1']:.3f}, "
+            f"macro-F1 {result['test']['macro_f1']:.3f} (chance {1 / num_classes:.3f}); scores in {run}")
+    if world > 1:
+        dist.barrier()
+        dist.destroy_process_group()
+    return result
+
