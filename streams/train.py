@@ -72,7 +72,7 @@ def train_one_epoch(model, loader, optimizer, criterion, device) -> dict:
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        total_loss += float(loss) * len(labels)
+        total_loss += float(loss.detach()) * len(labels)
         correct += int((logits.argmax(1) == labels).sum())
         seen += len(labels)
     seconds = time.perf_counter() - start
