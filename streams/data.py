@@ -137,6 +137,29 @@ class RGBSegments(_ClipDataset):
         return torch.from_numpy(np.stack(out).astype(np.float32))
 
 
+class RGBClips(RGBSegments):
+    """One clip of ``clip_len`` frames, ``frame_stride`` apart, for a 3D CNN → (T, 3, S, S)."""
+
+    def __init__(self, work, split, *, clip_len: int = 8, frame_stride: int = 2, size: int = 112, **kw):
+        super().__init__(work, split, segments=1, size=size, **kw)
+        self.clip_len, self.frame_stride = clip_len, frame_stride
+
+    def load(self, i, rng, view):
+        frames = np.load(self.work / "frames" / f"{self.videos[i].video_id}.npy", mmap_mode="r", allow_pickle=False)
+        span = (self.clip_len - 1) * self.frame_stride + 1
+        start = segment_positions(len(frames), 1, span, rng, view, self.views)[0]
+        picks = np.minimum(start + self.frame_stride * np.arange(self.clip_len), len(frames) - 1)
+        h, w = frames.shape[1:3]
+        y0, x0, side = _crop_box(h, w, self.size, rng)
+        flip = self.flip and rng is not None and rng.random() < 0.5
+        out = []
+        for t in picks:
+            image = _resize_stack(np.asarray(frames[t, y0:y0 + side, x0:x0 + side], np.float32).transpose(2, 0, 1) / 255.0,
+                                  self.size)
+            out.append((flip_rgb(image) if flip else image) - RGB_MEAN[:, None, None])
+        return torch.from_numpy((np.stack(out) / RGB_STD[:, None, None]).astype(np.float32))
+
+
 def flip_rgb(image: np.ndarray) -> np.ndarray:
     """(..., H, W) mirrored left-right."""
     return image[..., ::-1].copy()
@@ -249,6 +272,9 @@ def collate(batch):
 
 
 def create_dataset(stream: str, work, split: str, *, train: bool, options: dict, views: int = 1, seed: int = 0):
+    if stream == "rgb" and options.get("arch") == "3d":
+        return RGBClips(work, split, train=train, views=views, seed=seed, clip_len=options["clip_len"],
+                        frame_stride=options["frame_stride"], size=options["size"])
     if stream == "rgb":
         return RGBSegments(work, split, train=train, views=views, seed=seed, segments=options["segments"],
                            size=options["size"])

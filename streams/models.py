@@ -174,12 +174,13 @@ class PoseLSTM(nn.Module):
     def __init__(self, features, hidden, num_classes, dropout, attention):
         super().__init__()
         self.persons = PersonEncoder(features, hidden)
+        self.norm = nn.LayerNorm(hidden + 1)  # the LSTM learns far faster on normalised inputs
         self.lstm = nn.LSTM(hidden + 1, hidden, batch_first=True, bidirectional=True)
         self.attention = nn.Linear(2 * hidden, 1) if attention else None
         self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(2 * hidden, num_classes))
 
     def forward(self, x, mask):
-        h, _ = self.lstm(self.persons(x, mask))
+        h, _ = self.lstm(self.norm(self.persons(x, mask)))
         if self.attention is None:
             pooled = h.mean(1)
         else:

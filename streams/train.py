@@ -26,18 +26,20 @@ from preprocess.storage import atomic_path, write_json, write_text
 
 from .data import POSE_FEATURES, collate, create_dataset
 from .metrics import classification_metrics
-from .models import create_flow_model, create_pose_model, create_rgb_model
+from .models import create_flow_model, create_pose_model, create_rgb3d_model, create_rgb_model
 
 DEFAULTS = {
     "epochs": 20, "batch_size": 16, "lr": 1e-3, "optimizer": "adamw", "schedule": "cosine", "weight_decay": 1e-4,
     "dropout": 0.5, "label_smoothing": 0.1, "patience": 6, "seed": 0, "workers": 0, "device": "auto", "views": 3,
     "vote": False, "preset": "small", "segments": 3, "stack": 5, "size": 112, "frames": 32, "head": "tcn",
-    "init": None, "max_train_videos": None,
+    "init": None, "max_train_videos": None, "arch": "tsn", "clip_len": 8, "frame_stride": 2,
 }
 
 
 def build_model(config: dict, num_classes: int) -> nn.Module:
     stream = config["stream"]
+    if stream == "rgb" and config["arch"] == "3d":
+        return create_rgb3d_model(num_classes=num_classes, dropout=config["dropout"])
     if stream == "rgb":
         return create_rgb_model(num_classes=num_classes, preset=config["preset"], dropout=config["dropout"])
     if stream == "flow":

@@ -123,13 +123,15 @@ def test_datasets_give_fixed_shapes_and_deterministic_augmentation(tiny_work):
     assert len(views) == 3 * len(views.videos) and views[0][3] == 0 and views[2][3] == 2
 
 
-@pytest.mark.parametrize("stream", ["rgb", "flow", "pose"])
-def test_each_stream_trains_and_its_loss_falls(tiny_work, tmp_path, stream):
-    train(run_config(stream, tiny_work, tmp_path, epochs=12, batch_size=5, label_smoothing=0.0, dropout=0.1,
-                     patience=20), log=lambda *_: None)
+@pytest.mark.parametrize("stream, extra", [("rgb", {}), ("flow", {}), ("pose", {}),
+                                           ("rgb", {"arch": "3d", "clip_len": 4, "frame_stride": 2}),
+                                           ("pose", {"head": "lstm_attention", "epochs": 24})])
+def test_each_stream_trains_and_its_loss_falls(tiny_work, tmp_path, stream, extra):
+    settings = {"epochs": 12, "batch_size": 5, "label_smoothing": 0.0, "dropout": 0.1, "patience": 30, **extra}
+    train(run_config(stream, tiny_work, tmp_path, **settings), log=lambda *_: None)
     history = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     losses = [h["train_loss"] for h in history]
-    assert len(losses) == 12
+    assert len(losses) == settings["epochs"]
     assert np.mean(losses[-2:]) < 0.75 * np.mean(losses[:2]), losses
     for split in ("val", "test"):
         s = scores(tmp_path, split)
