@@ -1,0 +1,238 @@
+"""Late-fusion estimators in scikit-learn's shape: ``fit(val_probs_by_stream, val_labels)`` on validation scores,
+``predict_proba`` / ``predict`` on test scores. ``probs_by_stream`` maps a stream name to (N, C) softmax scores.
+
+Only ``fit`` sees labels, and it is only ever called on validation data: no parameter is fitted on test.
+Every method can first calibrate each stream with a temperature fitted on validation (``calibrate=True``).
+Fitted parameters serialise to JSON (``to_json`` / ``from_json``) so a fitted fusion can classify new videos.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+from scipy.optimize import minimize, minimize_scalar
+
+EPS = 1e-12
+
+
+def _log(p: np.ndarray) -> np.ndarray:
+    return np.log(np.clip(p, EPS, 1.0))
+
+
+def _softmax(z: np.ndarray) -> np.ndarray:
+    z = z - z.max(1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(1, keepdims=True)
+
+
+def log_loss(probs: np.ndarray, labels: np.ndarray) -> float:
+    return float(-_log(probs[np.arange(len(labels)), labels]).mean())
+
+
+def fit_temperature(probs: np.ndarray, labels: np.ndarray) -> float:
+    """The T minimising validation log-loss of softmax(log p / T), searched over log T in [-3, 3]."""
+    logits = _log(probs)
+    result = minimize_scalar(lambda t: log_loss(_softmax(logits / np.exp(t)), labels), bounds=(-3, 3), method="bounded")
+    return float(np.exp(result.x))
+
+
+class FusionMethod:
+    name = "base"
+
+    def __init__(self, *, calibrate: bool = False):
+        self.calibrate = calibrate
+        self.streams_: list[str] | None = None
+        self.temperatures_: dict[str, float] = {}
+
+    # --- shared plumbing ---------------------------------------------------------------------------------------
+    def _stack(self, probs_by_stream: dict[str, np.ndarray]) -> np.ndarray:
+        """(S, N, C) in the fitted stream order, temperature-scaled when calibrated."""
+        if self.streams_ is None:
+            raise RuntimeError(f"{self.name} fusion is not fitted")
+        if set(probs_by_stream) != set(self.streams_):
+            raise ValueError(f"fusion was fitted on streams {self.streams_}, given {sorted(probs_by_stream)}")
+        out = []
+        for s in self.streams_:
+            p = np.asarray(probs_by_stream[s], dtype=np.float64)
+            if self.calibrate:
+                p = _softmax(_log(p) / self.temperatures_[s])
+            out.append(p)
+        return np.stack(out)
+
+    def fit(self, val_probs_by_stream: dict[str, np.ndarray], val_labels: np.ndarray) -> "FusionMethod":
+        self.streams_ = sorted(val_probs_by_stream)
+        labels = np.asarray(val_labels)
+        if self.calibrate:
+            self.temperatures_ = {s: fit_temperature(np.asarray(val_probs_by_stream[s], float), labels) for s in self.streams_}
+        self._fit(self._stack(val_probs_by_stream), labels)
+        return self
+
+    def _fit(self, stacked: np.ndarray, labels: np.ndarray) -> None:
+        pass
+
+    def predict_proba(self, probs_by_stream: dict[str, np.ndarray]) -> np.ndarray:
+        fused = self._combine(self._stack(probs_by_stream))
+        return fused / fused.sum(1, keepdims=True)
+
+    def predict(self, probs_by_stream: dict[str, np.ndarray]) -> np.ndarray:
+        return self.predict_proba(probs_by_stream).argmax(1)
+
+    def params(self) -> dict:
+        """Fitted parameters a person can read (weights, temperatures)."""
+        out = {}
+        if self.calibrate:
+            out["temperatures"] = {s: round(t, 4) for s, t in self.temperatures_.items()}
+        return out
+
+    def to_json(self) -> dict:
+        return {"method": self.name, "calibrate": self.calibrate, "streams": self.streams_,
+                "temperatures": self.temperatures_, **self._state()}
+
+    def _state(self) -> dict:
+        return {}
+
+    def _load_state(self, state: dict) -> None:
+        pass
+
+    @staticmethod
+    def from_json(data: dict) -> "FusionMethod":
+        method = METHODS[data["method"]](calibrate=data["calibrate"])
+        method.streams_ = list(data["streams"])
+        method.temperatures_ = {k: float(v) for k, v in data.get("temperatures", {}).items()}
+        method._load_state(data)
+        return method
+
+
+class MeanFusion(FusionMethod):
+    """Arithmetic mean of the streams' probabilities."""
+
+    name = "mean"
+
+    def _combine(self, stacked):
+        return stacked.mean(0)
+
+
+class ProductFusion(FusionMethod):
+    """Geometric mean (product rule): exp of the mean log-probability, renormalised."""
+
+    name = "product"
+
+    def _combine(self, stacked):
+        return np.exp(_log(stacked).mean(0))
+
+
+class MaxFusion(FusionMethod):
+    """Per class, the most confident stream's probability, renormalised."""
+
+    name = "max"
+
+    def _combine(self, stacked):
+        return stacked.max(0)
+
+
+class WeightedMeanFusion(FusionMethod):
+    """Weighted mean with weights on the simplex fitted on validation: ``search="grid"`` maximises validation
+    accuracy over a grid of step ``step`` (ties: lower log-loss, then nearer equal weights); ``search="logloss"``
+    minimises validation log-loss."""
+
+    name = "weighted"
+
+    def __init__(self, *, calibrate: bool = False, search: str = "grid", step: float = 0.05):
+        super().__init__(calibrate=calibrate)
+        if search not in ("grid", "logloss"):
+            raise ValueError(f"search must be grid or logloss, not {search!r}")
+        self.search, self.step = search, step
+        self.weights_: np.ndarray | None = None
+
+    def _fit(self, stacked, labels):
+        s = stacked.shape[0]
+        if self.search == "logloss":
+            def loss(z):
+                w = _softmax(z[None])[0]
+                return log_loss(np.tensordot(w, stacked, 1), labels)
+
+            result = minimize(loss, np.zeros(s), method="L-BFGS-B")
+            self.weights_ = _softmax(result.x[None])[0]
+            return
+        n = int(round(1 / self.step))
+        best = None
+        for combo in itertools.product(range(n + 1), repeat=s - 1):
+            if sum(combo) > n:
+                continue
+            w = np.array(list(combo) + [n - sum(combo)], float) / n
+            fused = np.tensordot(w, stacked, 1)
+            key = (-(fused.argmax(1) == labels).mean(), log_loss(fused / fused.sum(1, keepdims=True), labels),
+                   float(np.abs(w - 1 / s).sum()))
+            if best is None or key < best[0]:
+                best = (key, w)
+        self.weights_ = best[1]
+
+    def _combine(self, stacked):
+        return np.tensordot(self.weights_, stacked, 1)
+
+    def params(self):
+        return {**super().params(), "weights": {st: round(float(w), 4) for st, w in zip(self.streams_, self.weights_)}}
+
+    def _state(self):
+        return {"search": self.search, "step": self.step, "weights": self.weights_.tolist()}
+
+    def _load_state(self, state):
+        self.search, self.step = state["search"], state["step"]
+        self.weights_ = np.asarray(state["weights"], float)
+
+
+class StackingFusion(FusionMethod):
+    """Multinomial logistic regression on the concatenated log-probabilities of all streams, L2-regularised
+    (strength ``1 / C``), fitted by L-BFGS from zero: deterministic."""
+
+    name = "stacking"
+
+    def __init__(self, *, calibrate: bool = False, C: float = 1.0):
+        super().__init__(calibrate=calibrate)
+        self.C = C
+        self.coef_: np.ndarray | None = None
+        self.intercept_: np.ndarray | None = None
+
+    @staticmethod
+    def _features(stacked):
+        return np.concatenate(list(_log(stacked)), axis=1)  # (N, S*C)
+
+    def _fit(self, stacked, labels):
+        x = self._features(stacked)
+        n, d = x.shape
+        c = stacked.shape[2]
+        onehot = np.eye(c)[labels]
+
+        def objective(theta):
+            w = theta[: d * c].reshape(d, c)
+            b = theta[d * c:]
+            p = _softmax(x @ w + b)
+            loss = -np.sum(onehot * _log(p)) / n + 0.5 / (self.C * n) * np.sum(w * w)
+            grad_z = (p - onehot) / n
+            grad_w = x.T @ grad_z + w / (self.C * n)
+            return loss, np.concatenate([grad_w.ravel(), grad_z.sum(0)])
+
+        result = minimize(objective, np.zeros(d * c + c), jac=True, method="L-BFGS-B", options={"maxiter": 500})
+        self.coef_ = result.x[: d * c].reshape(d, c)
+        self.intercept_ = result.x[d * c:]
+
+    def _combine(self, stacked):
+        return _softmax(self._features(stacked) @ self.coef_ + self.intercept_)
+
+    def _state(self):
+        return {"C": self.C, "coef": self.coef_.tolist(), "intercept": self.intercept_.tolist()}
+
+    def _load_state(self, state):
+        self.C = state["C"]
+        self.coef_ = np.asarray(state["coef"], float)
+        self.intercept_ = np.asarray(state["intercept"], float)
+
+
+METHODS = {m.name: m for m in (MeanFusion, WeightedMeanFusion, ProductFusion, MaxFusion, StackingFusion)}
+
+
+def create_method(name: str, **options) -> FusionMethod:
+    if name not in METHODS:
+        raise ValueError(f"unknown fusion method {name!r}: {', '.join(METHODS)}")
+    return METHODS[name](**options)

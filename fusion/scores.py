@@ -1,0 +1,70 @@
+"""Reading per-video score files (the streams' contract) and aligning several streams on the same videos."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from preprocess.errors import DataError
+
+
+@dataclass
+class StreamScores:
+    stream: str
+    video_ids: np.ndarray
+    labels: np.ndarray
+    probs: np.ndarray
+    classes: list[str]
+    source: str
+
+
+def load_scores(run: str | Path, split: str) -> StreamScores:
+    """``RUN/scores_<split>.npz`` with its sidecar; a named error when missing or off-contract."""
+    run = Path(run)
+    path = run / f"scores_{split}.npz"
+    if not path.is_file():
+        raise DataError(path, f"no {split} scores in this run (train the stream with bin/train first)")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            arrays = {k: data[k] for k in ("video_ids", "labels", "probs", "classes")}
+    except (KeyError, ValueError, OSError) as err:
+        raise DataError(path, f"not a score file ({err})") from None
+    probs = arrays["probs"].astype(np.float64)
+    if probs.ndim != 2 or probs.shape != (len(arrays["video_ids"]), len(arrays["classes"])):
+        raise DataError(path, f"probs shape {probs.shape} does not match {len(arrays['video_ids'])} videos x "
+                              f"{len(arrays['classes'])} classes")
+    side = run / f"scores_{split}.json"
+    stream = json.loads(side.read_text()).get("stream", run.name) if side.is_file() else run.name
+    return StreamScores(stream, arrays["video_ids"].astype(str), arrays["labels"].astype(np.int64), probs,
+                        [str(c) for c in arrays["classes"]], str(path))
+
+
+def align(streams: list[StreamScores]) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray, list[str]]:
+    """Put every stream's scores in one video order: ({stream: probs (N, C)}, labels, video_ids, classes).
+
+    Streams must share the class order and cover the same videos with the same labels; the names must differ.
+    """
+    if not streams:
+        raise ValueError("no streams to fuse")
+    first = streams[0]
+    names = [s.stream for s in streams]
+    if len(set(names)) != len(names):
+        raise DataError(streams[1].source, f"two runs of the same stream ({', '.join(names)}): give one run per stream")
+    order = np.argsort(first.video_ids)
+    ids = first.video_ids[order]
+    labels = first.labels[order]
+    out = {}
+    for s in streams:
+        if s.classes != first.classes:
+            raise DataError(s.source, f"class order differs from {first.source}: scores of different datasets")
+        if len(s.video_ids) != len(ids) or set(s.video_ids) != set(ids):
+            raise DataError(s.source, f"covers other videos than {first.source}")
+        index = {v: i for i, v in enumerate(s.video_ids)}
+        rows = np.array([index[v] for v in ids])
+        if not np.array_equal(s.labels[rows], labels):
+            raise DataError(s.source, f"labels differ from {first.source}")
+        out[s.stream] = s.probs[rows]
+    return out, labels, ids, list(first.classes)
