@@ -86,6 +86,25 @@ def file_sha256(path: str | os.PathLike) -> str:
     return digest.hexdigest()
 
 
+@contextmanager
+def _quiet_native_stderr():
+    """Silence what native code writes to file descriptor 2 (MediaPipe prints several log lines each time a
+    landmarker starts, which would be one per video in a batch). Failures still raise Python exceptions."""
+    try:
+        saved = os.dup(2)
+    except OSError:
+        yield
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
 class MediaPipePose:
     def __init__(self, model_path: str | os.PathLike, max_persons: int = 4, min_detection: float = 0.5,
                  min_presence: float = 0.5, min_tracking: float = 0.5):
@@ -107,12 +126,19 @@ class MediaPipePose:
         options = vision.PoseLandmarkerOptions(base_options=BaseOptions(model_asset_path=self.model_path),
                                                running_mode=vision.RunningMode.VIDEO, **self.options)
         last = [-1]
-        with vision.PoseLandmarker.create_from_options(options) as landmarker:
+        with _quiet_native_stderr():
+            landmarker = vision.PoseLandmarker.create_from_options(options)
+        with landmarker:
             def detect(rgb: np.ndarray, time_ms: float):
                 stamp = max(int(round(time_ms)), last[0] + 1)  # MediaPipe needs strictly increasing timestamps
+                first = last[0] < 0
                 last[0] = stamp
                 image = mp.Image(image_format=mp.ImageFormat.SRGB, data=np.ascontiguousarray(rgb))
-                result = landmarker.detect_for_video(image, stamp)
+                if first:  # the first inference logs too
+                    with _quiet_native_stderr():
+                        result = landmarker.detect_for_video(image, stamp)
+                else:
+                    result = landmarker.detect_for_video(image, stamp)
                 h, w = rgb.shape[:2]
                 people = []
                 for landmarks in result.pose_landmarks:

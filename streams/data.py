@@ -73,7 +73,8 @@ class _ClipDataset(Dataset):
         if not videos:
             raise DataError(self.work / "manifest.json", f"no videos in split {split!r}")
         self.videos = videos
-        self.labels = np.array([self.classes.index(v.label) for v in videos], np.int64)
+        # -1 for a video whose label is not one of the classes (unknown, as for new videos to classify)
+        self.labels = np.array([self.classes.index(v.label) if v.label in self.classes else -1 for v in videos], np.int64)
         self.train, self.views, self.seed, self.flip = train, (1 if train else views), seed, flip
         self.epoch = 0
         self.meta = _require(self.work, self.stage, [v.video_id for v in videos])

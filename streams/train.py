@@ -97,8 +97,10 @@ def evaluate(model, dataset, device, *, batch_size: int = 16, workers: int = 0, 
     for x, labels, videos, _ in loader:
         with _autocast(device):
             logits = _forward(model, x, device).float()
-        loss_sum += float(criterion(logits, labels.to(device))) * len(labels)
-        loss_n += len(labels)
+        known = labels >= 0
+        if known.any():
+            loss_sum += float(criterion(logits[known.to(logits.device)], labels[known].to(device))) * int(known.sum())
+            loss_n += int(known.sum())
         probs = torch.softmax(logits, 1).cpu().numpy()
         idx = videos.numpy()
         np.add.at(sums, idx, probs)

@@ -1,0 +1,164 @@
+"""Classify new videos with trained streams and a fitted fusion: the whole path, from video to style.
+
+The videos are preprocessed into a scratch work directory with exactly the parameters the training work directory
+recorded (resize, Farneback, pose model, ...), each stream scores them with its best checkpoint and its evaluation
+views, and the fitted fusion (``REPORT/fusion.json`` from ``bin/fuse``) combines the scores.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from preprocess.batch import run_batch
+from preprocess.errors import DataError
+from preprocess.flow import flow_task
+from preprocess.frames import frames_task
+from preprocess.manifest import Manifest, VideoRecord
+from preprocess.pose import pose_task
+from preprocess.storage import read_json
+from preprocess.video import Source, probe
+from streams.data import create_dataset
+from streams.train import build_model, evaluate
+
+from .methods import FusionMethod
+
+STAGE_OF = {"rgb": ("frames", frames_task), "flow": ("flow", flow_task), "pose": ("pose", pose_task)}
+
+
+def stage_params(work: Path, stage: str) -> dict:
+    """The parameters a training work directory's stage ran with (its summary, else any video's sidecar)."""
+    summary = work / stage / "summary.json"
+    if summary.is_file():
+        return read_json(summary)["params"]
+    for side in sorted((work / stage).glob("*.json")):
+        data = read_json(side)
+        if "params" in data and "video_id" in data:
+            return data["params"]
+    raise DataError(work / stage, f"no {stage} parameters recorded in the training work directory")
+
+
+def classify(videos: list[str], report: str | Path, scratch: str | Path, *, device: str = "auto",
+             workers: int = 1) -> tuple[list[dict], list[str]]:
+    """Per video: {video, prediction, probability, fused {class: p}, streams {stream: {class: p}}}; and failures."""
+    report = Path(report)
+    fusion_file = report / "fusion.json"
+    if not fusion_file.is_file():
+        raise DataError(fusion_file, "no fitted fusion here (run bin/fuse first)")
+    fitted = json.loads(fusion_file.read_text())
+    method = FusionMethod.from_json(fitted)
+    classes = fitted["classes"]
+    scratch = Path(scratch)
+
+    records, failures = [], []
+    for i, path in enumerate(videos):
+        try:
+            info = probe(Source(str(Path(path).resolve())))
+        except DataError as err:
+            failures.append(str(err))
+            continue
+        records.append(VideoRecord(f"v{i:04d}_{Path(path).stem}", "", "test", None, str(Path(path).resolve()),
+                                   info.frame_count, info.fps, info.width, info.height))
+    if not records:
+        return [], failures
+    manifest = Manifest(str(scratch), classes, records)
+    manifest.save(scratch)
+
+    probs_by_stream = {}
+    failed_ids = set()
+    for stream, run in fitted["runs"].items():
+        run = Path(run)
+        config = read_json(run / "config.json")
+        stage, make_task = STAGE_OF[stream]
+        params = stage_params(Path(config["work"]), stage)
+        summary = run_batch(make_task(params), manifest, scratch, workers=workers)
+        for failure in summary.failed:
+            failed_ids.add(failure["video_id"])
+            failures.append(failure["error"])
+        model = build_model(config, len(classes))
+        model.load_state_dict(torch.load(run / "best.pt", map_location="cpu", weights_only=True)["model"])
+        dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device))
+        model.to(dev)
+        ok = [r.video_id for r in records if r.video_id not in failed_ids]
+        if not ok:
+            return [], failures
+        dataset = create_dataset(stream, scratch, "test", train=False, options=config, views=config["views"])
+        dataset.videos = [v for v in dataset.videos if v.video_id in set(ok)]
+        dataset.labels = dataset.labels[: len(dataset.videos)]
+        probs, _, _ = evaluate(model, dataset, dev, batch_size=config["batch_size"], vote=config["vote"])
+        probs_by_stream[stream] = {v.video_id: p for v, p in zip(dataset.videos, probs)}
+
+    done = [r for r in records if r.video_id not in failed_ids and all(r.video_id in p for p in probs_by_stream.values())]
+    if not done:
+        return [], failures
+    stacked = {s: np.stack([p[r.video_id] for r in done]) for s, p in probs_by_stream.items()}
+    fused = method.predict_proba(stacked)
+    results = []
+    for k, r in enumerate(done):
+        top = int(fused[k].argmax())
+        results.append({"video": r.source, "video_id": r.video_id, "prediction": classes[top],
+                        "probability": float(fused[k, top]),
+                        "fused": {c: float(v) for c, v in zip(classes, fused[k])},
+                        "streams": {s: {c: float(v) for c, v in zip(classes, stacked[s][k])} for s in stacked}})
+    return results, failures
+
+
+COCO_EDGES = ((15, 13), (13, 11), (16, 14), (14, 12), (11, 12), (5, 11), (6, 12), (5, 6), (5, 7), (6, 8), (7, 9),
+              (8, 10), (1, 2), (0, 1), (0, 2), (1, 3), (2, 4))
+SLOT_COLOURS = ((0, 215, 255), (255, 128, 0), (80, 220, 80), (220, 80, 220), (0, 128, 255), (255, 255, 0))
+
+
+def write_overlay(result: dict, scratch: str | Path, out: str | Path, fps: float = 25.0) -> Path:
+    """The video with each person slot's skeleton, a flow colour inset and the fused prediction."""
+    import cv2
+
+    from preprocess.flow import dequantize
+    from preprocess.flow_viz import flow_to_rgb
+    from preprocess.storage import atomic_path
+    from preprocess.video import read_frames
+
+    scratch, vid = Path(scratch), result["video_id"]
+    pose = np.load(scratch / "pose" / f"{vid}.npz", allow_pickle=False) if (scratch / "pose" / f"{vid}.npz").is_file() else None
+    flow_path = scratch / "flow" / f"{vid}.npy"
+    flow = np.load(flow_path, mmap_mode="r", allow_pickle=False) if flow_path.is_file() else None
+    bound = read_json(scratch / "flow" / f"{vid}.json")["params"]["bound"] if flow is not None else None
+    pose_row = {int(f): i for i, f in enumerate(pose["frame_indices"])} if pose is not None else {}
+    ranked = sorted(result["fused"].items(), key=lambda kv: -kv[1])[:3]
+    caption = f"{result['prediction']} {100 * result['probability']:.0f}%"
+    detail = "  ".join(f"{c} {100 * p:.0f}%" for c, p in ranked[1:])
+    out = Path(out)
+    writer = None
+    with atomic_path(out, suffix=".mp4") as tmp:
+        for frame in read_frames(result["video"]):
+            image = frame.image
+            h, w = image.shape[:2]
+            if writer is None:
+                writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*"mp4v"), fps, (w, h))
+            scale = max(max(h, w) / 480, 0.45)  # legible on small videos too
+            if frame.index in pose_row:
+                row = pose_row[frame.index]
+                for slot in np.nonzero(pose["mask"][row])[0]:
+                    kp = pose["keypoints"][row, slot]
+                    colour = SLOT_COLOURS[slot % len(SLOT_COLOURS)]
+                    for a, b in COCO_EDGES:
+                        if kp[a, 2] > 0.2 and kp[b, 2] > 0.2:
+                            cv2.line(image, tuple(np.round(kp[a, :2]).astype(int)), tuple(np.round(kp[b, :2]).astype(int)),
+                                     colour, max(1, round(2 * scale)), cv2.LINE_AA)
+            if flow is not None and frame.index < len(flow):
+                field = dequantize(np.asarray(flow[frame.index]), bound) if flow.dtype == np.uint8 else np.asarray(flow[frame.index], np.float32)
+                inset = cv2.cvtColor(flow_to_rgb(field, bound / 2), cv2.COLOR_RGB2BGR)
+                iw = w // 4
+                ih = max(1, round(inset.shape[0] * iw / inset.shape[1]))
+                image[h - ih:h, w - iw:w] = cv2.resize(inset, (iw, ih))
+            cv2.rectangle(image, (0, 0), (w, int(34 * scale)), (0, 0, 0), -1)
+            cv2.putText(image, caption, (int(6 * scale), int(24 * scale)), cv2.FONT_HERSHEY_SIMPLEX, 0.8 * scale,
+                        (255, 255, 255), max(1, round(2 * scale)), cv2.LINE_AA)
+            cv2.putText(image, detail, (int(w * 0.45), int(24 * scale)), cv2.FONT_HERSHEY_SIMPLEX, 0.5 * scale,
+                        (200, 200, 200), 1, cv2.LINE_AA)
+            writer.write(image)
+        if writer is not None:
+            writer.release()
+    return out
