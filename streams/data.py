@@ -77,19 +77,21 @@ class _ClipDataset(Dataset):
         self.labels = np.array([self.classes.index(v.label) if v.label in self.classes else -1 for v in videos], np.int64)
         self.train, self.views, self.seed, self.flip = train, (1 if train else views), seed, flip
         self.epoch = 0
+        self.repeats = 1  # a training epoch can go over the videos several times (small datasets)
         self.meta = _require(self.work, self.stage, [v.video_id for v in videos])
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
     def __len__(self):
-        return len(self.videos) * self.views
+        return len(self.videos) * self.views * self.repeats
 
     def rng(self, index: int) -> np.random.Generator | None:
+        # keyed by the index within the whole epoch, so each repeat of a video gets its own augmentation
         return np.random.default_rng([self.seed, self.epoch, index]) if self.train else None
 
     def __getitem__(self, index: int):
-        video_index, view = divmod(index, self.views)
+        video_index, view = divmod(index % (len(self.videos) * self.views), self.views)
         rng = self.rng(index)
         return self.load(video_index, rng, view), int(self.labels[video_index]), video_index, view
 

@@ -9,7 +9,7 @@ import pytest
 from preprocess.video import read_frames
 from tests.conftest import REPO, run_bin, shared_asset
 
-TINY_TRAINING = "--epochs 3 --size 48 --stack 3 --segments 2 --frames 12 --batch-size 8 --views 2"
+TINY_TRAINING = "--epochs 3 --size 48 --stack 3 --segments 2 --frames 12 --batch-size 8 --views 2 --min-epoch-clips 1"
 
 
 @pytest.fixture(scope="module")

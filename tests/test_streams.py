@@ -15,7 +15,7 @@ from streams.models import create_flow_model, create_pose_model, create_rgb3d_mo
 from streams.train import load_init, train
 from tests.conftest import REPO, run_bin
 
-FAST = {"epochs": 3, "batch_size": 8, "size": 48, "segments": 2, "stack": 3, "frames": 12, "views": 2,
+FAST = {"epochs": 3, "batch_size": 8, "size": 48, "segments": 2, "stack": 3, "frames": 12, "views": 2, "min_epoch_clips": 1,
         "patience": 10, "lr": 3e-3}
 
 
@@ -173,6 +173,16 @@ def test_same_seed_same_scores_and_resume_reproduces_an_uninterrupted_run(tiny_w
     assert strip(history_a) == strip(history_c)
 
 
+def test_small_training_sets_repeat_with_fresh_augmentation(tiny_work):
+    data = RGBSegments(tiny_work, "train", train=True, seed=0, segments=2, size=48)
+    n = len(data.videos)
+    data.repeats = 3
+    assert len(data) == 3 * n
+    first, again = data[1], data[1 + n]
+    assert first[1] == again[1] and first[2] == again[2]  # the same video and label...
+    assert not torch.equal(first[0], again[0])  # ...seen with other augmentation
+
+
 def test_init_loads_matching_weights(tiny_work, tmp_path):
     source = create_flow_model(num_classes=3, stack=3)  # other class count: the classifier must be left alone
     torch.save(source.state_dict(), tmp_path / "pretrained.pt")
@@ -185,6 +195,7 @@ def test_init_loads_matching_weights(tiny_work, tmp_path):
     with pytest.raises(DataError, match="no tensor"):
         load_init(target, str(tmp_path / "other.pt"))
     result = run_bin("train", "flow", tiny_work, tmp_path / "run", "--epochs", "1", "--size", "48", "--stack", "3",
+                     "--min-epoch-clips", "1",
                      "--segments", "2", "--init", tmp_path / "pretrained.pt")
     assert result.returncode == 0, result.stderr
     assert "--init" in result.stdout and "loaded" in result.stdout
@@ -209,7 +220,7 @@ def test_torchrun_two_processes_write_one_set_of_outputs(tiny_work, tmp_path):
     run = tmp_path / "ddp"
     result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29517",
                              str(REPO / "bin" / "train"), "pose", str(tiny_work), str(run), "--epochs", "2",
-                             "--frames", "12", "--batch-size", "4"], capture_output=True, text=True, cwd=REPO,
+                             "--frames", "12", "--batch-size", "4", "--min-epoch-clips", "1"], capture_output=True, text=True, cwd=REPO,
                             timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     assert len((run / "metrics.jsonl").read_text().splitlines()) == 2
