@@ -25,7 +25,7 @@ from streams.metrics import classification_metrics, confusion_matrix, per_class_
 
 from .methods import METHODS, create_method
 from .scores import align, load_scores
-from .stats import bootstrap_ci, cross_validated_top1, mcnemar_exact, paired_bootstrap_difference
+from .stats import bootstrap_ci, cross_validated_top1, mcnemar_exact, paired_bootstrap_difference, wilson_interval
 
 REFERENCE = (
     "Reference, **from another dataset** (Castro et al., *Let's Dance*, 2018; 10 styles, 1,000 real YouTube clips), "
@@ -68,6 +68,7 @@ def _entry(streams, method, probs, labels, classes, best_single_hits, resamples,
     return {
         # streams sorted by name: the contract other tools rely on
         "streams": sorted(streams), "method": method, **metrics, "top1_ci95": [lo, hi],
+        "top1_wilson95": list(wilson_interval(int(hits.sum()), len(hits))),
         "diff_vs_best_single": diff, "diff_vs_best_single_ci95": [dlo, dhi],
         "p_vs_best_single": mcnemar_exact(hits, best_single_hits),
         "val_top1": val_top1, "val_cv_top1": cv_top1, "params": params or {},
@@ -267,6 +268,12 @@ def _markdown(report, best_single, best_fusion, best_three, pictures) -> str:
             f"{100 * best_three['diff_vs_best_single']:+.1f} points [{100 * best_three['diff_vs_best_single_ci95'][0]:+.1f}, "
             f"{100 * best_three['diff_vs_best_single_ci95'][1]:+.1f}] (its interval {sign} zero), McNemar p = "
             f"{best_three['p_vs_best_single']:.3g}.")
+    if report["test_videos"] < 50 and best_three:
+        wl, wh = best_three["top1_wilson95"]
+        sl, sh = best_single["top1_wilson95"]
+        headline.append(f"With only {report['test_videos']} test videos the bootstrap understates uncertainty (it "
+                        f"collapses to a point at 0 or 100 %); Wilson 95 % intervals: all streams [{_pct(wl)}, {_pct(wh)}], "
+                        f"best single [{_pct(sl)}, {_pct(sh)}].")
     if best_fusion and best_fusion is not best_three:
         headline.append(f"Best fusion of any subset: {label(best_fusion['streams'])} with {best_fusion['method']}, "
                         f"{_pct(best_fusion['top1'])} % test top-1.")

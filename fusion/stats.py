@@ -16,6 +16,17 @@ def bootstrap_ci(correct: np.ndarray, *, resamples: int = 2000, seed: int = 0, l
     return float(np.percentile(means, tail)), float(np.percentile(means, 100 - tail))
 
 
+def wilson_interval(hits: int, n: int, z: float = 1.959964) -> tuple[float, float]:
+    """Wilson score interval of a proportion: unlike the percentile bootstrap it does not collapse to a point when
+    every (or no) video is right, which matters on small test sets."""
+    if n == 0:
+        return 0.0, 1.0
+    p = hits / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z / (1 + z * z / n) * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    return float(max(0.0, centre - half)), float(min(1.0, centre + half))
+
+
 def paired_bootstrap_difference(correct_a: np.ndarray, correct_b: np.ndarray, *, resamples: int = 2000, seed: int = 0,
                                 level: float = 0.95) -> tuple[float, float, float]:
     """Accuracy of a minus accuracy of b, and its percentile interval, resampling the same videos for both."""

@@ -8,7 +8,7 @@ from fusion.methods import (FusionMethod, MaxFusion, MeanFusion, ProductFusion, 
                             fit_temperature)
 from fusion.report import run_ablation
 from fusion.scores import align, load_scores
-from fusion.stats import bootstrap_ci, mcnemar_exact, paired_bootstrap_difference
+from fusion.stats import bootstrap_ci, mcnemar_exact, paired_bootstrap_difference, wilson_interval
 from preprocess.errors import DataError
 from tests.conftest import run_bin
 
@@ -82,6 +82,8 @@ def test_statistics_against_known_values():
     b = np.array([0] * 10 + [1] * 50 + [0] * 40, bool)
     assert mcnemar_exact(a, b) == pytest.approx(2 * 0.5 ** 10)  # 10 discordant pairs, all one way
     assert mcnemar_exact(a, a) == 1.0
+    assert wilson_interval(8, 8) == pytest.approx((0.6756, 1.0), abs=1e-4)  # all right: still a real interval
+    assert wilson_interval(80, 100) == pytest.approx((0.7112, 0.8666), abs=1e-4)
     diff, dlo, dhi = paired_bootstrap_difference(a, b, seed=0)
     assert diff == pytest.approx(0.1) and dlo > 0 and dhi < 0.2
 
