@@ -18,5 +18,16 @@ from .manifest import Manifest, VideoRecord, load_manifest
 from .pose import load_pose
 from .video import Resize, Sampling, Source, probe, read_frames
 
-__all__ = ["DataError", "Manifest", "VideoRecord", "load_manifest", "load_flow", "load_pose", "load_frames",
+
+
+def __getattr__(name):
+    # Imported on first use: torch takes a second to load, which no command but the torch flow engine needs.
+    if name == "farneback_torch":
+        from .flow_torch import farneback_torch
+
+        return farneback_torch
+    raise AttributeError(f"module 'preprocess' has no attribute {name!r}")
+
+
+__all__ = ["farneback_torch", "DataError", "Manifest", "VideoRecord", "load_manifest", "load_flow", "load_pose", "load_frames",
            "Resize", "Sampling", "Source", "probe", "read_frames"]

@@ -12,6 +12,10 @@ from concurrent.futures import ProcessPoolExecutor
 
 
 def _init_worker(initializer=None, initargs=()):
+    import os
+
+    # One thread per worker for torch too (read when torch is first imported, which workers do lazily).
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
     import cv2
 
     cv2.setNumThreads(1)
