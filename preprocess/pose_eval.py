@@ -12,7 +12,6 @@ def match_people(pred: np.ndarray, pred_mask: np.ndarray, truth: np.ndarray) -> 
     """Pair each ground-truth person (P_gt, 17, 3: x, y, visibility) with a predicted slot (P, 17, 3) by the
     smallest mean distance over the ground truth's labelled keypoints; unmatched people get None."""
     slots = np.nonzero(pred_mask)[0]
-    pairs: list[tuple[int, int | None]] = []
     if len(slots) == 0:
         return [(g, None) for g in range(len(truth))]
     cost = np.zeros((len(truth), len(slots)))

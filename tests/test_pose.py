@@ -5,7 +5,7 @@ import pytest
 
 from preprocess.errors import DataError
 from preprocess.keypoints import COCO_FLIP_PAIRS, flip_keypoints_horizontally, flip_permutation, normalize_to_box
-from preprocess.pose import SlotTracker, load_pose, track_sequence
+from preprocess.pose import load_pose, track_sequence
 from preprocess.pose_eval import coco_oks_matches, pck
 from preprocess.pose_models import OnnxYoloPose, MediaPipePose, resolve_mediapipe_model, resolve_onnx_model
 from preprocess.storage import read_npz

@@ -1,7 +1,6 @@
 import dataclasses
 import json
 
-import cv2
 import numpy as np
 import pytest
 
