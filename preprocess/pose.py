@@ -27,7 +27,7 @@ from .manifest import VideoRecord
 from .storage import read_json, read_npz, write_npz
 from .video import Resize, Sampling, prefetch, read_frames
 
-POSE_VERSION = 1
+POSE_VERSION = 2  # 2: duplicate and off-frame detections are removed before tracking
 
 
 def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -98,6 +98,39 @@ class SlotTracker:
         return keypoints, mask
 
 
+def pose_similarity(a: np.ndarray, b: np.ndarray, min_confidence: float) -> float:
+    """OKS between two predicted skeletons (17, 3), over the keypoints both place with confidence, scaled by the
+    area of their union box: 1 for the same pose, near 0 for different people even when their boxes overlap."""
+    from .keypoints import OKS_SIGMAS
+
+    both = (a[:, 2] >= min_confidence) & (b[:, 2] >= min_confidence)
+    if both.sum() < 3:
+        return 0.0
+    pts = np.concatenate([a[both, :2], b[both, :2]])
+    area = max(float(np.ptp(pts[:, 0]) * np.ptp(pts[:, 1])), 1.0)
+    d2 = ((a[both, :2] - b[both, :2]) ** 2).sum(-1)
+    return float(np.exp(-d2 / (2 * area * (2 * OKS_SIGMAS[both]) ** 2)).mean())
+
+
+def clean_detections(people: list[tuple[np.ndarray, float]], width: int, height: int, *, min_confidence: float,
+                     min_keypoints: int = 3, max_similarity: float = 0.7) -> list[tuple[np.ndarray, float]]:
+    """Drop a model's spurious people: fewer than ``min_keypoints`` confident keypoints, a body centred outside the
+    frame, or a near-copy (OKS > ``max_similarity``) of a more confident person — MediaPipe returns two or three
+    copies of one dancer on small frames."""
+    kept: list[tuple[np.ndarray, float]] = []
+    for kp, score in sorted(people, key=lambda p: -p[1]):
+        valid = kp[:, 2] >= min_confidence
+        if valid.sum() < min_keypoints:
+            continue
+        cx, cy = kp[valid, 0].mean(), kp[valid, 1].mean()
+        if not (0 <= cx < width and 0 <= cy < height):
+            continue
+        if any(pose_similarity(kp, other, min_confidence) > max_similarity for other, _ in kept):
+            continue
+        kept.append((kp, score))
+    return kept
+
+
 def assemble(keypoints: np.ndarray, mask: np.ndarray, frame_indices: np.ndarray, min_confidence: float) -> dict:
     """The stored arrays from tracked keypoints (T, P, 17, 3) and mask (T, P)."""
     keypoints = np.where(mask[..., None, None], np.nan_to_num(keypoints), 0).astype(np.float32)
@@ -156,7 +189,8 @@ def estimate_video_pose(video: VideoRecord, out_dir: Path, params: dict) -> int:
                 for kp, _ in people:
                     kp[:, 0] *= video.width / w
                     kp[:, 1] *= video.height / h
-            frames_people.append(people)
+            frames_people.append(clean_detections(people, video.width, video.height,
+                                                  min_confidence=params["min_keypoint_confidence"]))
             indices.append(frame.index)
     if not indices:
         raise DataError(video.source, "no frames decode")

@@ -202,3 +202,19 @@ def test_pose_command_errors_are_one_line(tiny_synth, tmp_path):
     assert "Traceback" not in result.stderr
     result = run_bin("preprocess", "pose", tiny_synth / "dataset.csv", tmp_path, "--backend", "onnx")
     assert result.returncode != 0 and "needs a model file" in result.stderr
+
+
+def test_clean_detections_removes_copies_but_keeps_an_overlapping_partner():
+    from preprocess.pose import clean_detections
+
+    dancer = _person(100, 100, size=60)
+    copy = dancer.copy()
+    copy[:, :2] += 0.8  # MediaPipe's near-duplicate of the same dancer
+    partner = _person(112, 104, size=60)  # a different dancer in closed hold: boxes overlap, joints do not match
+    partner[:, 0] = 112 + np.linspace(10, -10, 17)  # facing the other way
+    sparse = np.zeros((17, 3), np.float32)
+    sparse[:2] = (50, 50, 0.9)  # two keypoints: not a person
+    outside = _person(400, 100)  # centred off a 200-pixel-wide frame
+    people = [(copy, 0.8), (dancer, 0.9), (partner, 0.7), (sparse, 0.95), (outside, 0.99)]
+    kept = clean_detections(people, 200, 200, min_confidence=0.2)
+    assert [score for _, score in kept] == [0.9, 0.7]
