@@ -22,7 +22,7 @@ from preprocess.pose import pose_task
 from preprocess.storage import read_json
 from preprocess.video import Source, probe
 from streams.data import create_dataset
-from streams.train import build_model, evaluate
+from streams.train import _pick_device, build_model, evaluate
 
 from .methods import FusionMethod
 
@@ -80,14 +80,13 @@ def classify(videos: list[str], report: str | Path, scratch: str | Path, *, devi
             failures.append(failure["error"])
         model = build_model(config, len(classes))
         model.load_state_dict(torch.load(run / "best.pt", map_location="cpu", weights_only=True)["model"])
-        dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device))
+        dev = _pick_device({**config, "device": device}, 0)
         model.to(dev)
         ok = [r.video_id for r in records if r.video_id not in failed_ids]
         if not ok:
             return [], failures
-        dataset = create_dataset(stream, scratch, "test", train=False, options=config, views=config["views"])
-        dataset.videos = [v for v in dataset.videos if v.video_id in set(ok)]
-        dataset.labels = dataset.labels[: len(dataset.videos)]
+        dataset = create_dataset(stream, scratch, "test", train=False, options=config, views=config["views"],
+                                 video_ids=ok)
         probs, _, _ = evaluate(model, dataset, dev, batch_size=config["batch_size"], vote=config["vote"])
         probs_by_stream[stream] = {v.video_id: p for v, p in zip(dataset.videos, probs)}
 

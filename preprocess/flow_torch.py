@@ -174,14 +174,7 @@ def farneback_torch(prev, next, pyr_scale: float = 0.5, levels: int = 3, winsize
     frames = frames.reshape(2 * n, 1, height, width)
     opts = dict(dtype=dtype, device=frames.device)
 
-    scale, kept = 1.0, 0
-    for kept in range(levels + 1):
-        if kept == levels:
-            break
-        scale *= pyr_scale
-        if width * scale < MIN_SIZE or height * scale < MIN_SIZE:
-            break
-    levels = kept
+    levels = usable_levels(width, height, pyr_scale, levels)
 
     current = None
     for k in range(levels, -1, -1):
@@ -223,8 +216,8 @@ def farneback_torch(prev, next, pyr_scale: float = 0.5, levels: int = 3, winsize
     return out[0] if single else out
 
 
-def expected_levels(width: int, height: int, pyr_scale: float, levels: int) -> int:
-    """How many coarser levels OpenCV actually uses for a frame of this size."""
+def usable_levels(width: int, height: int, pyr_scale: float, levels: int) -> int:
+    """How many coarser levels OpenCV actually uses for a frame of this size (none below 32 pixels)."""
     scale = 1.0
     for k in range(levels):
         scale *= pyr_scale
@@ -233,4 +226,4 @@ def expected_levels(width: int, height: int, pyr_scale: float, levels: int) -> i
     return levels
 
 
-__all__ = ["farneback_torch", "OPTFLOW_FARNEBACK_GAUSSIAN", "OPTFLOW_USE_INITIAL_FLOW", "expected_levels"]
+__all__ = ["farneback_torch", "OPTFLOW_FARNEBACK_GAUSSIAN", "OPTFLOW_USE_INITIAL_FLOW", "usable_levels"]

@@ -57,6 +57,20 @@ def wheel_legend(size: int = 101) -> np.ndarray:
     return rgb
 
 
+def _flow_fields(work: str | os.PathLike, video_id: str):
+    """(count, field(t) → float32 (H, W, 2), colour scale): fields dequantised one at a time from the memory map,
+    the scale (99.5th percentile of speed) from at most 16 of them, so memory stays flat for long videos."""
+    raw = load_flow(work, video_id, mmap=True)
+    bound = flow_info(work, video_id)["params"]["bound"]
+
+    def field(t: int) -> np.ndarray:
+        return dequantize(np.asarray(raw[t]), bound) if raw.dtype == np.uint8 else np.asarray(raw[t], np.float32)
+
+    sample = np.stack([field(t) for t in np.linspace(0, len(raw) - 1, min(len(raw), 16)).astype(int)])
+    scale = float(np.percentile(np.hypot(sample[..., 0], sample[..., 1]), 99.5)) or 1.0
+    return len(raw), field, scale
+
+
 def flow_sheet(work: str | os.PathLike, video_id: str, out: str | os.PathLike, frames: Iterable[np.ndarray] | None = None,
                columns: int = 5) -> Path:
     """A PNG: ``columns`` evenly spaced flow fields (and their first frames, from the iterable ``frames``, of which
@@ -66,12 +80,11 @@ def flow_sheet(work: str | os.PathLike, video_id: str, out: str | os.PathLike, f
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    flow = load_flow(work, video_id)
-    picks = np.linspace(0, len(flow) - 1, min(columns, len(flow))).round().astype(int)
+    count, field, scale = _flow_fields(work, video_id)
+    picks = np.linspace(0, count - 1, min(columns, count)).round().astype(int)
     if frames is not None:
         wanted = set(picks.tolist())
         frames = {t: image for t, image in enumerate(frames) if t in wanted}
-    scale = float(np.percentile(np.hypot(flow[..., 0], flow[..., 1]), 99.5)) or 1.0
     rows = 2 if frames is not None else 1
     fig, axes = plt.subplots(rows, len(picks) + 1, figsize=(2.6 * (len(picks) + 1), 2.3 * rows + 0.5), squeeze=False)
     for j, t in enumerate(picks):
@@ -79,7 +92,7 @@ def flow_sheet(work: str | os.PathLike, video_id: str, out: str | os.PathLike, f
             if t in frames:
                 axes[0, j].imshow(frames[t])
             axes[0, j].set_title(f"frame {t}", fontsize=9)
-        axes[-1, j].imshow(flow_to_rgb(flow[t], scale))
+        axes[-1, j].imshow(flow_to_rgb(field(t), scale))
         axes[-1, j].set_title(f"flow {t}", fontsize=9)
     axes[-1, -1].imshow(wheel_legend())
     axes[-1, -1].set_title(f"key: {scale:.1f} px", fontsize=9)
@@ -100,21 +113,14 @@ def flow_sheet(work: str | os.PathLike, video_id: str, out: str | os.PathLike, f
 def flow_video(work: str | os.PathLike, video_id: str, out: str | os.PathLike, fps: float,
                frames: Iterable[np.ndarray] | None = None) -> Path:
     """An mp4 of the flow colours, beside the frames (an iterable, consumed in step) when given."""
-    raw = load_flow(work, video_id, mmap=True)  # dequantised a frame at a time: memory stays flat
-    bound = flow_info(work, video_id)["params"]["bound"]
-
-    def field(t: int) -> np.ndarray:
-        return dequantize(np.asarray(raw[t]), bound) if raw.dtype == np.uint8 else np.asarray(raw[t], np.float32)
-
-    sample = np.stack([field(t) for t in np.linspace(0, len(raw) - 1, min(len(raw), 16)).astype(int)])
-    scale = float(np.percentile(np.hypot(sample[..., 0], sample[..., 1]), 99.5)) or 1.0
-    h, w = raw.shape[1:3]
+    count, field, scale = _flow_fields(work, video_id)
+    h, w = field(0).shape[:2]
     width = w * (2 if frames is not None else 1)
     out = Path(out)
     with atomic_path(out, suffix=".mp4") as tmp:
         writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*"mp4v"), fps, (width, h))
         frame_iter = iter(frames) if frames is not None else None
-        for t in range(len(raw)):
+        for t in range(count):
             panel = cv2.cvtColor(flow_to_rgb(field(t), scale), cv2.COLOR_RGB2BGR)
             if frame_iter is not None:
                 frame = next(frame_iter, None)

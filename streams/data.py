@@ -69,7 +69,8 @@ class _ClipDataset(Dataset):
         self.classes = self.manifest.classes
         videos = self.manifest.by_split(split)
         if video_ids is not None:
-            videos = [v for v in videos if v.video_id in set(video_ids)]
+            wanted = set(video_ids)
+            videos = [v for v in videos if v.video_id in wanted]
         if not videos:
             raise DataError(self.work / "manifest.json", f"no videos in split {split!r}")
         self.videos = videos
@@ -274,16 +275,17 @@ def collate(batch):
     return x, torch.tensor(labels), torch.tensor(videos), torch.tensor(views)
 
 
-def create_dataset(stream: str, work, split: str, *, train: bool, options: dict, views: int = 1, seed: int = 0):
+def create_dataset(stream: str, work, split: str, *, train: bool, options: dict, views: int = 1, seed: int = 0,
+                   video_ids: list[str] | None = None):
+    common = dict(train=train, views=views, seed=seed, video_ids=video_ids)
     if stream == "rgb" and options.get("arch") == "3d":
-        return RGBClips(work, split, train=train, views=views, seed=seed, clip_len=options["clip_len"],
-                        frame_stride=options["frame_stride"], size=options["size"])
+        return RGBClips(work, split, clip_len=options["clip_len"], frame_stride=options["frame_stride"],
+                        size=options["size"], **common)
     if stream == "rgb":
-        return RGBSegments(work, split, train=train, views=views, seed=seed, segments=options["segments"],
-                           size=options["size"])
+        return RGBSegments(work, split, segments=options["segments"], size=options["size"], **common)
     if stream == "flow":
-        return FlowStacks(work, split, train=train, views=views, seed=seed, segments=options["segments"],
-                          stack=options["stack"], size=options["size"])
+        return FlowStacks(work, split, segments=options["segments"], stack=options["stack"], size=options["size"],
+                          **common)
     if stream == "pose":
-        return PoseSequences(work, split, train=train, views=views, seed=seed, frames=options["frames"])
+        return PoseSequences(work, split, frames=options["frames"], **common)
     raise ValueError(f"unknown stream {stream!r}: rgb, flow or pose")

@@ -32,7 +32,7 @@ DEFAULTS = {
     "epochs": 20, "batch_size": 16, "lr": 1e-3, "optimizer": "adamw", "schedule": "cosine", "weight_decay": 1e-4,
     "dropout": 0.5, "label_smoothing": 0.1, "patience": 6, "seed": 0, "workers": 0, "device": "auto", "views": 3,
     "vote": False, "preset": "small", "segments": 3, "stack": 5, "size": 112, "frames": 32, "head": "tcn",
-    "init": None, "max_train_videos": None, "arch": "tsn", "clip_len": 8, "frame_stride": 2,
+    "init": None, "arch": "tsn", "clip_len": 8, "frame_stride": 2,
     "min_epoch_clips": 200,
 }
 
@@ -221,9 +221,6 @@ def train(config: dict, log=print) -> dict:
     work = Path(config["work"])
 
     train_set = create_dataset(config["stream"], work, "train", train=True, options=config, seed=config["seed"])
-    if config["max_train_videos"]:
-        train_set.videos = train_set.videos[: config["max_train_videos"]]
-        train_set.labels = train_set.labels[: config["max_train_videos"]]
     # A small training set is gone over several times per epoch, so that an epoch is enough optimiser steps for
     # the schedule and early stopping to mean something (24 videos at batch 16 would be one step).
     train_set.repeats = max(1, -(-config["min_epoch_clips"] // len(train_set.videos)))
