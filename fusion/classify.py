@@ -13,16 +13,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from preprocess.batch import run_batch
-from preprocess.errors import DataError
-from preprocess.flow import flow_task
-from preprocess.frames import frames_task
-from preprocess.manifest import Manifest, VideoRecord
+from preprocess import DataError, Manifest, Source, VideoRecord, probe
+from preprocess.batch import atomic_path, read_json, run_batch
+from preprocess.flow import dequantize, flow_task
+from preprocess.flow.visualize import flow_to_rgb
 from preprocess.pose import pose_task
-from preprocess.storage import read_json
-from preprocess.video import Source, probe
+from preprocess.video import frames_task, read_frames
 from streams.data import create_dataset
-from streams.train import _pick_device, build_model, evaluate
+from streams.train import build_model, evaluate, pick_device
 
 from .methods import FusionMethod
 
@@ -41,8 +39,9 @@ def stage_params(work: Path, stage: str) -> dict:
     raise DataError(work / stage, f"no {stage} parameters recorded in the training work directory")
 
 
-def classify(videos: list[str], report: str | Path, scratch: str | Path, *, device: str = "auto",
-             workers: int = 1) -> tuple[list[dict], list[str]]:
+def classify(
+    videos: list[str], report: str | Path, scratch: str | Path, *, device: str = "auto", workers: int = 1
+) -> tuple[list[dict], list[str]]:
     """Per video: {video, prediction, probability, fused {class: p}, streams {stream: {class: p}}}; and failures."""
     report = Path(report)
     fusion_file = report / "fusion.json"
@@ -60,8 +59,19 @@ def classify(videos: list[str], report: str | Path, scratch: str | Path, *, devi
         except DataError as err:
             failures.append(str(err))
             continue
-        records.append(VideoRecord(f"v{i:04d}_{Path(path).stem}", "", "test", None, str(Path(path).resolve()),
-                                   info.frame_count, info.fps, info.width, info.height))
+        records.append(
+            VideoRecord(
+                f"v{i:04d}_{Path(path).stem}",
+                "",
+                "test",
+                None,
+                str(Path(path).resolve()),
+                info.frame_count,
+                info.fps,
+                info.width,
+                info.height,
+            )
+        )
     if not records:
         return [], failures
     manifest = Manifest(str(scratch), classes, records)
@@ -80,17 +90,20 @@ def classify(videos: list[str], report: str | Path, scratch: str | Path, *, devi
             failures.append(failure["error"])
         model = build_model(config, len(classes))
         model.load_state_dict(torch.load(run / "best.pt", map_location="cpu", weights_only=True)["model"])
-        dev = _pick_device({**config, "device": device}, 0)
+        dev = pick_device({**config, "device": device}, 0)
         model.to(dev)
         ok = [r.video_id for r in records if r.video_id not in failed_ids]
         if not ok:
             return [], failures
-        dataset = create_dataset(stream, scratch, "test", train=False, options=config, views=config["views"],
-                                 video_ids=ok)
+        dataset = create_dataset(
+            stream, scratch, "test", train=False, options=config, views=config["views"], video_ids=ok
+        )
         probs, _, _ = evaluate(model, dataset, dev, batch_size=config["batch_size"], vote=config["vote"])
         probs_by_stream[stream] = {v.video_id: p for v, p in zip(dataset.videos, probs)}
 
-    done = [r for r in records if r.video_id not in failed_ids and all(r.video_id in p for p in probs_by_stream.values())]
+    done = [
+        r for r in records if r.video_id not in failed_ids and all(r.video_id in p for p in probs_by_stream.values())
+    ]
     if not done:
         return [], failures
     stacked = {s: np.stack([p[r.video_id] for r in done]) for s, p in probs_by_stream.items()}
@@ -98,15 +111,38 @@ def classify(videos: list[str], report: str | Path, scratch: str | Path, *, devi
     results = []
     for k, r in enumerate(done):
         top = int(fused[k].argmax())
-        results.append({"video": r.source, "video_id": r.video_id, "prediction": classes[top],
-                        "probability": float(fused[k, top]),
-                        "fused": {c: float(v) for c, v in zip(classes, fused[k])},
-                        "streams": {s: {c: float(v) for c, v in zip(classes, stacked[s][k])} for s in stacked}})
+        results.append(
+            {
+                "video": r.source,
+                "video_id": r.video_id,
+                "prediction": classes[top],
+                "probability": float(fused[k, top]),
+                "fused": {c: float(v) for c, v in zip(classes, fused[k])},
+                "streams": {s: {c: float(v) for c, v in zip(classes, stacked[s][k])} for s in stacked},
+            }
+        )
     return results, failures
 
 
-COCO_EDGES = ((15, 13), (13, 11), (16, 14), (14, 12), (11, 12), (5, 11), (6, 12), (5, 6), (5, 7), (6, 8), (7, 9),
-              (8, 10), (1, 2), (0, 1), (0, 2), (1, 3), (2, 4))
+COCO_EDGES = (
+    (15, 13),
+    (13, 11),
+    (16, 14),
+    (14, 12),
+    (11, 12),
+    (5, 11),
+    (6, 12),
+    (5, 6),
+    (5, 7),
+    (6, 8),
+    (7, 9),
+    (8, 10),
+    (1, 2),
+    (0, 1),
+    (0, 2),
+    (1, 3),
+    (2, 4),
+)
 SLOT_COLOURS = ((0, 215, 255), (255, 128, 0), (80, 220, 80), (220, 80, 220), (0, 128, 255), (255, 255, 0))
 
 
@@ -114,13 +150,12 @@ def write_overlay(result: dict, scratch: str | Path, out: str | Path, fps: float
     """The video with each person slot's skeleton, a flow colour inset and the fused prediction."""
     import cv2
 
-    from preprocess.flow import dequantize
-    from preprocess.flow_viz import flow_to_rgb
-    from preprocess.storage import atomic_path
-    from preprocess.video import read_frames
-
     scratch, vid = Path(scratch), result["video_id"]
-    pose = np.load(scratch / "pose" / f"{vid}.npz", allow_pickle=False) if (scratch / "pose" / f"{vid}.npz").is_file() else None
+    pose = (
+        np.load(scratch / "pose" / f"{vid}.npz", allow_pickle=False)
+        if (scratch / "pose" / f"{vid}.npz").is_file()
+        else None
+    )
     flow_path = scratch / "flow" / f"{vid}.npy"
     flow = np.load(flow_path, mmap_mode="r", allow_pickle=False) if flow_path.is_file() else None
     bound = read_json(scratch / "flow" / f"{vid}.json")["params"]["bound"] if flow is not None else None
@@ -144,19 +179,45 @@ def write_overlay(result: dict, scratch: str | Path, out: str | Path, fps: float
                     colour = SLOT_COLOURS[slot % len(SLOT_COLOURS)]
                     for a, b in COCO_EDGES:
                         if kp[a, 2] > 0.2 and kp[b, 2] > 0.2:
-                            cv2.line(image, tuple(np.round(kp[a, :2]).astype(int)), tuple(np.round(kp[b, :2]).astype(int)),
-                                     colour, max(1, round(2 * scale)), cv2.LINE_AA)
+                            cv2.line(
+                                image,
+                                tuple(np.round(kp[a, :2]).astype(int)),
+                                tuple(np.round(kp[b, :2]).astype(int)),
+                                colour,
+                                max(1, round(2 * scale)),
+                                cv2.LINE_AA,
+                            )
             if flow is not None and frame.index < len(flow):
-                field = dequantize(np.asarray(flow[frame.index]), bound) if flow.dtype == np.uint8 else np.asarray(flow[frame.index], np.float32)
+                field = (
+                    dequantize(np.asarray(flow[frame.index]), bound)
+                    if flow.dtype == np.uint8
+                    else np.asarray(flow[frame.index], np.float32)
+                )
                 inset = cv2.cvtColor(flow_to_rgb(field, bound / 2), cv2.COLOR_RGB2BGR)
                 iw = w // 4
                 ih = max(1, round(inset.shape[0] * iw / inset.shape[1]))
-                image[h - ih:h, w - iw:w] = cv2.resize(inset, (iw, ih))
+                image[h - ih : h, w - iw : w] = cv2.resize(inset, (iw, ih))
             cv2.rectangle(image, (0, 0), (w, int(34 * scale)), (0, 0, 0), -1)
-            cv2.putText(image, caption, (int(6 * scale), int(24 * scale)), cv2.FONT_HERSHEY_SIMPLEX, 0.8 * scale,
-                        (255, 255, 255), max(1, round(2 * scale)), cv2.LINE_AA)
-            cv2.putText(image, detail, (int(w * 0.45), int(24 * scale)), cv2.FONT_HERSHEY_SIMPLEX, 0.5 * scale,
-                        (200, 200, 200), 1, cv2.LINE_AA)
+            cv2.putText(
+                image,
+                caption,
+                (int(6 * scale), int(24 * scale)),
+                cv2.FONT_HERSHEY_SIMPLEX,
+                0.8 * scale,
+                (255, 255, 255),
+                max(1, round(2 * scale)),
+                cv2.LINE_AA,
+            )
+            cv2.putText(
+                image,
+                detail,
+                (int(w * 0.45), int(24 * scale)),
+                cv2.FONT_HERSHEY_SIMPLEX,
+                0.5 * scale,
+                (200, 200, 200),
+                1,
+                cv2.LINE_AA,
+            )
             writer.write(image)
         if writer is not None:
             writer.release()

@@ -12,6 +12,9 @@ import itertools
 
 import numpy as np
 from scipy.optimize import minimize, minimize_scalar
+from scipy.special import softmax
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import log_loss as sklearn_log_loss
 
 EPS = 1e-12
 
@@ -20,20 +23,19 @@ def _log(p: np.ndarray) -> np.ndarray:
     return np.log(np.clip(p, EPS, 1.0))
 
 
-def _softmax(z: np.ndarray) -> np.ndarray:
-    z = z - z.max(1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(1, keepdims=True)
-
-
 def log_loss(probs: np.ndarray, labels: np.ndarray) -> float:
-    return float(-_log(probs[np.arange(len(labels)), labels]).mean())
+    """scikit-learn's log-loss over every class of the scores (validation may lack some classes)."""
+    return float(sklearn_log_loss(labels, probs, labels=np.arange(probs.shape[1])))
 
 
 def fit_temperature(probs: np.ndarray, labels: np.ndarray) -> float:
     """The T minimising validation log-loss of softmax(log p / T), searched over log T in [-3, 3]."""
     logits = _log(probs)
-    result = minimize_scalar(lambda t: log_loss(_softmax(logits / np.exp(t)), labels), bounds=(-3, 3), method="bounded")
+
+    def loss(log_t):
+        return log_loss(softmax(logits / np.exp(log_t), axis=1), labels)
+
+    result = minimize_scalar(loss, bounds=(-3, 3), method="bounded")
     return float(np.exp(result.x))
 
 
@@ -56,15 +58,17 @@ class FusionMethod:
         for s in self.streams_:
             p = np.asarray(probs_by_stream[s], dtype=np.float64)
             if self.calibrate:
-                p = _softmax(_log(p) / self.temperatures_[s])
+                p = softmax(_log(p) / self.temperatures_[s], axis=1)
             out.append(p)
         return np.stack(out)
 
-    def fit(self, val_probs_by_stream: dict[str, np.ndarray], val_labels: np.ndarray) -> "FusionMethod":
+    def fit(self, val_probs_by_stream: dict[str, np.ndarray], val_labels: np.ndarray) -> FusionMethod:
         self.streams_ = sorted(val_probs_by_stream)
         labels = np.asarray(val_labels)
         if self.calibrate:
-            self.temperatures_ = {s: fit_temperature(np.asarray(val_probs_by_stream[s], float), labels) for s in self.streams_}
+            self.temperatures_ = {
+                s: fit_temperature(np.asarray(val_probs_by_stream[s], float), labels) for s in self.streams_
+            }
         self._fit(self._stack(val_probs_by_stream), labels)
         return self
 
@@ -86,8 +90,13 @@ class FusionMethod:
         return out
 
     def to_json(self) -> dict:
-        return {"method": self.name, "calibrate": self.calibrate, "streams": self.streams_,
-                "temperatures": self.temperatures_, **self._state()}
+        return {
+            "method": self.name,
+            "calibrate": self.calibrate,
+            "streams": self.streams_,
+            "temperatures": self.temperatures_,
+            **self._state(),
+        }
 
     def _state(self) -> dict:
         return {}
@@ -96,7 +105,7 @@ class FusionMethod:
         pass
 
     @staticmethod
-    def from_json(data: dict) -> "FusionMethod":
+    def from_json(data: dict) -> FusionMethod:
         method = METHODS[data["method"]](calibrate=data["calibrate"])
         method.streams_ = list(data["streams"])
         method.temperatures_ = {k: float(v) for k, v in data.get("temperatures", {}).items()}
@@ -148,12 +157,13 @@ class WeightedMeanFusion(FusionMethod):
     def _fit(self, stacked, labels):
         s = stacked.shape[0]
         if self.search == "logloss":
+
             def loss(z):
-                w = _softmax(z[None])[0]
+                w = softmax(z)
                 return log_loss(np.tensordot(w, stacked, 1), labels)
 
             result = minimize(loss, np.zeros(s), method="L-BFGS-B")
-            self.weights_ = _softmax(result.x[None])[0]
+            self.weights_ = softmax(result.x)
             return
         n = int(round(1 / self.step))
         best = None
@@ -162,8 +172,11 @@ class WeightedMeanFusion(FusionMethod):
                 continue
             w = np.array(list(combo) + [n - sum(combo)], float) / n
             fused = np.tensordot(w, stacked, 1)
-            key = (-(fused.argmax(1) == labels).mean(), log_loss(fused / fused.sum(1, keepdims=True), labels),
-                   float(np.abs(w - 1 / s).sum()))
+            key = (
+                -(fused.argmax(1) == labels).mean(),
+                log_loss(fused / fused.sum(1, keepdims=True), labels),
+                float(np.abs(w - 1 / s).sum()),
+            )
             if best is None or key < best[0]:
                 best = (key, w)
         self.weights_ = best[1]
@@ -183,50 +196,52 @@ class WeightedMeanFusion(FusionMethod):
 
 
 class StackingFusion(FusionMethod):
-    """Multinomial logistic regression on the concatenated log-probabilities of all streams, L2-regularised
-    (strength ``1 / C``), fitted by L-BFGS from zero: deterministic."""
+    """scikit-learn's ``LogisticRegression`` on the concatenated log-probabilities of all streams (L2, strength
+    ``1 / C``, L-BFGS from zero: deterministic); multinomial for more than two classes. Castro-era work used an SVM
+    on softmax scores."""
 
     name = "stacking"
 
     def __init__(self, *, calibrate: bool = False, C: float = 1.0):
         super().__init__(calibrate=calibrate)
         self.C = C
-        self.coef_: np.ndarray | None = None
-        self.intercept_: np.ndarray | None = None
+        self.model_: LogisticRegression | None = None
+        self.num_classes_: int | None = None
 
     @staticmethod
     def _features(stacked):
         return np.concatenate(list(_log(stacked)), axis=1)  # (N, S*C)
 
     def _fit(self, stacked, labels):
-        x = self._features(stacked)
-        n, d = x.shape
-        c = stacked.shape[2]
-        onehot = np.eye(c)[labels]
-
-        def objective(theta):
-            w = theta[: d * c].reshape(d, c)
-            b = theta[d * c:]
-            p = _softmax(x @ w + b)
-            loss = -np.sum(onehot * _log(p)) / n + 0.5 / (self.C * n) * np.sum(w * w)
-            grad_z = (p - onehot) / n
-            grad_w = x.T @ grad_z + w / (self.C * n)
-            return loss, np.concatenate([grad_w.ravel(), grad_z.sum(0)])
-
-        result = minimize(objective, np.zeros(d * c + c), jac=True, method="L-BFGS-B", options={"maxiter": 500})
-        self.coef_ = result.x[: d * c].reshape(d, c)
-        self.intercept_ = result.x[d * c:]
+        if len(np.unique(labels)) < 2:
+            raise ValueError("stacking fusion needs validation videos of at least two classes")
+        self.num_classes_ = stacked.shape[2]
+        self.model_ = LogisticRegression(C=self.C, max_iter=1000).fit(self._features(stacked), labels)
 
     def _combine(self, stacked):
-        return _softmax(self._features(stacked) @ self.coef_ + self.intercept_)
+        # Classes that validation never shows get no column from the regression: probability 0.
+        out = np.zeros((stacked.shape[1], self.num_classes_))
+        out[:, self.model_.classes_] = self.model_.predict_proba(self._features(stacked))
+        return out
 
     def _state(self):
-        return {"C": self.C, "coef": self.coef_.tolist(), "intercept": self.intercept_.tolist()}
+        m = self.model_
+        return {
+            "C": self.C,
+            "num_classes": self.num_classes_,
+            "classes": m.classes_.tolist(),
+            "coef": m.coef_.tolist(),
+            "intercept": m.intercept_.tolist(),
+        }
 
     def _load_state(self, state):
-        self.C = state["C"]
-        self.coef_ = np.asarray(state["coef"], float)
-        self.intercept_ = np.asarray(state["intercept"], float)
+        self.C, self.num_classes_ = state["C"], state["num_classes"]
+        # A fitted regression rebuilt from its parameters: scikit-learn's own predict_proba then applies them.
+        self.model_ = LogisticRegression(C=self.C)
+        self.model_.classes_ = np.asarray(state["classes"])
+        self.model_.coef_ = np.asarray(state["coef"], float)
+        self.model_.intercept_ = np.asarray(state["intercept"], float)
+        self.model_.n_features_in_ = self.model_.coef_.shape[1]
 
 
 METHODS = {m.name: m for m in (MeanFusion, WeightedMeanFusion, ProductFusion, MaxFusion, StackingFusion)}

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from preprocess.manifest import load_manifest
-from preprocess.storage import atomic_path, write_json, write_text
+from preprocess.batch import atomic_path, write_json, write_text
+from preprocess.dataset import load_manifest
 from streams.metrics import classification_metrics, confusion_matrix, per_class_prf
 
 from .methods import METHODS, create_method
@@ -50,30 +50,42 @@ def _dataset_info(runs: list[Path]) -> dict:
     info = {"work": side.get("work")}
     try:
         manifest = load_manifest(side["work"])
-        info.update(root=manifest.root, classes=len(manifest.classes),
-                    splits={s: len(manifest.by_split(s)) for s in ("train", "val", "test")},
-                    groups=len({v.group for v in manifest.videos}))
+        info.update(
+            root=manifest.root,
+            classes=len(manifest.classes),
+            splits={s: len(manifest.by_split(s)) for s in ("train", "val", "test")},
+            groups=len({v.group for v in manifest.videos}),
+        )
     except Exception:  # noqa: BLE001 - the report still stands on the score files alone
         pass
     return info
 
 
-def _entry(streams, method, probs, labels, classes, best_single_hits, resamples, seed, params=None, cv_top1=None,
-           val_top1=None):
+def _entry(
+    streams, method, probs, labels, classes, best_single_hits, resamples, seed, params=None, cv_top1=None, val_top1=None
+):
     metrics = classification_metrics(labels, probs)
     hits = probs.argmax(1) == labels
     lo, hi = bootstrap_ci(hits, resamples=resamples, seed=seed)
     diff, dlo, dhi = paired_bootstrap_difference(hits, best_single_hits, resamples=resamples, seed=seed)
-    precision, recall, f1 = per_class_prf(confusion_matrix(labels, probs.argmax(1), len(classes)))
+    precision, recall, f1 = per_class_prf(labels, probs.argmax(1), len(classes))
     return {
         # streams sorted by name: the contract other tools rely on
-        "streams": sorted(streams), "method": method, **metrics, "top1_ci95": [lo, hi],
+        "streams": sorted(streams),
+        "method": method,
+        **metrics,
+        "top1_ci95": [lo, hi],
         "top1_wilson95": list(wilson_interval(int(hits.sum()), len(hits))),
-        "diff_vs_best_single": diff, "diff_vs_best_single_ci95": [dlo, dhi],
+        "diff_vs_best_single": diff,
+        "diff_vs_best_single_ci95": [dlo, dhi],
         "p_vs_best_single": mcnemar_exact(hits, best_single_hits),
-        "val_top1": val_top1, "val_cv_top1": cv_top1, "params": params or {},
-        "per_class": {c: {"precision": float(p), "recall": float(r), "f1": float(f)}
-                      for c, p, r, f in zip(classes, precision, recall, f1)},
+        "val_top1": val_top1,
+        "val_cv_top1": cv_top1,
+        "params": params or {},
+        "per_class": {
+            c: {"precision": float(p), "recall": float(r), "f1": float(f)}
+            for c, p, r, f in zip(classes, precision, recall, f1)
+        },
     }
 
 
@@ -91,8 +103,15 @@ def plot_confusion(matrix: np.ndarray, classes: list[str], title: str, path: Pat
     for i in range(len(classes)):
         for j in range(len(classes)):
             if matrix[i, j]:
-                ax.text(j, i, str(matrix[i, j]), ha="center", va="center", fontsize=8,
-                        color="white" if share[i, j] > 0.6 else "black")
+                ax.text(
+                    j,
+                    i,
+                    str(matrix[i, j]),
+                    ha="center",
+                    va="center",
+                    fontsize=8,
+                    color="white" if share[i, j] > 0.6 else "black",
+                )
     ax.set_xticks(range(len(classes)), classes, rotation=45, ha="right", fontsize=8)
     ax.set_yticks(range(len(classes)), classes, fontsize=8)
     ax.set_xlabel("predicted")
@@ -121,12 +140,28 @@ def plot_subsets(results: list[dict], best_single: dict, path: Path) -> None:
         for k, r in enumerate(rows):
             offset = 0 if r["method"] == "single" else (k - (len(rows) - 1) / 2) * width
             lo, hi = r["top1_ci95"]
-            ax.bar(x + offset, r["top1"], width * 0.95, color=colours[r["method"]],
-                   label=r["method"] if x == len(subsets) - 1 or r["method"] == "single" else None)
-            ax.errorbar(x + offset, r["top1"], yerr=[[r["top1"] - lo], [hi - r["top1"]]], color="black",
-                        capsize=2, linewidth=0.8)
-    ax.axhline(best_single["top1"], color="grey", linestyle="--", linewidth=1,
-               label=f"best single ({label(best_single['streams'])})")
+            ax.bar(
+                x + offset,
+                r["top1"],
+                width * 0.95,
+                color=colours[r["method"]],
+                label=r["method"] if x == len(subsets) - 1 or r["method"] == "single" else None,
+            )
+            ax.errorbar(
+                x + offset,
+                r["top1"],
+                yerr=[[r["top1"] - lo], [hi - r["top1"]]],
+                color="black",
+                capsize=2,
+                linewidth=0.8,
+            )
+    ax.axhline(
+        best_single["top1"],
+        color="grey",
+        linestyle="--",
+        linewidth=1,
+        label=f"best single ({label(best_single['streams'])})",
+    )
     ax.set_xticks(range(len(subsets)), [label(s) for s in subsets])
     ax.set_ylabel("test top-1 (95 % bootstrap interval)")
     ax.set_ylim(0, 1.05)
@@ -145,8 +180,15 @@ def _pct(x):
     return "–" if x is None else f"{100 * x:.1f}"
 
 
-def run_ablation(runs: list[str | Path], out: str | Path, *, methods=DEFAULT_METHODS, calibrate: bool = False,
-                 resamples: int = 2000, seed: int = 0) -> dict:
+def run_ablation(
+    runs: list[str | Path],
+    out: str | Path,
+    *,
+    methods=DEFAULT_METHODS,
+    calibrate: bool = False,
+    resamples: int = 2000,
+    seed: int = 0,
+) -> dict:
     runs = [Path(r) for r in runs]
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -168,19 +210,45 @@ def run_ablation(runs: list[str | Path], out: str | Path, *, methods=DEFAULT_MET
 
     results, fitted = [], {}
     for s in names:
-        results.append(_entry([s], "single", test_probs[s], test_labels, classes, best_hits, resamples, seed,
-                              val_top1=val_top1[s], cv_top1=val_top1[s]))
+        results.append(
+            _entry(
+                [s],
+                "single",
+                test_probs[s],
+                test_labels,
+                classes,
+                best_hits,
+                resamples,
+                seed,
+                val_top1=val_top1[s],
+                cv_top1=val_top1[s],
+            )
+        )
     for size in range(2, len(names) + 1):
         for subset in itertools.combinations(names, size):
             v = {s: val_probs[s] for s in subset}
             t = {s: test_probs[s] for s in subset}
             for name in methods:
                 method = create_method(name, calibrate=calibrate).fit(v, val_labels)
-                cv = cross_validated_top1(lambda name=name: create_method(name, calibrate=calibrate), v, val_labels, seed=seed)
+                cv = cross_validated_top1(
+                    lambda name=name: create_method(name, calibrate=calibrate), v, val_labels, seed=seed
+                )
                 fitted[(subset, name)] = method
-                results.append(_entry(subset, name, method.predict_proba(t), test_labels, classes, best_hits,
-                                      resamples, seed, params=method.params(), cv_top1=cv,
-                                      val_top1=float((method.predict(v) == val_labels).mean())))
+                results.append(
+                    _entry(
+                        subset,
+                        name,
+                        method.predict_proba(t),
+                        test_labels,
+                        classes,
+                        best_hits,
+                        resamples,
+                        seed,
+                        params=method.params(),
+                        cv_top1=cv,
+                        val_top1=float((method.predict(v) == val_labels).mean()),
+                    )
+                )
 
     best_single = next(r for r in results if r["method"] == "single" and r["streams"] == [best_name])
     results.sort(key=lambda r: (len(r["streams"]), [stream_key(n) for n in sorted(r["streams"], key=stream_key)]))
@@ -197,12 +265,21 @@ def run_ablation(runs: list[str | Path], out: str | Path, *, methods=DEFAULT_MET
 
     info = _dataset_info(runs)
     report = {
-        "date": date.today().isoformat(), "runs": [str(r) for r in runs], "streams": names, "classes": classes,
-        "dataset": info, "test_videos": len(test_ids), "val_videos": len(val_ids), "calibrate": calibrate,
-        "bootstrap_resamples": resamples, "seed": seed, "best_single": best_name,
+        "date": date.today().isoformat(),
+        "runs": [str(r) for r in runs],
+        "streams": names,
+        "classes": classes,
+        "dataset": info,
+        "test_videos": len(test_ids),
+        "val_videos": len(val_ids),
+        "calibrate": calibrate,
+        "bootstrap_resamples": resamples,
+        "seed": seed,
+        "best_single": best_name,
         "best_fusion": {"streams": best_fusion["streams"], "method": best_fusion["method"]} if best_fusion else None,
         "best_all_streams": {"streams": best_three["streams"], "method": best_three["method"]} if best_three else None,
-        "reference": REFERENCE, "results": results,
+        "reference": REFERENCE,
+        "results": results,
     }
     write_json(out / "ablation.json", report)
     _write_csv(out / "ablation.csv", results)
@@ -219,14 +296,20 @@ def run_ablation(runs: list[str | Path], out: str | Path, *, methods=DEFAULT_MET
             continue
         method = fitted[(tuple(sorted(row["streams"], key=stream_key)), row["method"])]
         matrix = confusion_matrix(test_labels, method.predict({s: test_probs[s] for s in row["streams"]}), len(classes))
-        plot_confusion(matrix, classes, f"{label(row['streams'])}, {row['method']} fusion (test top-1 {100 * row['top1']:.1f} %)",
-                       out / f"confusion_{name}.png")
+        plot_confusion(
+            matrix,
+            classes,
+            f"{label(row['streams'])}, {row['method']} fusion (test top-1 {100 * row['top1']:.1f} %)",
+            out / f"confusion_{name}.png",
+        )
         pictures[name] = f"confusion_{name}.png"
     plot_subsets(results, best_single, out / "subsets.png")
     if best_three is not None:
         method = fitted[(tuple(sorted(best_three["streams"], key=stream_key)), best_three["method"])]
-        write_json(out / "fusion.json", {"classes": classes, "runs": {s: run_of[s] for s in best_three["streams"]},
-                                         **method.to_json()})
+        write_json(
+            out / "fusion.json",
+            {"classes": classes, "runs": {s: run_of[s] for s in best_three["streams"]}, **method.to_json()},
+        )
     write_text(out / "ablation.md", _markdown(report, best_single, best_fusion, best_three, pictures))
     return report
 
@@ -234,14 +317,44 @@ def run_ablation(runs: list[str | Path], out: str | Path, *, methods=DEFAULT_MET
 def _write_csv(path: Path, results: list[dict]) -> None:
     table = io.StringIO()
     writer = csv.writer(table, lineterminator="\n")
-    columns = ["streams", "method", "top1", "top1_ci_low", "top1_ci_high", "top5", "macro_precision", "macro_recall",
-               "macro_f1", "diff_vs_best_single", "diff_ci_low", "diff_ci_high", "p_vs_best_single", "val_top1",
-               "val_cv_top1", "params"]
+    columns = [
+        "streams",
+        "method",
+        "top1",
+        "top1_ci_low",
+        "top1_ci_high",
+        "top5",
+        "macro_precision",
+        "macro_recall",
+        "macro_f1",
+        "diff_vs_best_single",
+        "diff_ci_low",
+        "diff_ci_high",
+        "p_vs_best_single",
+        "val_top1",
+        "val_cv_top1",
+        "params",
+    ]
     writer.writerow(columns)
     for r in results:
-        writer.writerow([label(r["streams"]), r["method"], r["top1"], *r["top1_ci95"], r["top5"], r["macro_precision"],
-                         r["macro_recall"], r["macro_f1"], r["diff_vs_best_single"], *r["diff_vs_best_single_ci95"],
-                         r["p_vs_best_single"], r["val_top1"], r["val_cv_top1"], json.dumps(r["params"])])
+        writer.writerow(
+            [
+                label(r["streams"]),
+                r["method"],
+                r["top1"],
+                *r["top1_ci95"],
+                r["top5"],
+                r["macro_precision"],
+                r["macro_recall"],
+                r["macro_f1"],
+                r["diff_vs_best_single"],
+                *r["diff_vs_best_single_ci95"],
+                r["p_vs_best_single"],
+                r["val_top1"],
+                r["val_cv_top1"],
+                json.dumps(r["params"]),
+            ]
+        )
     write_text(path, table.getvalue())
 
 
@@ -250,49 +363,74 @@ def _markdown(report, best_single, best_fusion, best_three, pictures) -> str:
     lines = [f"# Fusion ablation ({report['date']})", ""]
     if "root" in d:
         sp = d["splits"]
-        lines.append(f"Dataset `{d['root']}`: {d['classes']} classes, {d['groups']} groups; split train {sp['train']} / "
-                     f"val {sp['val']} / test {sp['test']} videos (work directory `{d['work']}`).")
-    lines += [f"Streams: {', '.join(report['streams'])} (runs: {', '.join(f'`{r}`' for r in report['runs'])}). "
-              f"Every method is fitted on the {report['val_videos']} validation videos only and scored on the "
-              f"{report['test_videos']} test videos. Intervals: 95 % bootstrap over test videos "
-              f"({report['bootstrap_resamples']} resamples); p: exact McNemar test against the best single stream.", ""]
+        lines.append(
+            f"Dataset `{d['root']}`: {d['classes']} classes, {d['groups']} groups; split train {sp['train']} / "
+            f"val {sp['val']} / test {sp['test']} videos (work directory `{d['work']}`)."
+        )
+    lines += [
+        f"Streams: {', '.join(report['streams'])} (runs: {', '.join(f'`{r}`' for r in report['runs'])}). "
+        f"Every method is fitted on the {report['val_videos']} validation videos only and scored on the "
+        f"{report['test_videos']} test videos. Intervals: 95 % bootstrap over test videos "
+        f"({report['bootstrap_resamples']} resamples); p: exact McNemar test against the best single stream.",
+        "",
+    ]
     headline = []
     if best_three:
-        sign = "excludes" if best_three["diff_vs_best_single_ci95"][0] > 0 or best_three["diff_vs_best_single_ci95"][1] < 0 else "includes"
+        sign = (
+            "excludes"
+            if best_three["diff_vs_best_single_ci95"][0] > 0 or best_three["diff_vs_best_single_ci95"][1] < 0
+            else "includes"
+        )
         headline.append(
             f"**All {len(best_three['streams'])} streams ({best_three['method']} fusion, chosen by cross-validated "
             f"validation top-1): {_pct(best_three['top1'])} % test top-1 "
-            f"[{_pct(best_three['top1_ci95'][0])}, {_pct(best_three['top1_ci95'][1])}]** against the best single stream, "
+            f"[{_pct(best_three['top1_ci95'][0])}, {_pct(best_three['top1_ci95'][1])}]** "
+            f"against the best single stream, "
             f"{best_single['streams'][0]}, {_pct(best_single['top1'])} % "
             f"[{_pct(best_single['top1_ci95'][0])}, {_pct(best_single['top1_ci95'][1])}]: a difference of "
-            f"{100 * best_three['diff_vs_best_single']:+.1f} points [{100 * best_three['diff_vs_best_single_ci95'][0]:+.1f}, "
+            f"{100 * best_three['diff_vs_best_single']:+.1f} points "
+            f"[{100 * best_three['diff_vs_best_single_ci95'][0]:+.1f}, "
             f"{100 * best_three['diff_vs_best_single_ci95'][1]:+.1f}] (its interval {sign} zero), McNemar p = "
-            f"{best_three['p_vs_best_single']:.3g}.")
+            f"{best_three['p_vs_best_single']:.3g}."
+        )
     if report["test_videos"] < 50 and best_three:
         wl, wh = best_three["top1_wilson95"]
         sl, sh = best_single["top1_wilson95"]
-        headline.append(f"With only {report['test_videos']} test videos the bootstrap understates uncertainty (it "
-                        f"collapses to a point at 0 or 100 %); Wilson 95 % intervals: all streams [{_pct(wl)}, {_pct(wh)}], "
-                        f"best single [{_pct(sl)}, {_pct(sh)}].")
+        headline.append(
+            f"With only {report['test_videos']} test videos the bootstrap understates uncertainty (it "
+            f"collapses to a point at 0 or 100 %); Wilson 95 % intervals: all streams [{_pct(wl)}, {_pct(wh)}], "
+            f"best single [{_pct(sl)}, {_pct(sh)}]."
+        )
     if best_fusion and best_fusion is not best_three:
-        headline.append(f"Best fusion of any subset: {label(best_fusion['streams'])} with {best_fusion['method']}, "
-                        f"{_pct(best_fusion['top1'])} % test top-1.")
-    lines += headline + ["", "| streams | method | top-1 % [95 % CI] | top-5 % | macro P | macro R | macro F1 | "
-                         "Δ vs best single, points [95 % CI] | p | val CV top-1 % | fitted |",
-                         "|---|---|---|---|---|---|---|---|---|---|---|"]
+        headline.append(
+            f"Best fusion of any subset: {label(best_fusion['streams'])} with {best_fusion['method']}, "
+            f"{_pct(best_fusion['top1'])} % test top-1."
+        )
+    lines += headline + [
+        "",
+        "| streams | method | top-1 % [95 % CI] | top-5 % | macro P | macro R | macro F1 | "
+        "Δ vs best single, points [95 % CI] | p | val CV top-1 % | fitted |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in report["results"]:
         mark = " **◀**" if r.get("chosen") else ""
         lines.append(
             f"| {label(r['streams'])} | {r['method']}{mark} | {_pct(r['top1'])} [{_pct(r['top1_ci95'][0])}, "
-            f"{_pct(r['top1_ci95'][1])}] | {_pct(r['top5'])} | {_pct(r['macro_precision'])} | {_pct(r['macro_recall'])} | "
-            f"{_pct(r['macro_f1'])} | {100 * r['diff_vs_best_single']:+.1f} [{100 * r['diff_vs_best_single_ci95'][0]:+.1f}, "
-            f"{100 * r['diff_vs_best_single_ci95'][1]:+.1f}] | {r['p_vs_best_single']:.3g} | {_pct(r['val_cv_top1'])} | "
-            f"{_fmt_params(r['params'])} |")
+            f"{_pct(r['top1_ci95'][1])}] | {_pct(r['top5'])} | {_pct(r['macro_precision'])} | "
+            f"{_pct(r['macro_recall'])} | {_pct(r['macro_f1'])} | {100 * r['diff_vs_best_single']:+.1f} "
+            f"[{100 * r['diff_vs_best_single_ci95'][0]:+.1f}, {100 * r['diff_vs_best_single_ci95'][1]:+.1f}] | "
+            f"{r['p_vs_best_single']:.3g} | {_pct(r['val_cv_top1'])} | "
+            f"{_fmt_params(r['params'])} |"
+        )
     lines += ["", "◀ marks the fusions chosen on validation (best of all subsets, and best with every stream).", ""]
     focus = [best_single] + [r for r in (best_three,) if r]
     classes = report["classes"]
-    lines += ["## Per class (test F1 %)", "", "| class | " + " | ".join(f"{label(r['streams'])} {r['method']}" for r in focus) + " |",
-              "|---|" + "---|" * len(focus)]
+    lines += [
+        "## Per class (test F1 %)",
+        "",
+        "| class | " + " | ".join(f"{label(r['streams'])} {r['method']}" for r in focus) + " |",
+        "|---|" + "---|" * len(focus),
+    ]
     for c in classes:
         lines.append(f"| {c} | " + " | ".join(_pct(r["per_class"][c]["f1"]) for r in focus) + " |")
     lines += ["", "## Pictures", "", "![stream subsets](subsets.png)", ""]

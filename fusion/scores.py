@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from preprocess.errors import DataError
+from preprocess import DataError
 
 
 @dataclass
@@ -34,12 +34,21 @@ def load_scores(run: str | Path, split: str) -> StreamScores:
         raise DataError(path, f"not a score file ({err})") from None
     probs = arrays["probs"].astype(np.float64)
     if probs.ndim != 2 or probs.shape != (len(arrays["video_ids"]), len(arrays["classes"])):
-        raise DataError(path, f"probs shape {probs.shape} does not match {len(arrays['video_ids'])} videos x "
-                              f"{len(arrays['classes'])} classes")
+        raise DataError(
+            path,
+            f"probs shape {probs.shape} does not match {len(arrays['video_ids'])} videos x "
+            f"{len(arrays['classes'])} classes",
+        )
     side = run / f"scores_{split}.json"
     stream = json.loads(side.read_text()).get("stream", run.name) if side.is_file() else run.name
-    return StreamScores(stream, arrays["video_ids"].astype(str), arrays["labels"].astype(np.int64), probs,
-                        [str(c) for c in arrays["classes"]], str(path))
+    return StreamScores(
+        stream,
+        arrays["video_ids"].astype(str),
+        arrays["labels"].astype(np.int64),
+        probs,
+        [str(c) for c in arrays["classes"]],
+        str(path),
+    )
 
 
 def align(streams: list[StreamScores]) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray, list[str]]:

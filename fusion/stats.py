@@ -1,40 +1,68 @@
 """Uncertainty for small test sets: with ~100 test videos one video is one point of accuracy, so every gain is
-reported with a bootstrap interval over videos and a paired test against the best single stream."""
+reported with a bootstrap interval over videos and a paired test against the best single stream.
+
+The bootstrap, the Wilson interval and the binomial test are SciPy's; the folds of the validation cross-check are
+scikit-learn's. What remains here is how the report uses them.
+"""
 
 from __future__ import annotations
 
 import numpy as np
-from scipy.stats import binomtest
+from scipy.stats import binomtest, bootstrap
+from sklearn.model_selection import KFold
 
 
-def bootstrap_ci(correct: np.ndarray, *, resamples: int = 2000, seed: int = 0, level: float = 0.95) -> tuple[float, float]:
+def _percentile_bootstrap(samples: tuple, statistic, *, resamples: int, seed: int, level: float, paired: bool):
+    result = bootstrap(
+        samples,
+        statistic,
+        n_resamples=resamples,
+        confidence_level=level,
+        method="percentile",
+        paired=paired,
+        vectorized=True,
+        rng=np.random.default_rng(seed),
+    )
+    low, high = result.confidence_interval
+    # A sample with no spread (every video right) has a one-point bootstrap distribution: the interval is the point.
+    point = float(statistic(*samples, axis=-1))
+    return (point if np.isnan(low) else float(low)), (point if np.isnan(high) else float(high))
+
+
+def _mean(x, axis=-1):
+    return np.mean(x, axis=axis)
+
+
+def _mean_difference(a, b, axis=-1):
+    return np.mean(a, axis=axis) - np.mean(b, axis=axis)
+
+
+def bootstrap_ci(
+    correct: np.ndarray, *, resamples: int = 2000, seed: int = 0, level: float = 0.95
+) -> tuple[float, float]:
     """Percentile interval of the accuracy of per-video hits ``correct`` (bool), resampling videos."""
     correct = np.asarray(correct, float)
-    rng = np.random.default_rng(seed)
-    means = correct[rng.integers(0, len(correct), (resamples, len(correct)))].mean(1)
-    tail = (1 - level) / 2 * 100
-    return float(np.percentile(means, tail)), float(np.percentile(means, 100 - tail))
+    return _percentile_bootstrap((correct,), _mean, resamples=resamples, seed=seed, level=level, paired=False)
 
 
-def wilson_interval(hits: int, n: int, z: float = 1.959964) -> tuple[float, float]:
+def wilson_interval(hits: int, n: int, level: float = 0.95) -> tuple[float, float]:
     """Wilson score interval of a proportion: unlike the percentile bootstrap it does not collapse to a point when
     every (or no) video is right, which matters on small test sets."""
     if n == 0:
         return 0.0, 1.0
-    p = hits / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z / (1 + z * z / n) * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
-    return float(max(0.0, centre - half)), float(min(1.0, centre + half))
+    interval = binomtest(hits, n).proportion_ci(confidence_level=level, method="wilson")
+    return float(interval.low), float(interval.high)
 
 
-def paired_bootstrap_difference(correct_a: np.ndarray, correct_b: np.ndarray, *, resamples: int = 2000, seed: int = 0,
-                                level: float = 0.95) -> tuple[float, float, float]:
+def paired_bootstrap_difference(
+    correct_a: np.ndarray, correct_b: np.ndarray, *, resamples: int = 2000, seed: int = 0, level: float = 0.95
+) -> tuple[float, float, float]:
     """Accuracy of a minus accuracy of b, and its percentile interval, resampling the same videos for both."""
-    diff = np.asarray(correct_a, float) - np.asarray(correct_b, float)
-    rng = np.random.default_rng(seed)
-    means = diff[rng.integers(0, len(diff), (resamples, len(diff)))].mean(1)
-    tail = (1 - level) / 2 * 100
-    return float(diff.mean()), float(np.percentile(means, tail)), float(np.percentile(means, 100 - tail))
+    a, b = np.asarray(correct_a, float), np.asarray(correct_b, float)
+    low, high = _percentile_bootstrap(
+        (a, b), _mean_difference, resamples=resamples, seed=seed, level=level, paired=True
+    )
+    return float(a.mean() - b.mean()), low, high
 
 
 def mcnemar_exact(correct_a: np.ndarray, correct_b: np.ndarray) -> float:
@@ -47,15 +75,15 @@ def mcnemar_exact(correct_a: np.ndarray, correct_b: np.ndarray) -> float:
     return float(binomtest(only_a, only_a + only_b, 0.5).pvalue)
 
 
-def cross_validated_top1(make_method, probs_by_stream: dict, labels: np.ndarray, *, folds: int = 5, seed: int = 0) -> float:
+def cross_validated_top1(
+    make_method, probs_by_stream: dict, labels: np.ndarray, *, folds: int = 5, seed: int = 0
+) -> float:
     """Accuracy of a fusion method on validation videos it was not fitted on (k-fold within validation), used to
     choose between methods without looking at test."""
     labels = np.asarray(labels)
-    order = np.random.default_rng(seed).permutation(len(labels))
-    parts = np.array_split(order, min(folds, len(labels)))
     hits = np.zeros(len(labels), bool)
-    for held in parts:
-        keep = np.setdiff1d(order, held)
+    splitter = KFold(n_splits=min(folds, len(labels)), shuffle=True, random_state=seed)
+    for keep, held in splitter.split(labels):
         method = make_method().fit({s: p[keep] for s, p in probs_by_stream.items()}, labels[keep])
         hits[held] = method.predict({s: p[held] for s, p in probs_by_stream.items()}) == labels[held]
     return float(hits.mean())

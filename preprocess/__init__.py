@@ -1,4 +1,12 @@
-"""Video in, arrays out: dataset ingest and splits, frame reading, optical flow, pose, the synthetic dataset.
+"""Video in, arrays out: one sub-package per concern.
+
+::
+
+    dataset/  ingest, manifest, splits; synthetic/ generates a dataset
+    video/    streaming frame reader, RGB frame cache
+    flow/     Farneback optical flow (OpenCV and PyTorch engines), storage, pictures, export
+    pose/     pose backends, tracking, normalisation, keypoint conventions, importers, evaluation
+    batch/    the batch runner, worker pools, atomic storage, progress, named errors
 
 Public API for users' own code and for the streams::
 
@@ -11,23 +19,34 @@ Public API for users' own code and for the streams::
         ...
 """
 
-from .errors import DataError
+from .batch import DataError
+from .dataset import Manifest, VideoRecord, load_manifest
 from .flow import load_flow
-from .frames import load_frames
-from .manifest import Manifest, VideoRecord, load_manifest
 from .pose import load_pose
-from .video import Resize, Sampling, Source, probe, read_frames
-
+from .video import Resize, Sampling, Source, load_frames, probe, read_frames
 
 
 def __getattr__(name):
-    # Imported on first use: torch takes a second to load, which no command but the torch flow engine needs.
+    # Imported on first use: torch takes seconds to load, which no command but the torch flow engine needs.
     if name == "farneback_torch":
-        from .flow_torch import farneback_torch
+        from .flow.farneback_torch import farneback_torch
 
         return farneback_torch
     raise AttributeError(f"module 'preprocess' has no attribute {name!r}")
 
 
-__all__ = ["farneback_torch", "DataError", "Manifest", "VideoRecord", "load_manifest", "load_flow", "load_pose", "load_frames",
-           "Resize", "Sampling", "Source", "probe", "read_frames"]
+__all__ = [
+    "farneback_torch",
+    "DataError",
+    "Manifest",
+    "VideoRecord",
+    "load_manifest",
+    "load_flow",
+    "load_pose",
+    "load_frames",
+    "Resize",
+    "Sampling",
+    "Source",
+    "probe",
+    "read_frames",
+]

@@ -18,11 +18,10 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from preprocess import load_manifest
-from preprocess.errors import DataError
+from preprocess import DataError, load_manifest, load_pose
+from preprocess.batch import read_json
 from preprocess.flow import dequantize
-from preprocess.keypoints import flip_permutation
-from preprocess.storage import read_json
+from preprocess.pose import flip_permutation
 
 RGB_MEAN = np.array([0.45, 0.45, 0.45], np.float32)
 RGB_STD = np.array([0.225, 0.225, 0.225], np.float32)
@@ -43,8 +42,9 @@ def _require(work: Path, stage: str, video_ids: list[str]) -> dict:
     return out
 
 
-def segment_positions(length: int, segments: int, span: int, rng: np.random.Generator | None,
-                      view: int = 0, views: int = 1) -> np.ndarray:
+def segment_positions(
+    length: int, segments: int, span: int, rng: np.random.Generator | None, view: int = 0, views: int = 1
+) -> np.ndarray:
     """Start index of each of ``segments`` windows of ``span`` items in a sequence of ``length``.
 
     Training (``rng``): a random start inside each equal segment (TSN's temporal jitter). Evaluation: view v of
@@ -62,8 +62,17 @@ def segment_positions(length: int, segments: int, span: int, rng: np.random.Gene
 class _ClipDataset(Dataset):
     stage = ""
 
-    def __init__(self, work, split: str, *, train: bool, views: int = 1, seed: int = 0, flip: bool = True,
-                 video_ids: list[str] | None = None):
+    def __init__(
+        self,
+        work,
+        split: str,
+        *,
+        train: bool,
+        views: int = 1,
+        seed: int = 0,
+        flip: bool = True,
+        video_ids: list[str] | None = None,
+    ):
         self.work = Path(work)
         self.manifest = load_manifest(self.work)
         self.classes = self.manifest.classes
@@ -75,7 +84,9 @@ class _ClipDataset(Dataset):
             raise DataError(self.work / "manifest.json", f"no videos in split {split!r}")
         self.videos = videos
         # -1 for a video whose label is not one of the classes (unknown, as for new videos to classify)
-        self.labels = np.array([self.classes.index(v.label) if v.label in self.classes else -1 for v in videos], np.int64)
+        self.labels = np.array(
+            [self.classes.index(v.label) if v.label in self.classes else -1 for v in videos], np.int64
+        )
         self.train, self.views, self.seed, self.flip = train, (1 if train else views), seed, flip
         self.epoch = 0
         self.repeats = 1  # a training epoch can go over the videos several times (small datasets)
@@ -133,7 +144,7 @@ class RGBSegments(_ClipDataset):
         flip = self.flip and rng is not None and rng.random() < 0.5
         out = []
         for t in picks:
-            image = np.asarray(frames[t, y0:y0 + side, x0:x0 + side], np.float32) / 255.0
+            image = np.asarray(frames[t, y0 : y0 + side, x0 : x0 + side], np.float32) / 255.0
             image = _resize_stack(image.transpose(2, 0, 1), self.size)
             if flip:
                 image = flip_rgb(image)
@@ -158,8 +169,9 @@ class RGBClips(RGBSegments):
         flip = self.flip and rng is not None and rng.random() < 0.5
         out = []
         for t in picks:
-            image = _resize_stack(np.asarray(frames[t, y0:y0 + side, x0:x0 + side], np.float32).transpose(2, 0, 1) / 255.0,
-                                  self.size)
+            image = _resize_stack(
+                np.asarray(frames[t, y0 : y0 + side, x0 : x0 + side], np.float32).transpose(2, 0, 1) / 255.0, self.size
+            )
             out.append((flip_rgb(image) if flip else image) - RGB_MEAN[:, None, None])
         return torch.from_numpy((np.stack(out) / RGB_STD[:, None, None]).astype(np.float32))
 
@@ -196,7 +208,7 @@ class FlowStacks(_ClipDataset):
         out = []
         for s in starts:
             idx = np.minimum(np.arange(s, s + self.stack), len(raw) - 1)
-            chunk = np.asarray(raw[idx, y0:y0 + side, x0:x0 + side])
+            chunk = np.asarray(raw[idx, y0 : y0 + side, x0 : x0 + side])
             fields = dequantize(chunk, bound) if chunk.dtype == np.uint8 else chunk.astype(np.float32)
             # Resizing a crop scales displacements too: keep them in pixels of the network's input.
             fields = fields * (self.size / side)
@@ -241,8 +253,6 @@ class PoseSequences(_ClipDataset):
 
     def sequence(self, i):
         if i not in self.cache:
-            from preprocess.pose import load_pose
-
             vid = self.videos[i].video_id
             pose = load_pose(self.work, vid)
             meta = self.meta[vid]
@@ -275,17 +285,33 @@ def collate(batch):
     return x, torch.tensor(labels), torch.tensor(videos), torch.tensor(views)
 
 
-def create_dataset(stream: str, work, split: str, *, train: bool, options: dict, views: int = 1, seed: int = 0,
-                   video_ids: list[str] | None = None):
+def create_dataset(
+    stream: str,
+    work,
+    split: str,
+    *,
+    train: bool,
+    options: dict,
+    views: int = 1,
+    seed: int = 0,
+    video_ids: list[str] | None = None,
+):
     common = dict(train=train, views=views, seed=seed, video_ids=video_ids)
     if stream == "rgb" and options.get("arch") == "3d":
-        return RGBClips(work, split, clip_len=options["clip_len"], frame_stride=options["frame_stride"],
-                        size=options["size"], **common)
+        return RGBClips(
+            work,
+            split,
+            clip_len=options["clip_len"],
+            frame_stride=options["frame_stride"],
+            size=options["size"],
+            **common,
+        )
     if stream == "rgb":
         return RGBSegments(work, split, segments=options["segments"], size=options["size"], **common)
     if stream == "flow":
-        return FlowStacks(work, split, segments=options["segments"], stack=options["stack"], size=options["size"],
-                          **common)
+        return FlowStacks(
+            work, split, segments=options["segments"], stack=options["stack"], size=options["size"], **common
+        )
     if stream == "pose":
         return PoseSequences(work, split, frames=options["frames"], **common)
     raise ValueError(f"unknown stream {stream!r}: rgb, flow or pose")

@@ -1,26 +1,27 @@
-"""Classification metrics over per-video scores (plain numpy; fusion reports use the same functions)."""
+"""Classification metrics over per-video scores, by scikit-learn's definitions (fusion reports use the same).
+
+Macro averages are scikit-learn's: over the classes that occur in the labels *or* the predictions, each with
+``zero_division=0``. A class that is predicted but absent from the labels counts with F1 0 (a hand-written average
+over the labels' classes alone used to hide such mistakes).
+"""
 
 from __future__ import annotations
 
 import numpy as np
+from sklearn.metrics import accuracy_score, precision_recall_fscore_support, top_k_accuracy_score
+from sklearn.metrics import confusion_matrix as _sklearn_confusion_matrix
 
 
 def confusion_matrix(labels: np.ndarray, predictions: np.ndarray, num_classes: int) -> np.ndarray:
-    """(C, C) counts, rows = true class, columns = predicted class."""
-    matrix = np.zeros((num_classes, num_classes), np.int64)
-    np.add.at(matrix, (labels, predictions), 1)
-    return matrix
+    """(C, C) counts over every class of the dataset, rows = true class, columns = predicted class."""
+    return _sklearn_confusion_matrix(labels, predictions, labels=np.arange(num_classes))
 
 
-def per_class_prf(matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Precision, recall and F1 per class (0 where undefined, as scikit-learn's zero_division=0)."""
-    tp = np.diag(matrix).astype(float)
-    predicted = matrix.sum(0)
-    actual = matrix.sum(1)
-    precision = np.divide(tp, predicted, out=np.zeros_like(tp), where=predicted > 0)
-    recall = np.divide(tp, actual, out=np.zeros_like(tp), where=actual > 0)
-    denom = precision + recall
-    f1 = np.divide(2 * precision * recall, denom, out=np.zeros_like(tp), where=denom > 0)
+def per_class_prf(labels: np.ndarray, predictions: np.ndarray, num_classes: int):
+    """Precision, recall and F1 of every class of the dataset, each (C,), 0 where undefined."""
+    precision, recall, f1, _ = precision_recall_fscore_support(
+        labels, predictions, labels=np.arange(num_classes), average=None, zero_division=0
+    )
     return precision, recall, f1
 
 
@@ -29,14 +30,12 @@ def classification_metrics(labels: np.ndarray, probs: np.ndarray) -> dict:
     labels = np.asarray(labels)
     num_classes = probs.shape[1]
     predictions = probs.argmax(1)
-    matrix = confusion_matrix(labels, predictions, num_classes)
-    precision, recall, f1 = per_class_prf(matrix)
-    present = matrix.sum(1) > 0  # macro averages over the classes that occur
-    top5 = np.argsort(-probs, axis=1)[:, :5]
+    precision, recall, f1, _ = precision_recall_fscore_support(labels, predictions, average="macro", zero_division=0)
+    top5 = top_k_accuracy_score(labels, probs, k=5, labels=np.arange(num_classes)) if num_classes > 5 else None
     return {
-        "top1": float((predictions == labels).mean()),
-        "top5": float((top5 == labels[:, None]).any(1).mean()) if num_classes > 5 else None,
-        "macro_precision": float(precision[present].mean()),
-        "macro_recall": float(recall[present].mean()),
-        "macro_f1": float(f1[present].mean()),
+        "top1": float(accuracy_score(labels, predictions)),
+        "top5": None if top5 is None else float(top5),
+        "macro_precision": float(precision),
+        "macro_recall": float(recall),
+        "macro_f1": float(f1),
     }

@@ -21,18 +21,38 @@ from torch import nn
 from torch.utils.data import DataLoader
 from torch.utils.data.distributed import DistributedSampler
 
-from preprocess.errors import DataError
-from preprocess.storage import atomic_path, write_json, write_text
+from preprocess import DataError
+from preprocess.batch import atomic_path, write_json, write_text
 
 from .data import POSE_FEATURES, collate, create_dataset
 from .metrics import classification_metrics
 from .models import create_flow_model, create_pose_model, create_rgb3d_model, create_rgb_model
 
 DEFAULTS = {
-    "epochs": 20, "batch_size": 16, "lr": 1e-3, "optimizer": "adamw", "schedule": "cosine", "weight_decay": 1e-4,
-    "dropout": 0.5, "label_smoothing": 0.1, "patience": 6, "seed": 0, "workers": 0, "device": "auto", "views": 3,
-    "vote": False, "preset": "small", "segments": 3, "stack": 5, "size": 112, "frames": 32, "head": "tcn",
-    "init": None, "arch": "tsn", "clip_len": 8, "frame_stride": 2,
+    "epochs": 20,
+    "batch_size": 16,
+    "lr": 1e-3,
+    "optimizer": "adamw",
+    "schedule": "cosine",
+    "weight_decay": 1e-4,
+    "dropout": 0.5,
+    "label_smoothing": 0.1,
+    "patience": 6,
+    "seed": 0,
+    "workers": 0,
+    "device": "auto",
+    "views": 3,
+    "vote": False,
+    "preset": "small",
+    "segments": 3,
+    "stack": 5,
+    "size": 112,
+    "frames": 32,
+    "head": "tcn",
+    "init": None,
+    "arch": "tsn",
+    "clip_len": 8,
+    "frame_stride": 2,
     "min_epoch_clips": 200,
 }
 
@@ -44,23 +64,27 @@ def build_model(config: dict, num_classes: int) -> nn.Module:
     if stream == "rgb":
         return create_rgb_model(num_classes=num_classes, preset=config["preset"], dropout=config["dropout"])
     if stream == "flow":
-        return create_flow_model(num_classes=num_classes, stack=config["stack"], preset=config["preset"],
-                                 dropout=config["dropout"])
+        return create_flow_model(
+            num_classes=num_classes, stack=config["stack"], preset=config["preset"], dropout=config["dropout"]
+        )
     if stream == "pose":
-        return create_pose_model(num_classes=num_classes, features=POSE_FEATURES, head=config["head"],
-                                 dropout=min(config["dropout"], 0.3))
+        return create_pose_model(
+            num_classes=num_classes, features=POSE_FEATURES, head=config["head"], dropout=min(config["dropout"], 0.3)
+        )
     raise ValueError(f"unknown stream {stream!r}: rgb, flow or pose")
 
 
-def _forward(model, x, device):
+def forward_batch(model, x, device):
     if isinstance(x, (tuple, list)):
         return model(x[0].to(device, non_blocking=True), x[1].to(device, non_blocking=True))
     return model(x.to(device, non_blocking=True))
 
 
-def _autocast(device: torch.device):
+def autocast(device: torch.device):
     # bf16 autocast on CUDA (no loss scaling needed); full precision on CPU keeps CPU runs deterministic.
-    return torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast("cpu", enabled=False)
+    return (
+        torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast("cpu", enabled=False)
+    )
 
 
 def train_one_epoch(model, loader, optimizer, criterion, device) -> dict:
@@ -69,8 +93,8 @@ def train_one_epoch(model, loader, optimizer, criterion, device) -> dict:
     start = time.perf_counter()
     for x, labels, _, _ in loader:
         labels = labels.to(device)
-        with _autocast(device):
-            logits = _forward(model, x, device)
+        with autocast(device):
+            logits = forward_batch(model, x, device)
             loss = criterion(logits.float(), labels)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -79,8 +103,11 @@ def train_one_epoch(model, loader, optimizer, criterion, device) -> dict:
         correct += int((logits.argmax(1) == labels).sum())
         seen += len(labels)
     seconds = time.perf_counter() - start
-    return {"train_loss": total_loss / max(seen, 1), "train_top1": correct / max(seen, 1),
-            "train_clips_per_s": seen / seconds if seconds else None}
+    return {
+        "train_loss": total_loss / max(seen, 1),
+        "train_top1": correct / max(seen, 1),
+        "train_clips_per_s": seen / seconds if seconds else None,
+    }
 
 
 @torch.no_grad()
@@ -96,8 +123,8 @@ def evaluate(model, dataset, device, *, batch_size: int = 16, workers: int = 0, 
     loss_sum, loss_n = 0.0, 0
     criterion = nn.CrossEntropyLoss()
     for x, labels, videos, _ in loader:
-        with _autocast(device):
-            logits = _forward(model, x, device).float()
+        with autocast(device):
+            logits = forward_batch(model, x, device).float()
         known = labels >= 0
         if known.any():
             loss_sum += float(criterion(logits[known.to(logits.device)], labels[known].to(device))) * int(known.sum())
@@ -139,7 +166,7 @@ def _distributed() -> tuple[int, int]:
     return 0, 1
 
 
-def _pick_device(config: dict, rank: int) -> torch.device:
+def pick_device(config: dict, rank: int) -> torch.device:
     if config["device"] != "auto":
         return torch.device(config["device"])
     if torch.cuda.is_available():
@@ -156,7 +183,9 @@ def _make_optimizer(config, params):
     if config["optimizer"] == "adamw":
         return torch.optim.AdamW(params, lr=config["lr"], weight_decay=config["weight_decay"])
     if config["optimizer"] == "sgd":
-        return torch.optim.SGD(params, lr=config["lr"], momentum=0.9, nesterov=True, weight_decay=config["weight_decay"])
+        return torch.optim.SGD(
+            params, lr=config["lr"], momentum=0.9, nesterov=True, weight_decay=config["weight_decay"]
+        )
     raise ValueError(f"unknown optimizer {config['optimizer']!r}: adamw or sgd")
 
 
@@ -196,17 +225,30 @@ def plot_curves(history: list[dict], path: Path, title: str) -> None:
     plt.close(fig)
 
 
-def write_scores(run: Path, split: str, dataset, probs: np.ndarray, labels: np.ndarray, config: dict,
-                 checkpoint: str, metrics: dict) -> Path:
+def write_scores(
+    run: Path, split: str, dataset, probs: np.ndarray, labels: np.ndarray, config: dict, checkpoint: str, metrics: dict
+) -> Path:
     """``RUN/scores_<split>.npz`` (the score-file contract) and its JSON sidecar."""
     path = run / f"scores_{split}.npz"
-    with atomic_path(path, suffix=".npz") as tmp:
-        with open(tmp, "wb") as handle:
-            np.savez(handle, video_ids=np.array([v.video_id for v in dataset.videos], dtype=np.str_),
-                     labels=labels.astype(np.int64), probs=probs.astype(np.float32),
-                     classes=np.array(dataset.classes, dtype=np.str_))
-    write_json(run / f"scores_{split}.json", {"stream": config["stream"], "split": split, "checkpoint": checkpoint,
-                                              "config": config, "metrics": metrics, "work": config["work"]})
+    with atomic_path(path, suffix=".npz") as tmp, open(tmp, "wb") as handle:
+        np.savez(
+            handle,
+            video_ids=np.array([v.video_id for v in dataset.videos], dtype=np.str_),
+            labels=labels.astype(np.int64),
+            probs=probs.astype(np.float32),
+            classes=np.array(dataset.classes, dtype=np.str_),
+        )
+    write_json(
+        run / f"scores_{split}.json",
+        {
+            "stream": config["stream"],
+            "split": split,
+            "checkpoint": checkpoint,
+            "config": config,
+            "metrics": metrics,
+            "work": config["work"],
+        },
+    )
     return path
 
 
@@ -214,7 +256,7 @@ def train(config: dict, log=print) -> dict:
     """Train one stream per ``config`` (DEFAULTS plus stream, work, run); returns the test metrics on rank 0."""
     config = {**DEFAULTS, **config}
     rank, world = _distributed()
-    device = _pick_device(config, rank)
+    device = pick_device(config, rank)
     run = Path(config["run"])
     torch.manual_seed(config["seed"])
     np.random.seed(config["seed"])
@@ -264,22 +306,40 @@ def train(config: dict, log=print) -> dict:
         if world > 1:
             sampler = DistributedSampler(train_set, num_replicas=world, rank=rank, shuffle=True, seed=config["seed"])
             sampler.set_epoch(epoch)
-            loader = DataLoader(train_set, batch_size=config["batch_size"], sampler=sampler,
-                                num_workers=config["workers"], collate_fn=collate, drop_last=len(train_set) > config["batch_size"] * world)
+            loader = DataLoader(
+                train_set,
+                batch_size=config["batch_size"],
+                sampler=sampler,
+                num_workers=config["workers"],
+                collate_fn=collate,
+                drop_last=len(train_set) > config["batch_size"] * world,
+            )
         else:
             order = torch.Generator().manual_seed(config["seed"] * 100_003 + epoch)
-            loader = DataLoader(train_set, batch_size=config["batch_size"], shuffle=True, generator=order,
-                                num_workers=config["workers"], collate_fn=collate,
-                                drop_last=len(train_set) > config["batch_size"])
+            loader = DataLoader(
+                train_set,
+                batch_size=config["batch_size"],
+                shuffle=True,
+                generator=order,
+                num_workers=config["workers"],
+                collate_fn=collate,
+                drop_last=len(train_set) > config["batch_size"],
+            )
         stats = train_one_epoch(net, loader, optimizer, criterion, device)
         schedule.step()
         state["epoch"] = epoch + 1
         if rank == 0:
-            probs, labels, val_loss = evaluate(model, val_set, device, batch_size=config["batch_size"],
-                                               workers=config["workers"], vote=config["vote"])
+            probs, labels, val_loss = evaluate(
+                model, val_set, device, batch_size=config["batch_size"], workers=config["workers"], vote=config["vote"]
+            )
             metrics = classification_metrics(labels, probs)
-            row = {"epoch": epoch + 1, **stats, "val_loss": val_loss, **{f"val_{k}": v for k, v in metrics.items()},
-                   "lr": optimizer.param_groups[0]["lr"]}
+            row = {
+                "epoch": epoch + 1,
+                **stats,
+                "val_loss": val_loss,
+                **{f"val_{k}": v for k, v in metrics.items()},
+                "lr": optimizer.param_groups[0]["lr"],
+            }
             history.append(row)
             improved = metrics["macro_f1"] > state["best_f1"] + 1e-9
             if improved:
@@ -288,12 +348,21 @@ def train(config: dict, log=print) -> dict:
             else:
                 state["stale"] += 1
             write_text(run / "metrics.jsonl", "".join(json.dumps(h) + "\n" for h in history))
-            log(f"{config['stream']} epoch {epoch + 1}/{config['epochs']}: loss {stats['train_loss']:.3f}, "
+            log(
+                f"{config['stream']} epoch {epoch + 1}/{config['epochs']}: loss {stats['train_loss']:.3f}, "
                 f"val top-1 {metrics['top1']:.3f}, val macro-F1 {metrics['macro_f1']:.3f}"
-                f"{' (best)' if improved else ''}, {stats['train_clips_per_s']:.1f} clips/s")
-            _save_checkpoint(last, model=model.state_dict(), optimizer=optimizer.state_dict(),
-                             schedule=schedule.state_dict(), state=json.dumps(state), history=json.dumps(history),
-                             rng=torch.get_rng_state(), config=json.dumps(config))
+                f"{' (best)' if improved else ''}, {stats['train_clips_per_s']:.1f} clips/s"
+            )
+            _save_checkpoint(
+                last,
+                model=model.state_dict(),
+                optimizer=optimizer.state_dict(),
+                schedule=schedule.state_dict(),
+                state=json.dumps(state),
+                history=json.dumps(history),
+                rng=torch.get_rng_state(),
+                config=json.dumps(config),
+            )
         if world > 1:
             # every rank follows rank 0's early-stopping decision
             flag = torch.tensor([state["stale"], state["best_epoch"]], dtype=torch.float64)
@@ -305,17 +374,24 @@ def train(config: dict, log=print) -> dict:
         plot_curves(history, run / "training_curves.png", f"{config['stream']} stream: {run.name}")
         best = torch.load(run / "best.pt", map_location="cpu", weights_only=True)
         model.load_state_dict(best["model"])
-        for split, dataset in (("val", val_set), ("test", create_dataset(config["stream"], work, "test", train=False,
-                                                                         options=config, views=config["views"]))):
-            probs, labels, _ = evaluate(model, dataset, device, batch_size=config["batch_size"],
-                                        workers=config["workers"], vote=config["vote"])
+        for split, dataset in (
+            ("val", val_set),
+            (
+                "test",
+                create_dataset(config["stream"], work, "test", train=False, options=config, views=config["views"]),
+            ),
+        ):
+            probs, labels, _ = evaluate(
+                model, dataset, device, batch_size=config["batch_size"], workers=config["workers"], vote=config["vote"]
+            )
             metrics = classification_metrics(labels, probs)
             write_scores(run, split, dataset, probs, labels, config, str(run / "best.pt"), metrics)
             result[split] = metrics
-        log(f"{config['stream']}: best epoch {state['best_epoch']}, test top-1 {result['test']['top1']:.3f}, "
-            f"macro-F1 {result['test']['macro_f1']:.3f} (chance {1 / num_classes:.3f}); scores in {run}")
+        log(
+            f"{config['stream']}: best epoch {state['best_epoch']}, test top-1 {result['test']['top1']:.3f}, "
+            f"macro-F1 {result['test']['macro_f1']:.3f} (chance {1 / num_classes:.3f}); scores in {run}"
+        )
     if world > 1:
         dist.barrier()
         dist.destroy_process_group()
     return result
-

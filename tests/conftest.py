@@ -23,8 +23,9 @@ def shared_asset(relative: str) -> Path:
 
 def run_bin(name: str, *args: str, check: bool = False) -> subprocess.CompletedProcess:
     """Run bin/<name> with this interpreter, as a user would from the repo."""
-    result = subprocess.run([sys.executable, str(REPO / "bin" / name), *map(str, args)], capture_output=True,
-                            text=True, cwd=REPO)
+    result = subprocess.run(
+        [sys.executable, str(REPO / "bin" / name), *map(str, args)], capture_output=True, text=True, cwd=REPO
+    )
     if check and result.returncode != 0:
         raise AssertionError(f"bin/{name} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
     return result
@@ -33,7 +34,7 @@ def run_bin(name: str, *args: str, check: bool = False) -> subprocess.CompletedP
 @pytest.fixture(scope="session")
 def tiny_synth(tmp_path_factory) -> Path:
     """The tiny synthetic preset (30 clips), rendered once per test session."""
-    from preprocess.synth.dataset import generate
+    from preprocess.dataset.synthetic.dataset import generate
 
     out = tmp_path_factory.mktemp("synth_tiny")
     generate(out, preset="tiny", seed=7, workers=1)
@@ -46,7 +47,7 @@ def write_groundtruth_coco(synth: Path, out: Path) -> Path:
 
     import numpy as np
 
-    from preprocess.storage import read_npz
+    from preprocess.batch import read_npz
 
     info = json.loads((synth / "synth.json").read_text())
     images, annotations = [], []
@@ -56,8 +57,14 @@ def write_groundtruth_coco(synth: Path, out: Path) -> Path:
             images.append({"id": len(images) + 1, "file_name": f"{clip['id']}/{t:05d}.jpg"})
             for person in kp[t]:
                 flat = np.where(person[:, 2:] > 0, person, 0)
-                annotations.append({"id": len(annotations) + 1, "image_id": len(images), "category_id": 1,
-                                    "keypoints": flat.ravel().tolist()})
+                annotations.append(
+                    {
+                        "id": len(annotations) + 1,
+                        "image_id": len(images),
+                        "category_id": 1,
+                        "keypoints": flat.ravel().tolist(),
+                    }
+                )
     out.write_text(json.dumps({"images": images, "annotations": annotations}))
     return out
 
@@ -67,15 +74,17 @@ def tiny_work(tiny_synth, tmp_path_factory) -> Path:
     """The tiny synthetic set ingested (one performer per split) and preprocessed: flow, frames, and pose imported
     from the ground truth (so training tests need no pose model)."""
     from preprocess.batch import run_batch
+    from preprocess.dataset import ingest
     from preprocess.flow import FarnebackParams, flow_params, flow_task
-    from preprocess.frames import frames_params, frames_task
-    from preprocess.ingest import ingest
-    from preprocess.pose_import import import_pose
+    from preprocess.pose.importers import import_pose
+    from preprocess.video import frames_params, frames_task
 
     work = tmp_path_factory.mktemp("tiny_work")
     manifest = ingest(tiny_synth / "dataset.csv", ratios=(0.34, 0.33, 0.33), seed=0)
     manifest.save(work)
     run_batch(flow_task(flow_params(FarnebackParams(), resize="none")), manifest, work, workers=2)
     run_batch(frames_task(frames_params(resize="none")), manifest, work, workers=2)
-    import_pose("coco", str(write_groundtruth_coco(tiny_synth, work / "gt_coco.json")), manifest, str(work), max_persons=4)
+    import_pose(
+        "coco", str(write_groundtruth_coco(tiny_synth, work / "gt_coco.json")), manifest, str(work), max_persons=4
+    )
     return work

@@ -6,7 +6,7 @@ import shutil
 import pytest
 
 from preprocess.batch import parse_shard, shard_videos
-from preprocess.ingest import ingest
+from preprocess.dataset import ingest
 from tests.conftest import run_bin, shared_asset
 
 
@@ -26,11 +26,14 @@ def test_shards_partition_any_manifest(tiny_synth):
         assert max(map(len, parts)) - min(map(len, parts)) <= 1
 
 
-@pytest.mark.parametrize("stage, extra", [
-    ("flow", ["--resize", "short:48"]),
-    ("frames", ["--resize", "short:48"]),
-    ("pose", ["--model", "models/pose_landmarker_full.task"]),
-])
+@pytest.mark.parametrize(
+    "stage, extra",
+    [
+        ("flow", ["--resize", "short:48"]),
+        ("frames", ["--resize", "short:48"]),
+        ("pose", ["--model", "models/pose_landmarker_full.task"]),
+    ],
+)
 def test_a_bad_video_fails_by_name_and_the_rest_completes(tiny_synth, tmp_path, stage, extra):
     if stage == "pose":
         pytest.importorskip("mediapipe", reason="mediapipe is not installed")

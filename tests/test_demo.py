@@ -17,8 +17,9 @@ def demo(tmp_path_factory):
     shared_asset("models/pose_landmarker_full.task")  # the demo's pose stage uses the shared MediaPipe model
     out = tmp_path_factory.mktemp("demo")
     env = {**os.environ, "DANCE_DEMO_DIR": str(out), "DANCE_PRESET": "tiny", "DANCE_TRAIN_OPTIONS": TINY_TRAINING}
-    result = subprocess.run(["bash", str(REPO / "bin" / "demo")], cwd=REPO, env=env, capture_output=True, text=True,
-                            timeout=900)
+    result = subprocess.run(
+        ["bash", str(REPO / "bin" / "demo")], cwd=REPO, env=env, capture_output=True, text=True, timeout=900
+    )
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
     return out, result
 
@@ -36,8 +37,9 @@ def test_tiny_demo_runs_every_stage(demo):
     assert report["test_videos"] == 10 and len(report["results"]) == 3 + 4 * 5
     # a second run resumes: nothing is recomputed
     env = {**os.environ, "DANCE_DEMO_DIR": str(out), "DANCE_PRESET": "tiny", "DANCE_TRAIN_OPTIONS": TINY_TRAINING}
-    again = subprocess.run(["bash", str(REPO / "bin" / "demo")], cwd=REPO, env=env, capture_output=True, text=True,
-                           timeout=900)
+    again = subprocess.run(
+        ["bash", str(REPO / "bin" / "demo")], cwd=REPO, env=env, capture_output=True, text=True, timeout=900
+    )
     assert again.returncode == 0 and again.stdout.count("0 done, 30 already done, 0 failed") == 3
 
 
@@ -47,7 +49,9 @@ def test_classify_new_videos_with_the_fitted_fusion(demo, tmp_path):
     videos = [out / "synthetic" / c["video"] for c in synth["clips"][:2]]
     broken = tmp_path / "broken.mp4"
     broken.write_bytes(b"not a video")
-    result = run_bin("classify", *videos, broken, "--report", out / "report", "--overlay", tmp_path / "overlays", "--json")
+    result = run_bin(
+        "classify", *videos, broken, "--report", out / "report", "--overlay", tmp_path / "overlays", "--json"
+    )
     assert result.returncode == 1  # one input failed: named, and the others still classified
     assert "broken.mp4" in result.stderr and "Traceback" not in result.stderr
     answers = json.loads(result.stdout)

@@ -10,10 +10,17 @@ import numpy as np
 import pytest
 
 from preprocess.batch import run_batch
-from preprocess.flow import (FarnebackParams, dequantize, end_point_error, flow_params, flow_task, load_flow,
-                             quantize, read_middlebury_flo)
-from preprocess.ingest import ingest
-from preprocess.manifest import Manifest, VideoRecord
+from preprocess.dataset import Manifest, VideoRecord, ingest
+from preprocess.flow import (
+    FarnebackParams,
+    dequantize,
+    end_point_error,
+    flow_params,
+    flow_task,
+    load_flow,
+    quantize,
+    read_middlebury_flo,
+)
 from preprocess.video import read_frames
 from tests.conftest import REPO, run_bin, shared_asset
 
@@ -46,8 +53,12 @@ def test_stored_flow_equals_opencv_up_to_quantisation(tiny_work):
     assert summary.done == [video.video_id]
     stored = load_flow(work, video.video_id)
     frames = [f.image for f in read_frames(video.to_source(), colour="gray")]
-    direct = np.stack([cv2.calcOpticalFlowFarneback(frames[t], frames[t + 2], None, 0.5, 3, 15, 3, 5, 1.2, 0)
-                       for t in range(len(frames) - 2)])
+    direct = np.stack(
+        [
+            cv2.calcOpticalFlowFarneback(frames[t], frames[t + 2], None, 0.5, 3, 15, 3, 5, 1.2, 0)
+            for t in range(len(frames) - 2)
+        ]
+    )
     assert stored.shape == direct.shape == (14, 96, 128, 2) and stored.dtype == np.float32
     inside = np.abs(direct) <= 20
     assert np.abs(stored - direct)[inside].max() <= 20 / 255 + 1e-4
@@ -60,8 +71,13 @@ def test_float16_storage_and_gaussian_window(tiny_work):
     video = manifest.videos[0]
     run_batch(flow_task(params), Manifest(manifest.root, manifest.classes, [video]), work, force=True)
     stored = load_flow(work, video.video_id)
-    frames = [cv2.resize(f.image, (85, 64), interpolation=cv2.INTER_AREA) for f in read_frames(video.to_source(), colour="gray")]
-    direct = cv2.calcOpticalFlowFarneback(frames[3], frames[4], None, 0.5, 3, 9, 3, 5, 1.2, cv2.OPTFLOW_FARNEBACK_GAUSSIAN)
+    frames = [
+        cv2.resize(f.image, (85, 64), interpolation=cv2.INTER_AREA)
+        for f in read_frames(video.to_source(), colour="gray")
+    ]
+    direct = cv2.calcOpticalFlowFarneback(
+        frames[3], frames[4], None, 0.5, 3, 9, 3, 5, 1.2, cv2.OPTFLOW_FARNEBACK_GAUSSIAN
+    )
     assert stored.shape == (15, 64, 85, 2)
     assert np.abs(stored[3] - direct).max() <= np.abs(direct).max() * 1e-3 + 1e-3  # float16 rounding only
 
@@ -75,7 +91,9 @@ def test_flying_chairs_epe_matches_a_direct_opencv_call(tmp_path):
     cv2.imwrite(str(clip / "frame_1.png"), cv2.imread(str(img1)))
     cv2.imwrite(str(clip / "frame_2.png"), cv2.imread(str(img2)))
     video = VideoRecord("chairs", "chairs", "test", None, str(clip), 2, 30.0, 50, 50, ["frame_1.png", "frame_2.png"])
-    direct = cv2.calcOpticalFlowFarneback(cv2.imread(str(img1), 0), cv2.imread(str(img2), 0), None, 0.5, 3, 15, 3, 5, 1.2, 0)
+    direct = cv2.calcOpticalFlowFarneback(
+        cv2.imread(str(img1), 0), cv2.imread(str(img2), 0), None, 0.5, 3, 15, 3, 5, 1.2, 0
+    )
     direct_epe = end_point_error(direct, truth)
     assert 1.0 < direct_epe < 1.5  # the shared README: about 1.26 px
     for storage in ("uint8", "float16"):
@@ -96,8 +114,11 @@ def test_resume_after_a_kill_gives_the_uninterrupted_outputs(tiny_synth, tmp_pat
     clean, killed = tmp_path / "clean", tmp_path / "killed"
     args = ["flow", tiny_synth / "dataset.csv", None, "--resize", "none", "--workers", "1"]
     run_bin("preprocess", *[a if a is not None else clean for a in args], check=True)
-    proc = subprocess.Popen([sys.executable, str(REPO / "bin" / "preprocess"), *[str(a if a is not None else killed) for a in args]],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, str(REPO / "bin" / "preprocess"), *[str(a if a is not None else killed) for a in args]],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.monotonic() + 60
     while len(list((killed / "flow").glob("*.json"))) < 5 and time.monotonic() < deadline:
         time.sleep(0.02)
@@ -125,8 +146,19 @@ def test_changed_parameters_redo_and_force_redoes_all(tiny_work):
 def test_shards_cover_every_video_exactly_once(tiny_synth, tmp_path):
     seen = []
     for i in range(3):
-        result = run_bin("preprocess", "flow", tiny_synth / "dataset.csv", tmp_path, "--resize", "short:32",
-                         "--shard", f"{i}/3", "--workers", "2", check=True)
+        result = run_bin(
+            "preprocess",
+            "flow",
+            tiny_synth / "dataset.csv",
+            tmp_path,
+            "--resize",
+            "short:32",
+            "--shard",
+            f"{i}/3",
+            "--workers",
+            "2",
+            check=True,
+        )
         assert f"summary-{i}-of-3.json" in result.stdout
         import json
 

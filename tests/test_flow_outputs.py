@@ -4,11 +4,10 @@ import cv2
 import numpy as np
 import pytest
 
+from preprocess.dataset import ingest
 from preprocess.flow import load_flow, quantize
-from preprocess.flow_viz import flow_to_rgb, wheel_legend
-from preprocess.frames import load_frames
-from preprocess.ingest import ingest
-from preprocess.video import Resize, read_frames
+from preprocess.flow.visualize import flow_to_rgb, wheel_legend
+from preprocess.video import Resize, load_frames, read_frames
 from tests.conftest import run_bin
 
 

@@ -7,9 +7,9 @@ import torch
 
 import preprocess
 from preprocess.batch import run_batch
+from preprocess.dataset import Manifest
 from preprocess.flow import FarnebackParams, end_point_error, flow_params, flow_task, load_flow, read_middlebury_flo
-from preprocess.flow_torch import OPTFLOW_FARNEBACK_GAUSSIAN, OPTFLOW_USE_INITIAL_FLOW, farneback_torch
-from preprocess.manifest import Manifest
+from preprocess.flow.farneback_torch import OPTFLOW_FARNEBACK_GAUSSIAN, OPTFLOW_USE_INITIAL_FLOW, farneback_torch
 from preprocess.video import read_frames
 from tests.conftest import shared_asset
 
@@ -41,13 +41,22 @@ def test_parity_with_opencv_on_real_frames(flags):
             ref = cv2.calcOpticalFlowFarneback(a, b, None, 0.5, 3, 15, 3, 5, 1.2, flags)
             diff = np.linalg.norm(flow - ref, axis=-1)
             # the bounds are 0.02 px mean and 0.2 px p99; the port is ten times inside them
-            assert diff.mean() <= 0.002 and np.percentile(diff, 99) <= 0.02, (name, diff.mean(), np.percentile(diff, 99))
+            assert diff.mean() <= 0.002 and np.percentile(diff, 99) <= 0.02, (
+                name,
+                diff.mean(),
+                np.percentile(diff, 99),
+            )
             motion.append(np.linalg.norm(ref, axis=-1).mean())
         assert max(motion) > 0.5, name  # real motion to agree on
 
 
-@pytest.mark.parametrize("params", [dict(pyr_scale=0.8, levels=5, winsize=9, iterations=5, poly_n=7, poly_sigma=1.5),
-                                    dict(pyr_scale=0.5, levels=1, winsize=21, iterations=1, poly_n=5, poly_sigma=1.1)])
+@pytest.mark.parametrize(
+    "params",
+    [
+        dict(pyr_scale=0.8, levels=5, winsize=9, iterations=5, poly_n=7, poly_sigma=1.5),
+        dict(pyr_scale=0.5, levels=1, winsize=21, iterations=1, poly_n=5, poly_sigma=1.1),
+    ],
+)
 def test_the_same_parameters_mean_the_same(params):
     mma = shared_asset("data/flow_gt/mmaction2_denseflow_ref")
     a, b = gray(mma / "img_00002.jpg"), gray(mma / "img_00003.jpg")
@@ -79,15 +88,19 @@ def test_inputs_batching_and_initial_flow():
     assert abs(inner[0] - 2) < 0.3 and abs(inner[1] - 1) < 0.3  # the roll moved content by (+2, +1)
     init = cv2.calcOpticalFlowFarneback(base, moved, None, 0.5, 3, 15, 3, 5, 1.2, 0)
     ref = cv2.calcOpticalFlowFarneback(base, moved, init.copy(), 0.5, 3, 15, 3, 5, 1.2, OPTFLOW_USE_INITIAL_FLOW)
-    ours = farneback_torch(torch.from_numpy(base), torch.from_numpy(moved), flags=OPTFLOW_USE_INITIAL_FLOW,
-                           flow=torch.from_numpy(init)[None])
+    ours = farneback_torch(
+        torch.from_numpy(base),
+        torch.from_numpy(moved),
+        flags=OPTFLOW_USE_INITIAL_FLOW,
+        flow=torch.from_numpy(init)[None],
+    )
     assert np.linalg.norm(ours.numpy() - ref, axis=-1).mean() <= 0.002
     with pytest.raises(ValueError):
         farneback_torch(torch.zeros(2, 10, 10), torch.zeros(3, 10, 10))
 
 
 def test_torch_engine_in_the_batch_command_matches_opencv(tiny_synth, tmp_path):
-    from preprocess.ingest import ingest
+    from preprocess.dataset import ingest
 
     manifest = ingest(tiny_synth / "dataset.csv")
     subset = Manifest(manifest.root, manifest.classes, manifest.videos[:2])

@@ -4,12 +4,19 @@ import json
 import numpy as np
 import pytest
 
-from fusion.methods import (FusionMethod, MaxFusion, MeanFusion, ProductFusion, StackingFusion, WeightedMeanFusion,
-                            fit_temperature)
+from fusion.methods import (
+    FusionMethod,
+    MaxFusion,
+    MeanFusion,
+    ProductFusion,
+    StackingFusion,
+    WeightedMeanFusion,
+    fit_temperature,
+)
 from fusion.report import run_ablation
 from fusion.scores import align, load_scores
 from fusion.stats import bootstrap_ci, mcnemar_exact, paired_bootstrap_difference, wilson_interval
-from preprocess.errors import DataError
+from preprocess.batch import DataError
 from tests.conftest import run_bin
 
 CLASSES = ["a", "b", "c", "d", "e", "f"]
@@ -74,13 +81,29 @@ def test_methods_round_trip_through_json():
         MeanFusion().fit(val, labels).predict({"rgb": test["rgb"]})
 
 
+def test_stacking_gives_a_class_absent_from_validation_no_probability():
+    rng = np.random.default_rng(2)
+    labels = rng.integers(0, 3, 60)  # class 3 of 4 never occurs in validation
+    val = {s: rng.dirichlet(np.ones(4), 60) for s in ("flow", "pose")}
+    val["flow"][np.arange(60), labels] += 2.0
+    val["flow"] /= val["flow"].sum(1, keepdims=True)
+    stack = StackingFusion().fit(val, labels)
+    test = {s: rng.dirichlet(np.ones(4), 8) for s in ("flow", "pose")}
+    probs = stack.predict_proba(test)
+    assert probs.shape == (8, 4) and np.allclose(probs.sum(1), 1) and (probs[:, 3] == 0).all()
+    again = FusionMethod.from_json(json.loads(json.dumps(stack.to_json())))
+    assert np.allclose(again.predict_proba(test), probs)
+    with pytest.raises(ValueError, match="at least two classes"):
+        StackingFusion().fit({"flow": val["flow"][labels == 0]}, labels[labels == 0])
+
+
 def test_statistics_against_known_values():
     hits = np.array([1] * 80 + [0] * 20, bool)
     lo, hi = bootstrap_ci(hits, seed=0)
     assert lo < 0.8 < hi and 0.68 < lo < 0.75 and 0.85 < hi < 0.9  # binomial sd 0.04: about +-0.08
     a = np.array([1] * 10 + [1] * 50 + [0] * 40, bool)
     b = np.array([0] * 10 + [1] * 50 + [0] * 40, bool)
-    assert mcnemar_exact(a, b) == pytest.approx(2 * 0.5 ** 10)  # 10 discordant pairs, all one way
+    assert mcnemar_exact(a, b) == pytest.approx(2 * 0.5**10)  # 10 discordant pairs, all one way
     assert mcnemar_exact(a, a) == 1.0
     assert wilson_interval(8, 8) == pytest.approx((0.6756, 1.0), abs=1e-4)  # all right: still a real interval
     assert wilson_interval(80, 100) == pytest.approx((0.7112, 0.8666), abs=1e-4)
@@ -90,8 +113,13 @@ def test_statistics_against_known_values():
 
 def write_run(folder, stream, split, probs, labels, ids):
     folder.mkdir(parents=True, exist_ok=True)
-    np.savez(folder / f"scores_{split}.npz", video_ids=np.array(ids, dtype=np.str_), labels=np.asarray(labels, np.int64),
-             probs=np.asarray(probs, np.float32), classes=np.array(CLASSES, dtype=np.str_))
+    np.savez(
+        folder / f"scores_{split}.npz",
+        video_ids=np.array(ids, dtype=np.str_),
+        labels=np.asarray(labels, np.int64),
+        probs=np.asarray(probs, np.float32),
+        classes=np.array(CLASSES, dtype=np.str_),
+    )
     (folder / f"scores_{split}.json").write_text(json.dumps({"stream": stream, "split": split, "work": None}))
 
 
@@ -119,13 +147,29 @@ def test_report_is_complete_and_consistent_with_the_score_files(tmp_path):
     runs = make_runs(tmp_path / "runs")
     report = run_ablation(runs, tmp_path / "report", resamples=500)
     out = tmp_path / "report"
-    for name in ("ablation.md", "ablation.json", "ablation.csv", "subsets.png", "fusion.json", "confusion_rgb.png",
-                 "confusion_flow.png", "confusion_pose.png", "confusion_all_streams.png"):
+    for name in (
+        "ablation.md",
+        "ablation.json",
+        "ablation.csv",
+        "subsets.png",
+        "fusion.json",
+        "confusion_rgb.png",
+        "confusion_flow.png",
+        "confusion_pose.png",
+        "confusion_all_streams.png",
+    ):
         assert (out / name).is_file() and (out / name).stat().st_size > 100, name
     saved = json.loads((out / "ablation.json").read_text())
     subsets = {tuple(r["streams"]) for r in saved["results"]}
-    assert subsets == {("rgb",), ("flow",), ("pose",), ("flow", "rgb"), ("pose", "rgb"), ("flow", "pose"),
-                       ("flow", "pose", "rgb")}
+    assert subsets == {
+        ("rgb",),
+        ("flow",),
+        ("pose",),
+        ("flow", "rgb"),
+        ("pose", "rgb"),
+        ("flow", "pose"),
+        ("flow", "pose", "rgb"),
+    }
     assert len(saved["results"]) == 3 + 4 * 5
     for r in saved["results"]:
         assert r["streams"] == sorted(r["streams"])
@@ -141,9 +185,11 @@ def test_report_is_complete_and_consistent_with_the_score_files(tmp_path):
     fusion = json.loads((out / "fusion.json").read_text())
     method = FusionMethod.from_json(fusion)
     probs, labels, _, _ = align([load_scores(r, "test") for r in runs])
-    chosen = next(r for r in saved["results"] if r["streams"] == ["flow", "pose", "rgb"] and r["method"] == fusion["method"])
+    chosen = next(
+        r for r in saved["results"] if r["streams"] == ["flow", "pose", "rgb"] and r["method"] == fusion["method"]
+    )
     assert chosen["top1"] == pytest.approx(float((method.predict(probs) == labels).mean()))
-    rows = list(csv.DictReader(open(out / "ablation.csv")))
+    rows = list(csv.DictReader((out / "ablation.csv").read_text().splitlines()))
     assert len(rows) == len(saved["results"]) and float(rows[0]["top1"]) == pytest.approx(saved["results"][0]["top1"])
     text = (out / "ablation.md").read_text()
     assert "from another dataset" in text and "56.4" in text and "71.6" in text

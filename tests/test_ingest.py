@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from preprocess import load_manifest
-from preprocess.errors import DataError
-from preprocess.ingest import ingest
+from preprocess.batch import DataError
+from preprocess.dataset import ingest
 from tests.conftest import run_bin, shared_asset
 
 
@@ -66,7 +66,9 @@ def test_lets_dance_frame_naming_and_clip_folders(tiny_synth, tmp_path):
     from preprocess.video import read_frames
 
     data = tmp_path / "frames"
-    videos = sorted((tiny_synth / "videos" / "tango").glob("*.mp4")) + sorted((tiny_synth / "videos" / "waltz").glob("*.mp4"))
+    videos = sorted((tiny_synth / "videos" / "tango").glob("*.mp4")) + sorted(
+        (tiny_synth / "videos" / "waltz").glob("*.mp4")
+    )
     for n, video in enumerate(videos):
         style = video.parent.name
         (data / style).mkdir(parents=True, exist_ok=True)
@@ -91,11 +93,11 @@ def test_lets_dance_frame_naming_and_clip_folders(tiny_synth, tmp_path):
 
 
 def test_csv_with_given_splits_and_split_file(tiny_synth, tmp_path):
-    rows = list(csv.reader(open(tiny_synth / "dataset.csv")))[1:]
+    rows = list(csv.reader((tiny_synth / "dataset.csv").read_text().splitlines()))[1:]
     table = tmp_path / "list.csv"
     with open(table, "w", newline="") as handle:
         writer = csv.writer(handle)
-        for i, (path, label, group) in enumerate(rows):
+        for i, (path, label, _group) in enumerate(rows):
             writer.writerow([str(tiny_synth / path), label, ("train", "val", "test")[i % 3]])
     manifest = ingest(table)
     assert manifest.split["source"] == "csv"

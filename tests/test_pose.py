@@ -3,12 +3,17 @@ import json
 import numpy as np
 import pytest
 
-from preprocess.errors import DataError
-from preprocess.keypoints import COCO_FLIP_PAIRS, flip_keypoints_horizontally, flip_permutation, normalize_to_box
-from preprocess.pose import load_pose, track_sequence
-from preprocess.pose_eval import coco_oks_matches, pck
-from preprocess.pose_models import OnnxYoloPose, MediaPipePose, resolve_mediapipe_model, resolve_onnx_model
-from preprocess.storage import read_npz
+from preprocess.batch import DataError, read_npz
+from preprocess.pose import (
+    COCO_FLIP_PAIRS,
+    flip_keypoints_horizontally,
+    flip_permutation,
+    load_pose,
+    normalize_to_box,
+    track_sequence,
+)
+from preprocess.pose.backends import MediaPipePose, OnnxYoloPose, resolve_mediapipe_model, resolve_onnx_model
+from preprocess.pose.evaluate import coco_oks_matches, pck
 from tests.conftest import run_bin, shared_asset
 
 
@@ -157,8 +162,19 @@ def test_mediapipe_pose_format_and_accuracy_on_synthetic_ground_truth(tiny_synth
 def test_onnx_pose_finds_couples_on_synthetic_ground_truth(tiny_synth, tmp_path):
     model = shared_asset("models/yolo11n-pose.onnx")
     pytest.importorskip("onnxruntime", reason="onnxruntime is not installed")
-    run_bin("preprocess", "pose", tiny_synth / "dataset.csv", tmp_path, "--backend", "onnx", "--model", model,
-            "--workers", "2", check=True)
+    run_bin(
+        "preprocess",
+        "pose",
+        tiny_synth / "dataset.csv",
+        tmp_path,
+        "--backend",
+        "onnx",
+        "--model",
+        model,
+        "--workers",
+        "2",
+        check=True,
+    )
     scores = _pck_by_style(tiny_synth, tmp_path)
     print("ONNX PCK@0.2 by style", {s: round(v, 2) for s, v in scores.items()})
     assert np.mean(list(scores.values())) >= 0.6
@@ -190,7 +206,10 @@ def test_backends_on_coco_ground_truth():
     pytest.importorskip("onnxruntime", reason="onnxruntime is not installed")
     mp_scores = _coco_scores(MediaPipePose(task, max_persons=20))
     yolo_scores = _coco_scores(OnnxYoloPose(onnx, max_persons=20))
-    print(f"COCO: mediapipe found {(mp_scores >= 0.5).sum()}/{len(mp_scores)}, ONNX {(yolo_scores >= 0.5).sum()}/{len(yolo_scores)}")
+    print(
+        f"COCO: mediapipe found {(mp_scores >= 0.5).sum()}/{len(mp_scores)}, "
+        f"ONNX {(yolo_scores >= 0.5).sum()}/{len(yolo_scores)}"
+    )
     assert len(mp_scores) == len(yolo_scores) == 12  # people with >= 5 labelled keypoints
     assert (yolo_scores >= 0.5).sum() >= 11 and yolo_scores[yolo_scores >= 0.5].mean() > 0.65
     assert (mp_scores >= 0.5).sum() >= 3

@@ -5,10 +5,10 @@ import json
 import numpy as np
 import pytest
 
-from preprocess.ingest import ingest
-from preprocess.keypoints import COCO_KEYPOINTS, OPENPOSE_BODY25_TO_COCO, OPENPOSE_COCO18_TO_COCO
+from preprocess.batch import read_npz
+from preprocess.dataset import ingest
 from preprocess.pose import load_pose
-from preprocess.storage import read_npz
+from preprocess.pose.keypoints import COCO_KEYPOINTS, OPENPOSE_BODY25_TO_COCO, OPENPOSE_COCO18_TO_COCO
 from tests.conftest import run_bin
 
 
@@ -61,8 +61,9 @@ def test_import_lets_dance_json(truth, tmp_path):
     assert_imported_equals_truth(out, gt)
 
 
-@pytest.mark.parametrize("layout, mapping, n", [("BODY_25", OPENPOSE_BODY25_TO_COCO, 25),
-                                                ("COCO-18", OPENPOSE_COCO18_TO_COCO, 18)])
+@pytest.mark.parametrize(
+    "layout, mapping, n", [("BODY_25", OPENPOSE_BODY25_TO_COCO, 25), ("COCO-18", OPENPOSE_COCO18_TO_COCO, 18)]
+)
 def test_import_openpose_json(truth, tmp_path, layout, mapping, n):
     work, gt = truth
     for video_id, kp in gt.items():
@@ -93,15 +94,26 @@ def test_import_coco_keypoint_file(truth, tmp_path):
             images.append({"id": image_id, "file_name": f"{video_id}/{t:05d}.jpg", "width": 128, "height": 96})
             for g in range(kp.shape[1]):
                 flat = np.where(kp[t, g, :, 2:] > 0, kp[t, g], 0)
-                annotations.append({"id": len(annotations) + 1, "image_id": image_id, "category_id": 1,
-                                    "keypoints": flat.ravel().tolist(), "num_keypoints": int((kp[t, g, :, 2] > 0).sum())})
+                annotations.append(
+                    {
+                        "id": len(annotations) + 1,
+                        "image_id": image_id,
+                        "category_id": 1,
+                        "keypoints": flat.ravel().tolist(),
+                        "num_keypoints": int((kp[t, g, :, 2] > 0).sum()),
+                    }
+                )
     coco = tmp_path / "coco.json"
-    coco.write_text(json.dumps({"images": images, "annotations": annotations, "categories": [{"id": 1, "name": "person"}]}))
+    coco.write_text(
+        json.dumps({"images": images, "annotations": annotations, "categories": [{"id": 1, "name": "person"}]})
+    )
     out = tmp_path / "work"
     run_bin("preprocess", "import-pose", "coco", coco, work / "manifest.json", out, check=True)
     assert_imported_equals_truth(out, gt)
     # a results list (scores per keypoint) with the images given separately
-    results = [{"image_id": a["image_id"], "category_id": 1, "keypoints": a["keypoints"], "score": 0.8} for a in annotations]
+    results = [
+        {"image_id": a["image_id"], "category_id": 1, "keypoints": a["keypoints"], "score": 0.8} for a in annotations
+    ]
     listing = tmp_path / "results.json"
     listing.write_text(json.dumps(results))
     out2 = tmp_path / "work2"

@@ -3,7 +3,7 @@ from collections import Counter, defaultdict
 import numpy as np
 import pytest
 
-from preprocess.splits import SPLITS, grouped_split, make_split, parse_ratios, stratified_split
+from preprocess.dataset import SPLITS, grouped_split, make_split, parse_ratios, stratified_split
 
 
 def _dataset(n_classes=5, per_class=20):

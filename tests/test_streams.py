@@ -6,17 +6,35 @@ import numpy as np
 import pytest
 import torch
 
-from preprocess.errors import DataError
-from preprocess.keypoints import flip_keypoints_horizontally, normalize_to_box
-from streams.data import (FlowStacks, PoseSequences, RGBSegments, flip_flow_stack, flip_pose_features, flip_rgb,
-                          pose_features, segment_positions)
+from preprocess.batch import DataError
+from preprocess.pose import flip_keypoints_horizontally, normalize_to_box
+from streams.data import (
+    FlowStacks,
+    PoseSequences,
+    RGBSegments,
+    flip_flow_stack,
+    flip_pose_features,
+    flip_rgb,
+    pose_features,
+    segment_positions,
+)
 from streams.metrics import classification_metrics
 from streams.models import create_flow_model, create_pose_model, create_rgb3d_model, create_rgb_model
 from streams.train import load_init, train
 from tests.conftest import REPO, run_bin
 
-FAST = {"epochs": 3, "batch_size": 8, "size": 48, "segments": 2, "stack": 3, "frames": 12, "views": 2, "min_epoch_clips": 1,
-        "patience": 10, "lr": 3e-3}
+FAST = {
+    "epochs": 3,
+    "batch_size": 8,
+    "size": 48,
+    "segments": 2,
+    "stack": 3,
+    "frames": 12,
+    "views": 2,
+    "min_epoch_clips": 1,
+    "patience": 10,
+    "lr": 3e-3,
+}
 
 
 def run_config(stream, work, run, **extra):
@@ -92,14 +110,15 @@ def test_flip_semantics_per_modality():
 def test_flow_dataset_flip_matches_flow_of_mirrored_frames(tiny_work):
     import cv2
 
-    from preprocess.manifest import load_manifest
+    from preprocess.dataset import load_manifest
     from preprocess.video import read_frames
 
     video = load_manifest(tiny_work).by_split("train")[0]
     frames = [f.image for f in read_frames(video.to_source(), colour="gray")]
     forward = cv2.calcOpticalFlowFarneback(frames[5], frames[6], None, 0.5, 3, 15, 3, 5, 1.2, 0)
-    mirrored = cv2.calcOpticalFlowFarneback(frames[5][:, ::-1].copy(), frames[6][:, ::-1].copy(), None,
-                                            0.5, 3, 15, 3, 5, 1.2, 0)
+    mirrored = cv2.calcOpticalFlowFarneback(
+        frames[5][:, ::-1].copy(), frames[6][:, ::-1].copy(), None, 0.5, 3, 15, 3, 5, 1.2, 0
+    )
     flipped = flip_flow_stack(forward.transpose(2, 0, 1))
     moving = np.abs(forward).sum(-1) > 0.5
     # Farneback is not exactly mirror-symmetric, but the flipped field agrees with the mirrored frames' flow
@@ -123,9 +142,16 @@ def test_datasets_give_fixed_shapes_and_deterministic_augmentation(tiny_work):
     assert len(views) == 3 * len(views.videos) and views[0][3] == 0 and views[2][3] == 2
 
 
-@pytest.mark.parametrize("stream, extra", [("rgb", {}), ("flow", {}), ("pose", {}),
-                                           ("rgb", {"arch": "3d", "clip_len": 4, "frame_stride": 2}),
-                                           ("pose", {"head": "lstm_attention", "epochs": 24})])
+@pytest.mark.parametrize(
+    "stream, extra",
+    [
+        ("rgb", {}),
+        ("flow", {}),
+        ("pose", {}),
+        ("rgb", {"arch": "3d", "clip_len": 4, "frame_stride": 2}),
+        ("pose", {"head": "lstm_attention", "epochs": 24}),
+    ],
+)
 def test_each_stream_trains_and_its_loss_falls(tiny_work, tmp_path, stream, extra):
     settings = {"epochs": 12, "batch_size": 5, "label_smoothing": 0.0, "dropout": 0.1, "patience": 30, **extra}
     train(run_config(stream, tiny_work, tmp_path, **settings), log=lambda *_: None)
@@ -194,9 +220,24 @@ def test_init_loads_matching_weights(tiny_work, tmp_path):
     torch.save({"unrelated": torch.zeros(3)}, tmp_path / "other.pt")
     with pytest.raises(DataError, match="no tensor"):
         load_init(target, str(tmp_path / "other.pt"))
-    result = run_bin("train", "flow", tiny_work, tmp_path / "run", "--epochs", "1", "--size", "48", "--stack", "3",
-                     "--min-epoch-clips", "1",
-                     "--segments", "2", "--init", tmp_path / "pretrained.pt")
+    result = run_bin(
+        "train",
+        "flow",
+        tiny_work,
+        tmp_path / "run",
+        "--epochs",
+        "1",
+        "--size",
+        "48",
+        "--stack",
+        "3",
+        "--min-epoch-clips",
+        "1",
+        "--segments",
+        "2",
+        "--init",
+        tmp_path / "pretrained.pt",
+    )
     assert result.returncode == 0, result.stderr
     assert "--init" in result.stdout and "loaded" in result.stdout
 
@@ -210,7 +251,11 @@ def test_bad_work_directories_give_named_errors(tiny_work, tmp_path):
     partial.mkdir()
     (partial / "manifest.json").write_text((tiny_work / "manifest.json").read_text())
     result = run_bin("train", "rgb", partial, tmp_path / "r2")
-    assert result.returncode != 0 and "no frames preprocessing" in result.stderr and "bin/preprocess frames" in result.stderr
+    assert (
+        result.returncode != 0
+        and "no frames preprocessing" in result.stderr
+        and "bin/preprocess frames" in result.stderr
+    )
     (partial / "pose").mkdir()
     result = run_bin("train", "pose", partial, tmp_path / "r3")
     assert result.returncode != 0 and "missing pose output for video" in result.stderr
@@ -218,13 +263,56 @@ def test_bad_work_directories_give_named_errors(tiny_work, tmp_path):
 
 def test_torchrun_two_processes_write_one_set_of_outputs(tiny_work, tmp_path):
     run = tmp_path / "ddp"
-    result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29517",
-                             str(REPO / "bin" / "train"), "pose", str(tiny_work), str(run), "--epochs", "2",
-                             "--frames", "12", "--batch-size", "4", "--min-epoch-clips", "1"], capture_output=True, text=True, cwd=REPO,
-                            timeout=300)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc_per_node=2",
+            "--master_port=29517",
+            str(REPO / "bin" / "train"),
+            "pose",
+            str(tiny_work),
+            str(run),
+            "--epochs",
+            "2",
+            "--frames",
+            "12",
+            "--batch-size",
+            "4",
+            "--min-epoch-clips",
+            "1",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert len((run / "metrics.jsonl").read_text().splitlines()) == 2
     assert sorted(p.name for p in run.iterdir()) == sorted(
-        ["best.pt", "config.json", "last.pt", "metrics.jsonl", "scores_test.json", "scores_test.npz",
-         "scores_val.json", "scores_val.npz", "training_curves.png"])
+        [
+            "best.pt",
+            "config.json",
+            "last.pt",
+            "metrics.jsonl",
+            "scores_test.json",
+            "scores_test.npz",
+            "scores_val.json",
+            "scores_val.npz",
+            "training_curves.png",
+        ]
+    )
     assert result.stdout.count("pose epoch 1/2") == 1  # logged once, by rank 0
+
+
+def test_macro_averages_count_a_predicted_class_absent_from_the_labels():
+    # Classes 0 and 1 occur; class 2 is predicted once but never true. scikit-learn's macro average is over
+    # labels ∪ predictions: F1 (2/3 + 1 + 0) / 3 = 5/9; an average over the labels' classes alone gave 5/6.
+    labels = np.array([0, 0, 1, 1])
+    probs = np.eye(4)[[0, 2, 1, 1]]
+    metrics = classification_metrics(labels, probs)
+    assert metrics["macro_f1"] == pytest.approx(5 / 9)
+    assert metrics["macro_precision"] == pytest.approx(2 / 3)  # 1, 1, 0
+    assert metrics["macro_recall"] == pytest.approx(1 / 2)  # 1/2, 1, 0
+    assert metrics["top1"] == pytest.approx(3 / 4) and metrics["top5"] is None

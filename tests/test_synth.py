@@ -4,11 +4,11 @@ import json
 import numpy as np
 import pytest
 
-from preprocess.keypoints import COCO_KEYPOINTS, flip_keypoints_horizontally
-from preprocess.storage import read_npz
-from preprocess.synth.dataset import PRESETS, build_scene, generate, write_clip
-from preprocess.synth.render import render_clip
-from preprocess.synth.styles import SIGNATURES, STYLES
+from preprocess.batch import read_npz
+from preprocess.dataset.synthetic.dataset import PRESETS, build_scene, generate, write_clip
+from preprocess.dataset.synthetic.render import render_clip
+from preprocess.dataset.synthetic.styles import SIGNATURES, STYLES
+from preprocess.pose.keypoints import COCO_KEYPOINTS, flip_keypoints_horizontally
 from preprocess.video import read_frames
 from tests.conftest import shared_asset
 
@@ -45,8 +45,10 @@ def test_same_seed_same_dataset_other_seed_differs(tiny_synth, tmp_path):
         assert np.array_equal(decoded(tiny_synth / clip["video"]), decoded(again / clip["video"]))
     other = write_clip(tmp_path / "other", "waltz", 0, PRESETS["tiny"], seed=8)
     same_index = next(c for c in first["clips"] if c["id"] == "waltz_0000")
-    assert not np.array_equal(read_npz(tmp_path / "other" / other["groundtruth"])["keypoints"],
-                              read_npz(tiny_synth / same_index["groundtruth"])["keypoints"])
+    assert not np.array_equal(
+        read_npz(tmp_path / "other" / other["groundtruth"])["keypoints"],
+        read_npz(tiny_synth / same_index["groundtruth"])["keypoints"],
+    )
 
 
 def _render(scene):
@@ -106,8 +108,9 @@ def test_shared_pose_model_detects_the_synthetic_dancers(tmp_path):
     from mediapipe.tasks.python import vision
     from mediapipe.tasks.python.core.base_options import BaseOptions
 
-    options = vision.PoseLandmarkerOptions(base_options=BaseOptions(model_asset_path=str(model)),
-                                           running_mode=vision.RunningMode.VIDEO, num_poses=2)
+    options = vision.PoseLandmarkerOptions(
+        base_options=BaseOptions(model_asset_path=str(model)), running_mode=vision.RunningMode.VIDEO, num_poses=2
+    )
     found, total = {}, {}
     for style in STYLES:
         for index in (0, 17):  # a sample of the default preset: 2 clips per style, every frame

@@ -4,7 +4,7 @@ import cv2
 import numpy as np
 import pytest
 
-from preprocess.errors import DataError
+from preprocess.batch import DataError
 from preprocess.video import Resize, Sampling, Source, probe, read_frames
 from tests.conftest import shared_asset
 
@@ -24,11 +24,14 @@ def frame_number(image):
     return int(round(float(image.mean()) / 5))
 
 
-@pytest.mark.parametrize("name, frames, size", [
-    ("clips/arm_wrestling_kinetics_340x256.mp4", 280, (340, 256)),
-    ("clips/ntu_two_person_1080p.mp4", 72, (1920, 1080)),
-    ("weizmann4/bend/p0_bend_a.avi", 61, (64, 64)),
-])
+@pytest.mark.parametrize(
+    "name, frames, size",
+    [
+        ("clips/arm_wrestling_kinetics_340x256.mp4", 280, (340, 256)),
+        ("clips/ntu_two_person_1080p.mp4", 72, (1920, 1080)),
+        ("weizmann4/bend/p0_bend_a.avi", 61, (64, 64)),
+    ],
+)
 def test_probe_and_read_real_clips(name, frames, size):
     path = shared_asset(f"data/{name}")
     info = probe(Source(str(path)))
@@ -46,7 +49,7 @@ def test_reading_1080p_keeps_memory_flat():
     path = shared_asset("data/clips/ntu_two_person_1080p.mp4")
     tracemalloc.start()
     n = 0
-    for frame in read_frames(str(path), Sampling(), Resize()):
+    for _frame in read_frames(str(path), Sampling(), Resize()):
         n += 1
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
@@ -55,14 +58,17 @@ def test_reading_1080p_keeps_memory_flat():
     assert peak < 3 * 1920 * 1080 * 3
 
 
-@pytest.mark.parametrize("text, src, expected", [
-    ("none", (640, 360), (640, 360)),
-    ("short:128", (640, 360), (228, 128)),
-    ("128", (360, 640), (128, 228)),  # portrait keeps its orientation
-    ("long:320", (1920, 1080), (320, 180)),
-    ("fixed:171x128", (64, 64), (171, 128)),
-    ("96x96", (1920, 1080), (96, 96)),
-])
+@pytest.mark.parametrize(
+    "text, src, expected",
+    [
+        ("none", (640, 360), (640, 360)),
+        ("short:128", (640, 360), (228, 128)),
+        ("128", (360, 640), (128, 228)),  # portrait keeps its orientation
+        ("long:320", (1920, 1080), (320, 180)),
+        ("fixed:171x128", (64, 64), (171, 128)),
+        ("96x96", (1920, 1080), (96, 96)),
+    ],
+)
 def test_resize_policies(text, src, expected):
     policy = Resize.parse(text)
     assert policy.output_size(*src) == expected

@@ -1,0 +1,52 @@
+"""What every benchmark needs: the shared assets, bin/preprocess run as a user runs it, datasets of copies."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from preprocess.pose.backends import shared_dir
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def shared() -> Path:
+    """The shared assets folder ($DANCE_SHARED, else ``shared`` beside the checkout)."""
+    return shared_dir()
+
+
+def preprocess(*args, one_core: bool = False) -> float:
+    """Wall seconds of one bin/preprocess run (a fresh process, as a user runs it); ``one_core`` pins it to CPU 0,
+    so a single worker's decode-ahead thread cannot borrow a second core."""
+    pin = ["taskset", "-c", "0"] if one_core and shutil.which("taskset") else []
+    start = time.perf_counter()
+    subprocess.run(
+        [*pin, sys.executable, str(REPO / "bin" / "preprocess"), *map(str, args)],
+        check=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    return time.perf_counter() - start
+
+
+def peak_rss_mib(*args) -> float:
+    """Peak resident memory of one bin/preprocess run, by /usr/bin/time."""
+    result = subprocess.run(
+        ["/usr/bin/time", "-f", "%M", sys.executable, str(REPO / "bin" / "preprocess"), *map(str, args)],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    return int(result.stderr.strip().splitlines()[-1]) / 1024
+
+
+def copies_dataset(video: Path, copies: int, root: Path) -> Path:
+    """A dataset of ``copies`` copies of one real clip (two classes, so ingest accepts it)."""
+    for i in range(copies):
+        folder = root / ("a" if i % 2 else "b")
+        folder.mkdir(parents=True, exist_ok=True)
+        shutil.copy(video, folder / f"clip{i:02d}{video.suffix}")
+    return root

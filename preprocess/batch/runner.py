@@ -1,0 +1,187 @@
+"""The batch framework every preprocessor runs in: sharding, resume, workers, progress, summary.
+
+A ``Task`` turns one manifest video into files under ``WORK/<task.name>/``. For each video the task's data file is
+written atomically first, then a JSON sidecar ``<video_id>.json`` recording the parameters it was made with; the
+sidecar is the completion mark. A rerun skips videos whose sidecar matches the current parameters, redoes those made
+with other parameters (or left without a sidecar by a killed run), and ``force`` redoes all. So killing a run at any
+moment and rerunning gives exactly the outputs of an uninterrupted run, as long as each video's computation is
+deterministic (every task here is: no state is carried from one video to the next).
+
+``shard=(i, n)`` takes every n-th video of the id-sorted manifest starting at i: n machines with i = 0..n-1 cover
+every video exactly once with no coordination. Each shard writes its own summary file.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from .errors import DataError
+from .pool import process_pool
+from .progress import Progress
+from .storage import read_json, write_json
+
+if TYPE_CHECKING:  # the runner needs no more of a manifest than its videos: no import of the dataset package
+    from ..dataset.manifest import Manifest, VideoRecord
+
+
+@dataclass(frozen=True)
+class Task:
+    """What to do to one video. ``run(video, out_dir, params)`` writes the data files, returns frames processed."""
+
+    name: str
+    params: dict
+    run: Callable[[VideoRecord, Path, dict], int]
+    data_suffix: str  # the main data file: out_dir / f"{video_id}{data_suffix}"
+    worker_init: Callable | None = None
+
+
+@dataclass
+class Summary:
+    task: str
+    shard: tuple[int, int]
+    done: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    failed: list[dict] = field(default_factory=list)
+    frames: int = 0
+    seconds: float = 0.0
+
+    def to_json(self) -> dict:
+        return {
+            "task": self.task,
+            "shard": list(self.shard),
+            "done": self.done,
+            "skipped": self.skipped,
+            "failed": self.failed,
+            "counts": {"done": len(self.done), "skipped": len(self.skipped), "failed": len(self.failed)},
+            "frames": self.frames,
+            "seconds": round(self.seconds, 3),
+            "videos_per_second": round(len(self.done) / self.seconds, 3) if self.seconds else None,
+            "frames_per_second": round(self.frames / self.seconds, 1) if self.seconds else None,
+        }
+
+    def line(self) -> str:
+        return f"{self.task}: {len(self.done)} done, {len(self.skipped)} already done, {len(self.failed)} failed" + (
+            f"; {self.frames / self.seconds:.0f} frames/s" if self.seconds and self.frames else ""
+        )
+
+
+def parse_shard(text: str | None) -> tuple[int, int]:
+    """``"i/N"`` with 0 <= i < N."""
+    if not text:
+        return (0, 1)
+    try:
+        i, n = (int(p) for p in text.split("/"))
+    except ValueError:
+        raise ValueError(f"shard {text!r}: expected i/N, e.g. 0/4") from None
+    if not (n >= 1 and 0 <= i < n):
+        raise ValueError(f"shard {text!r}: need 0 <= i < N")
+    return (i, n)
+
+
+def shard_videos(videos: list[VideoRecord], shard: tuple[int, int]) -> list[VideoRecord]:
+    i, n = shard
+    return [v for k, v in enumerate(sorted(videos, key=lambda v: v.video_id)) if k % n == i]
+
+
+def sidecar_path(out_dir: Path, video_id: str) -> Path:
+    return out_dir / f"{video_id}.json"
+
+
+def is_done(task: Task, out_dir: Path, video_id: str) -> bool:
+    side = sidecar_path(out_dir, video_id)
+    if not side.is_file() or not (out_dir / f"{video_id}{task.data_suffix}").is_file():
+        return False
+    try:
+        return read_json(side).get("params") == task.params
+    except ValueError:
+        return False
+
+
+def _run_one(task: Task, video: VideoRecord, out_dir: Path):
+    """In a worker: (video_id, frames, error line or None). Never raises, so one bad video cannot stop the batch."""
+    try:
+        side = sidecar_path(out_dir, video.video_id)
+        side.unlink(missing_ok=True)  # the old mark goes first: a kill from here on leaves the video "not done"
+        frames = task.run(video, out_dir, task.params)
+        return video.video_id, frames, None
+    except DataError as err:
+        return video.video_id, 0, str(err)
+    except Exception as err:  # noqa: BLE001 - reported per video, the batch goes on
+        where = traceback.extract_tb(err.__traceback__)[-1]
+        return (
+            video.video_id,
+            0,
+            f"{video.source}: {type(err).__name__}: {err} (at {Path(where.filename).name}:{where.lineno})",
+        )
+
+
+def _run_job(args):
+    return _run_one(*args)
+
+
+def run_batch(
+    task: Task,
+    manifest: Manifest,
+    work: str | os.PathLike,
+    *,
+    workers: int = 1,
+    shard: tuple[int, int] = (0, 1),
+    force: bool = False,
+    video_ids: list[str] | None = None,
+) -> Summary:
+    """Run ``task`` over the (sharded) manifest; writes ``WORK/<task>/summary[-i-of-N].json`` and returns it."""
+    out_dir = Path(work) / task.name
+    out_dir.mkdir(parents=True, exist_ok=True)
+    videos = shard_videos(manifest.videos, shard)
+    if video_ids is not None:
+        wanted = set(video_ids)
+        videos = [v for v in videos if v.video_id in wanted]
+    summary = Summary(task.name, shard)
+    todo = []
+    for v in videos:
+        if not force and is_done(task, out_dir, v.video_id):
+            summary.skipped.append(v.video_id)
+        else:
+            todo.append(v)
+    start = time.monotonic()
+    by_id = {v.video_id: v for v in todo}
+    with Progress(len(todo), "videos", desc=task.name) as progress:
+
+        def collect(results):
+            for video_id, frames, error in results:
+                if error:
+                    summary.failed.append({"video_id": video_id, "source": by_id[video_id].source, "error": error})
+                else:
+                    summary.done.append(video_id)
+                    summary.frames += frames
+                progress.advance(frames=frames)
+
+        jobs = [(task, v, out_dir) for v in todo]
+        if workers <= 1 or len(todo) <= 1:
+            if task.worker_init:
+                task.worker_init()
+            import cv2
+
+            cv2.setNumThreads(1)  # the same single-threaded work per process as in a pool, for comparable rates
+            collect(map(_run_job, jobs))
+        else:
+            with process_pool(min(workers, len(todo)), task.worker_init) as pool:
+                collect(pool.map(_run_job, jobs))
+    summary.seconds = time.monotonic() - start
+    name = "summary.json" if shard == (0, 1) else f"summary-{shard[0]}-of-{shard[1]}.json"
+    write_json(out_dir / name, {"params": task.params, **summary.to_json()})
+    return summary
+
+
+def write_sidecar(out_dir: Path, video: VideoRecord, params: dict, **info) -> None:
+    """The completion mark of one video: written last, after its data files."""
+    write_json(
+        sidecar_path(out_dir, video.video_id),
+        {"video_id": video.video_id, "source": video.source, "params": params, **info},
+    )

@@ -1,0 +1,126 @@
+"""The manifest: one record per usable video, saved as ``WORK/manifest.json`` (and a CSV copy for people).
+
+It is the contract between ingest and every later stage: preprocessors read sources and sizes from it, streams read
+labels and splits, fusion reads the class order.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from ..batch import DataError, read_json, write_json, write_text
+from ..video import Source, VideoInfo
+
+MANIFEST_VERSION = 1
+MANIFEST_NAME = "manifest.json"
+
+
+@dataclass
+class VideoRecord:
+    video_id: str
+    label: str
+    split: str | None
+    group: str | None
+    source: str  # a video file, or the folder holding the frame images
+    frame_count: int
+    fps: float
+    width: int
+    height: int
+    frames: list[str] | None = None  # frame image names (frame sequences only)
+
+    @classmethod
+    def from_probe(cls, candidate, info: VideoInfo) -> VideoRecord:
+        src: Source = candidate.source
+        return cls(
+            video_id=candidate.video_id,
+            label=candidate.label,
+            split=candidate.split,
+            group=candidate.group,
+            source=src.path,
+            frame_count=info.frame_count,
+            fps=round(info.fps, 6),
+            width=info.width,
+            height=info.height,
+            frames=list(src.frames) if src.frames is not None else None,
+        )
+
+    def to_source(self) -> Source:
+        if self.frames is None:
+            return Source(self.source)
+        return Source(self.source, tuple(self.frames), self.fps)
+
+
+@dataclass
+class Manifest:
+    root: str
+    classes: list[str]
+    videos: list[VideoRecord]
+    split: dict = field(default_factory=dict)
+    skipped: list[dict] = field(default_factory=list)
+
+    def label_index(self, label: str) -> int:
+        return self.classes.index(label)
+
+    def by_split(self, split: str) -> list[VideoRecord]:
+        return [v for v in self.videos if v.split == split]
+
+    def get(self, video_id: str) -> VideoRecord:
+        for v in self.videos:
+            if v.video_id == video_id:
+                return v
+        raise KeyError(video_id)
+
+    def summary(self) -> str:
+        counts = {s: len(self.by_split(s)) for s in ("train", "val", "test")}
+        groups = len({v.group for v in self.videos})
+        return (
+            f"{len(self.videos)} videos, {len(self.classes)} classes, {groups} groups; "
+            f"train {counts['train']} / val {counts['val']} / test {counts['test']}; {len(self.skipped)} skipped"
+        )
+
+    def to_json(self) -> dict:
+        return {
+            "version": MANIFEST_VERSION,
+            "root": self.root,
+            "classes": self.classes,
+            "split": self.split,
+            "videos": [asdict(v) for v in self.videos],
+            "skipped": self.skipped,
+        }
+
+    def save(self, work: str | os.PathLike) -> Path:
+        work = Path(work)
+        work.mkdir(parents=True, exist_ok=True)
+        write_json(work / MANIFEST_NAME, self.to_json())
+        table = io.StringIO()
+        writer = csv.writer(table, lineterminator="\n")
+        columns = ["video_id", "label", "split", "group", "source", "frame_count", "fps", "width", "height"]
+        writer.writerow(columns)
+        for v in self.videos:
+            writer.writerow([getattr(v, c) for c in columns])
+        write_text(work / "manifest.csv", table.getvalue())
+        return work / MANIFEST_NAME
+
+
+def load_manifest(work: str | os.PathLike) -> Manifest:
+    """The manifest of a work directory (or a manifest.json path itself)."""
+    path = Path(work)
+    if path.is_dir():
+        path = path / MANIFEST_NAME
+    if not path.is_file():
+        raise DataError(path, "no manifest here (run bin/ingest DATA WORK first)")
+    try:
+        data = read_json(path)
+        return Manifest(
+            root=data["root"],
+            classes=list(data["classes"]),
+            videos=[VideoRecord(**v) for v in data["videos"]],
+            split=data.get("split", {}),
+            skipped=data.get("skipped", []),
+        )
+    except (ValueError, KeyError, TypeError) as err:
+        raise DataError(path, f"not a valid manifest ({err})") from None

@@ -1,0 +1,43 @@
+"""Optical flow: Farneback engines (OpenCV, and a batched PyTorch port for GPUs), the batch preprocessor, quantised
+storage, pictures, denseflow export and accuracy against ground truth.
+
+::
+
+    farneback.py        FarnebackParams: cv2.calcOpticalFlowFarneback's parameters, the OpenCV engine
+    farneback_torch.py  farneback_torch: the same algorithm in PyTorch, batched over frame pairs
+    task.py             flow_params, flow_task: one video in, WORK/flow/<id>.npy out
+    storage.py          quantize / dequantize, load_flow, flow_info
+    visualize.py        colour wheel, PNG sheets, mp4
+    export.py           mmaction2/denseflow JPEG layout
+    evaluate.py         Middlebury .flo, end-point error
+"""
+
+from .evaluate import end_point_error, read_middlebury_flo
+from .farneback import FarnebackParams
+from .storage import dequantize, flow_info, load_flow, quantize
+from .task import FLOW_VERSION, compute_video_flow, flow_params, flow_task
+
+
+def __getattr__(name):
+    # Imported on first use: torch takes a second to load, which no command but the torch flow engine needs.
+    if name == "farneback_torch":
+        from .farneback_torch import farneback_torch
+
+        return farneback_torch
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+__all__ = [
+    "FLOW_VERSION",
+    "FarnebackParams",
+    "compute_video_flow",
+    "dequantize",
+    "end_point_error",
+    "farneback_torch",
+    "flow_info",
+    "flow_params",
+    "flow_task",
+    "load_flow",
+    "quantize",
+    "read_middlebury_flo",
+]

@@ -1,0 +1,29 @@
+"""Export stored flow to the mmaction2/denseflow JPEG layout, for tools that read flow that way."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import cv2
+
+from ..batch import atomic_path
+from .storage import load_flow, quantize
+
+
+def export_denseflow(
+    work: str | os.PathLike, video_id: str, out_dir: str | os.PathLike, *, bound: float = 20.0, quality: int = 95
+) -> int:
+    """Write ``out_dir/<video_id>/flow_x_00001.jpg``, ``flow_y_00001.jpg``, … (1-based), quantised with ``bound``
+    as mmaction2/denseflow store flow; returns the number of pairs."""
+    flow = load_flow(work, video_id)
+    folder = Path(out_dir) / video_id
+    folder.mkdir(parents=True, exist_ok=True)
+    params = [cv2.IMWRITE_JPEG_QUALITY, int(quality)]
+    for t in range(len(flow)):
+        q = quantize(flow[t], bound)
+        for axis, name in ((0, "x"), (1, "y")):
+            with atomic_path(folder / f"flow_{name}_{t + 1:05d}.jpg") as tmp:
+                if not cv2.imwrite(str(tmp), q[..., axis], params):
+                    raise OSError(f"{tmp}: could not write JPEG")
+    return len(flow)

@@ -1,0 +1,150 @@
+"""The flow preprocessor: Farneback optical flow of every video of a manifest, in batch.
+
+Flow ``t`` goes from frame ``t`` to frame ``t + k``, so a video of T frames gives T - k fields, computed on frames
+resized by the run's resize policy, by the OpenCV engine (``farneback.py``) or the batched PyTorch port
+(``farneback_torch.py``), and stored as ``storage.py`` describes. The array is appended to disk as frames decode, so
+memory does not grow with the video's length.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+
+from ..batch import DataError, NpyStreamWriter, Task, atomic_path, write_sidecar
+from ..dataset.manifest import VideoRecord
+from ..video import Resize, Sampling, prefetch, read_frames
+from .farneback import FarnebackParams
+from .storage import quantize
+
+FLOW_VERSION = 1
+
+
+def flow_params(
+    farneback: FarnebackParams,
+    *,
+    offset: int = 1,
+    resize: str = "short:256",
+    storage: str = "uint8",
+    bound: float = 20.0,
+    engine: str = "opencv",
+    device: str = "cpu",
+    batch: int = 32,
+) -> dict:
+    """The JSON parameters of a flow run (what the sidecar records and resume compares). ``engine="torch"`` runs
+    ``farneback_torch`` on ``device`` over ``batch`` frame pairs at a time."""
+    if engine not in ("opencv", "torch"):
+        raise ValueError(f"engine must be opencv or torch, not {engine!r}")
+    if offset < 1:
+        raise ValueError(f"offset k must be at least 1, not {offset}")
+    if storage not in ("uint8", "float16"):
+        raise ValueError(f"storage must be uint8 or float16, not {storage!r}")
+    if not bound > 0:
+        raise ValueError(f"bound must be positive, not {bound}")
+    params = {
+        "version": FLOW_VERSION,
+        "farneback": asdict(farneback),
+        "offset": offset,
+        "resize": str(Resize.parse(resize)),
+        "storage": storage,
+        "bound": float(bound) if storage == "uint8" else None,
+    }
+    if engine == "torch":  # only then in the parameters, so existing OpenCV outputs stay valid
+        params.update(engine="torch", device=device, batch=int(batch))
+    return params
+
+
+def compute_video_flow(video: VideoRecord, out_dir: Path, params: dict) -> int:
+    """Write ``out_dir/<id>.npy`` (T - k, H, W, 2) and the sidecar; returns the number of frames decoded."""
+    farneback = FarnebackParams(**params["farneback"])
+    k = params["offset"]
+    resize = Resize.parse(params["resize"])
+    width, height = resize.output_size(video.width, video.height)
+    pairs = video.frame_count - k
+    if pairs < 1:
+        raise DataError(video.source, f"{video.frame_count} frames: too short for flow with offset k={k}")
+    dtype = np.uint8 if params["storage"] == "uint8" else np.float16
+    path = out_dir / f"{video.video_id}.npy"
+    decoded = 0
+    with atomic_path(path, suffix=".npy") as tmp, NpyStreamWriter(tmp, (pairs, height, width, 2), dtype) as out:
+
+        def store(flow: np.ndarray) -> None:
+            out.write(quantize(flow, params["bound"]) if dtype == np.uint8 else flow.astype(np.float16))
+
+        engine = _TorchEngine(farneback, params) if params.get("engine") == "torch" else None
+        recent: deque[np.ndarray] = deque(maxlen=k + 1)
+        for frame in prefetch(read_frames(video.to_source(), Sampling(), resize, colour="gray")):
+            if frame.image.shape != (height, width):
+                raise DataError(
+                    video.source,
+                    f"frame {frame.index} is {frame.image.shape[1]}x{frame.image.shape[0]}, "
+                    f"expected {width}x{height} (size changes mid-video)",
+                )
+            recent.append(frame.image)
+            decoded += 1
+            if len(recent) == k + 1:
+                if decoded - k - 1 >= pairs:
+                    raise DataError(video.source, f"more frames decode than the manifest's {video.frame_count}")
+                if engine is None:
+                    store(farneback.compute(recent[0], recent[-1]))
+                else:
+                    for flow in engine.add(recent[0], recent[-1]):
+                        store(flow)
+        if engine is not None:
+            for flow in engine.flush():
+                store(flow)
+        if decoded != video.frame_count:
+            raise DataError(
+                video.source, f"{decoded} frames decode, the manifest says {video.frame_count} (re-run ingest)"
+            )
+    write_sidecar(out_dir, video, params, shape=[pairs, height, width, 2], dtype=np.dtype(dtype).name)
+    return decoded
+
+
+class _TorchEngine:
+    """Collects frame pairs and runs ``farneback_torch`` on a batch of them at a time."""
+
+    def __init__(self, farneback: FarnebackParams, params: dict):
+        import torch
+
+        from .farneback_torch import farneback_torch
+
+        self.torch, self.run = torch, farneback_torch
+        self.device = torch.device(params["device"])
+        if self.device.type == "cuda" and not torch.cuda.is_available():
+            raise DataError("--device cuda", "no CUDA device is available to this process")
+        self.kwargs = dict(
+            pyr_scale=farneback.pyr_scale,
+            levels=farneback.levels,
+            winsize=farneback.winsize,
+            iterations=farneback.iterations,
+            poly_n=farneback.poly_n,
+            poly_sigma=farneback.poly_sigma,
+            flags=farneback.flags,
+        )
+        self.batch = max(1, params["batch"])
+        self.prev: list[np.ndarray] = []
+        self.next: list[np.ndarray] = []
+
+    def add(self, prev: np.ndarray, nxt: np.ndarray) -> list[np.ndarray]:
+        self.prev.append(prev)
+        self.next.append(nxt)
+        return self.flush() if len(self.prev) >= self.batch else []
+
+    def flush(self) -> list[np.ndarray]:
+        if not self.prev:
+            return []
+        to = dict(device=self.device, non_blocking=True)
+        prev = self.torch.from_numpy(np.stack(self.prev)).to(**to)
+        nxt = self.torch.from_numpy(np.stack(self.next)).to(**to)
+        self.prev, self.next = [], []
+        with self.torch.no_grad():
+            flow = self.run(prev, nxt, **self.kwargs).cpu().numpy()
+        return list(flow)
+
+
+def flow_task(params: dict) -> Task:
+    return Task(name="flow", params=params, run=compute_video_flow, data_suffix=".npy")

@@ -1,0 +1,249 @@
+"""Pose estimators behind one interface: per frame, a list of (keypoints (17, 3): x, y pixels + confidence, score).
+
+* ``MediaPipePose``: MediaPipe Tasks PoseLandmarker (BlazePose, 33 landmarks → COCO-17), VIDEO mode. VIDEO mode
+  tracks between frames, so each video gets a fresh landmarker: results never depend on which video came before.
+* ``OnnxYoloPose``: a multi-person COCO-17 model with the YOLO-pose output layout (1 × 56 × anchors: cx, cy, w, h,
+  score, 17 × (x, y, visibility)), run with onnxruntime (an optional extra); letterboxed input, NMS on the boxes.
+
+Model files are never downloaded at import: ``resolve_mediapipe_model`` looks in the order --model, environment,
+shared assets, user cache, then downloads MediaPipe's official bundle when online.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import urllib.request
+from contextlib import contextmanager
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from ..batch import DataError, atomic_path
+from .keypoints import BLAZEPOSE_TO_COCO
+
+MEDIAPIPE_MODEL_NAME = "pose_landmarker_full.task"
+MEDIAPIPE_MODEL_URL = (
+    "https://storage.googleapis.com/mediapipe-models/pose_landmarker/pose_landmarker_full/"
+    "float16/latest/pose_landmarker_full.task"
+)
+MODEL_ENV = "DANCE_POSE_MODEL"
+ONNX_MODEL_ENV = "DANCE_ONNX_POSE_MODEL"
+
+
+def shared_dir() -> Path:
+    """The shared assets folder: $DANCE_SHARED, else ``shared`` beside this checkout."""
+    checkout = Path(__file__).resolve().parents[2]  # preprocess/pose/backends.py -> the repository
+    return Path(os.environ.get("DANCE_SHARED", checkout.parent / "shared"))
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "dance-streams"
+
+
+def resolve_mediapipe_model(explicit: str | os.PathLike | None = None, *, download: bool = True) -> Path:
+    """--model PATH > $DANCE_POSE_MODEL > shared/models > user cache > download of the official model."""
+    tried = []
+    for origin, candidate in (
+        ("--model", explicit),
+        (f"${MODEL_ENV}", os.environ.get(MODEL_ENV)),
+        ("shared assets", shared_dir() / "models" / MEDIAPIPE_MODEL_NAME),
+        ("user cache", cache_dir() / MEDIAPIPE_MODEL_NAME),
+    ):
+        if not candidate:
+            continue
+        path = Path(candidate)
+        if path.is_file():
+            return path
+        if origin in ("--model", f"${MODEL_ENV}"):
+            raise DataError(path, f"pose model given by {origin} does not exist")
+        tried.append(str(path))
+    target = cache_dir() / MEDIAPIPE_MODEL_NAME
+    if download:
+        try:
+            with urllib.request.urlopen(MEDIAPIPE_MODEL_URL, timeout=20) as response, atomic_path(target) as tmp:
+                tmp.write_bytes(response.read())
+            return target
+        except OSError as err:
+            tried.append(f"download failed ({err.__class__.__name__})")
+    raise DataError(
+        MEDIAPIPE_MODEL_NAME,
+        f"no MediaPipe pose model: pass --model PATH or set $DANCE_POSE_MODEL (looked in: {'; '.join(tried)})",
+    )
+
+
+def resolve_onnx_model(explicit: str | os.PathLike | None = None) -> Path:
+    """--model PATH > $DANCE_ONNX_POSE_MODEL. The user supplies this file (YOLO-pose weights are not ours to ship)."""
+    candidate = explicit or os.environ.get(ONNX_MODEL_ENV)
+    if not candidate:
+        raise DataError("onnx backend", f"needs a model file: pass --model PATH or set ${ONNX_MODEL_ENV}")
+    path = Path(candidate)
+    if not path.is_file():
+        raise DataError(path, "ONNX pose model does not exist")
+    return path
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+@contextmanager
+def _quiet_native_stderr():
+    """Silence what native code writes to file descriptor 2 (MediaPipe prints several log lines each time a
+    landmarker starts, which would be one per video in a batch). Failures still raise Python exceptions."""
+    try:
+        saved = os.dup(2)
+    except OSError:
+        yield
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
+class MediaPipePose:
+    def __init__(
+        self,
+        model_path: str | os.PathLike,
+        max_persons: int = 4,
+        min_detection: float = 0.5,
+        min_presence: float = 0.5,
+        min_tracking: float = 0.5,
+    ):
+        try:
+            import mediapipe  # noqa: F401
+        except ImportError:
+            raise DataError(
+                "mediapipe", "is not installed: pip install 'dance-streams[pose]' (or use --backend onnx)"
+            ) from None
+        self.model_path = str(model_path)
+        self.options = dict(
+            num_poses=max_persons,
+            min_pose_detection_confidence=min_detection,
+            min_pose_presence_confidence=min_presence,
+            min_tracking_confidence=min_tracking,
+        )
+
+    @contextmanager
+    def video(self):
+        """A detector for one video: ``detect(rgb, time_ms)`` with strictly increasing times."""
+        import mediapipe as mp
+        from mediapipe.tasks.python import vision
+        from mediapipe.tasks.python.core.base_options import BaseOptions
+
+        options = vision.PoseLandmarkerOptions(
+            base_options=BaseOptions(model_asset_path=self.model_path),
+            running_mode=vision.RunningMode.VIDEO,
+            **self.options,
+        )
+        last = [-1]
+        with _quiet_native_stderr():
+            landmarker = vision.PoseLandmarker.create_from_options(options)
+
+        def detect(rgb: np.ndarray, time_ms: float):
+            stamp = max(int(round(time_ms)), last[0] + 1)  # MediaPipe needs strictly increasing timestamps
+            first = last[0] < 0
+            last[0] = stamp
+            image = mp.Image(image_format=mp.ImageFormat.SRGB, data=np.ascontiguousarray(rgb))
+            if first:  # the first inference logs too
+                with _quiet_native_stderr():
+                    result = landmarker.detect_for_video(image, stamp)
+            else:
+                result = landmarker.detect_for_video(image, stamp)
+            h, w = rgb.shape[:2]
+            people = []
+            for landmarks in result.pose_landmarks:
+                picked = [landmarks[i] for i in BLAZEPOSE_TO_COCO]
+                kp = np.array(
+                    [[lm.x * w, lm.y * h, lm.visibility if lm.visibility is not None else 1.0] for lm in picked],
+                    dtype=np.float32,
+                )
+                kp = np.nan_to_num(kp, nan=0.0, posinf=0.0, neginf=0.0)
+                people.append((kp, float(kp[:, 2].mean())))
+            return people
+
+        try:
+            yield detect
+        finally:
+            with _quiet_native_stderr():  # closing logs a line per landmarker too (MediaPipe 1.2.3)
+                landmarker.close()
+
+
+class OnnxYoloPose:
+    input_size = 640
+
+    def __init__(
+        self,
+        model_path: str | os.PathLike,
+        max_persons: int = 20,
+        score_threshold: float = 0.25,
+        iou_threshold: float = 0.45,
+    ):
+        try:
+            import onnxruntime as ort
+        except ImportError:
+            raise DataError("onnxruntime", "is not installed: pip install 'dance-streams[onnx]'") from None
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = 1  # one process per core already
+        options.inter_op_num_threads = 1
+        self.session = ort.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])
+        self.input_name = self.session.get_inputs()[0].name
+        self.max_persons = max_persons
+        self.score_threshold = score_threshold
+        self.iou_threshold = iou_threshold
+
+    def letterbox(self, rgb: np.ndarray) -> tuple[np.ndarray, float, float, float]:
+        h, w = rgb.shape[:2]
+        size = self.input_size
+        scale = min(size / h, size / w)
+        nw, nh = round(w * scale), round(h * scale)
+        resized = cv2.resize(rgb, (nw, nh), interpolation=cv2.INTER_LINEAR)
+        pad_x, pad_y = (size - nw) / 2, (size - nh) / 2
+        left, top = int(round(pad_x - 0.1)), int(round(pad_y - 0.1))
+        canvas = cv2.copyMakeBorder(
+            resized, top, size - nh - top, left, size - nw - left, cv2.BORDER_CONSTANT, value=(114, 114, 114)
+        )
+        return canvas, scale, left, top
+
+    def detect_image(self, rgb: np.ndarray):
+        canvas, scale, left, top = self.letterbox(rgb)
+        blob = canvas.astype(np.float32).transpose(2, 0, 1)[None] / 255.0
+        pred = self.session.run(None, {self.input_name: blob})[0][0].T  # (anchors, 56)
+        scores = pred[:, 4]
+        keep = np.nonzero(scores >= self.score_threshold)[0]
+        if keep.size == 0:
+            return []
+        cand = pred[keep]
+        xywh = np.stack([cand[:, 0] - cand[:, 2] / 2, cand[:, 1] - cand[:, 3] / 2, cand[:, 2], cand[:, 3]], 1)
+        chosen = cv2.dnn.NMSBoxes(xywh.tolist(), cand[:, 4].tolist(), self.score_threshold, self.iou_threshold)
+        chosen = np.asarray(chosen, dtype=int).reshape(-1)[: self.max_persons]
+        people = []
+        for i in chosen:
+            kp = cand[i, 5:].reshape(17, 3).astype(np.float32).copy()
+            kp[:, 0] = (kp[:, 0] - left) / scale
+            kp[:, 1] = (kp[:, 1] - top) / scale
+            people.append((np.nan_to_num(kp), float(cand[i, 4])))
+        return people
+
+    @contextmanager
+    def video(self):
+        yield lambda rgb, time_ms: self.detect_image(rgb)
+
+
+def create_pose_model(params: dict):
+    """The backend a pose run's parameters name (model path already resolved into ``params``)."""
+    if params["backend"] == "mediapipe":
+        return MediaPipePose(params["model"], max_persons=params["max_persons"])
+    if params["backend"] == "onnx":
+        return OnnxYoloPose(params["model"], max_persons=params["max_persons"])
+    raise ValueError(f"unknown pose backend {params['backend']!r}")

@@ -1,0 +1,221 @@
+"""Import skeletons made elsewhere into the stored pose format (``WORK/pose/<video_id>.npz``).
+
+Formats:
+
+* ``letsdance``: Let's Dance per-frame JSON ``<style>/<ytid>_<clipstart>_<frame>.json``, each a list of people,
+  a person being ``[detection name, [keypoint name, [x, y]], ...]`` with COCO keypoint names (no confidences:
+  present keypoints get 1);
+* ``openpose``: a folder per video of OpenPose per-frame ``*_keypoints.json`` (``people[i].pose_keypoints_2d`` flat
+  x, y, c; BODY_25 or the older COCO-18, told apart by length; (0, 0, 0) means missing);
+* ``coco``: a COCO keypoint file, either a dataset file (``images`` + ``annotations``) or a results list with the
+  images given separately; an image's ``file_name`` names its video and frame as ``<video_id>/<frame>.<ext>`` or
+  Let's Dance style ``<ytid>_<clipstart>_<frame>.<ext>``.
+
+Frames are ordered by their number and persons are tracked into slots exactly as for estimated poses. Videos are
+matched to the manifest by id; frames beyond what a video's files cover stay empty (mask False).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import defaultdict
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from ..batch import DataError, write_npz, write_sidecar
+from .keypoints import COCO_KEYPOINTS, OPENPOSE_BODY25_TO_COCO, OPENPOSE_COCO18_TO_COCO
+from .storage import assemble
+from .tracking import track_sequence
+
+if TYPE_CHECKING:
+    from ..dataset.manifest import Manifest
+
+IMPORT_VERSION = 1
+FRAME_NUMBER = re.compile(r"(\d+)(?!.*\d)")
+LETS_DANCE_NAME = re.compile(r"^(?P<video>.+_\d+)_(?P<frame>\d+)$")
+
+# video id -> {frame number: [(keypoints (17, 3), score), ...]}
+Frames = dict[str, dict[int, list[tuple[np.ndarray, float]]]]
+
+
+def _read_json(path: Path):
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        raise DataError(path, f"unreadable JSON ({err.__class__.__name__})") from None
+
+
+def read_letsdance(root: Path, problems: list[str]) -> Frames:
+    out: Frames = defaultdict(dict)
+    index = {name: i for i, name in enumerate(COCO_KEYPOINTS)}
+    for path in sorted(root.rglob("*.json")):
+        m = LETS_DANCE_NAME.match(path.stem)
+        if not m:
+            problems.append(f"{path}: name is not <ytid>_<clipstart>_<frame>.json")
+            continue
+        try:
+            data = _read_json(path)
+            people = []
+            for person in data:
+                kp = np.zeros((17, 3), np.float32)
+                for entry in person[1:]:
+                    name, (x, y) = entry[0], entry[1]
+                    if name in index:
+                        kp[index[name]] = (float(x), float(y), 1.0)
+                if kp[:, 2].any():
+                    people.append((kp, float(kp[:, 2].mean())))
+        except DataError as err:
+            problems.append(str(err))
+            continue
+        except (TypeError, ValueError, IndexError):
+            problems.append(f"{path}: not Let's Dance pose JSON (a list of [name, [keypoint, [x, y]], ...] people)")
+            continue
+        out[m.group("video")][int(m.group("frame"))] = people
+    return out
+
+
+def openpose_to_coco(flat: list[float]) -> np.ndarray:
+    values = np.asarray(flat, dtype=np.float32).reshape(-1, 3)
+    if len(values) == 25:
+        mapping = OPENPOSE_BODY25_TO_COCO
+    elif len(values) == 18:
+        mapping = OPENPOSE_COCO18_TO_COCO
+    else:
+        raise ValueError(f"{len(values)} keypoints: neither BODY_25 nor COCO-18")
+    kp = values[list(mapping)].copy()
+    kp[(kp[:, 0] == 0) & (kp[:, 1] == 0), 2] = 0  # (0, 0, c) is OpenPose's "missing"
+    return kp
+
+
+def read_openpose(root: Path, problems: list[str]) -> Frames:
+    out: Frames = defaultdict(dict)
+    for path in sorted(root.rglob("*_keypoints.json")):
+        video = path.parent.name
+        m = FRAME_NUMBER.search(path.stem[: -len("_keypoints")])
+        if not m:
+            problems.append(f"{path}: no frame number in the name")
+            continue
+        try:
+            data = _read_json(path)
+            people = []
+            for person in data.get("people", []):
+                kp = openpose_to_coco(person["pose_keypoints_2d"])
+                if kp[:, 2].any():
+                    people.append((kp, float(kp[:, 2].mean())))
+        except DataError as err:
+            problems.append(str(err))
+            continue
+        except (KeyError, TypeError, ValueError, AttributeError) as err:
+            problems.append(f"{path}: not OpenPose JSON ({err})")
+            continue
+        out[video][int(m.group(1))] = people
+    return out
+
+
+def _video_and_frame(file_name: str) -> tuple[str, int] | None:
+    path = Path(file_name)
+    m = LETS_DANCE_NAME.match(path.stem)
+    if m:
+        return m.group("video"), int(m.group("frame"))
+    number = FRAME_NUMBER.search(path.stem)
+    if path.parent.name and number:
+        return path.parent.name, int(number.group(1))
+    return None
+
+
+def read_coco(path: Path, problems: list[str], images_file: Path | None = None) -> Frames:
+    data = _read_json(path)
+    if isinstance(data, dict) and "annotations" in data:
+        images, annotations = data.get("images", []), data["annotations"]
+    elif isinstance(data, list):
+        if images_file is None:
+            raise DataError(path, "a COCO results list needs --images FILE (a COCO file with the 'images' list)")
+        images, annotations = _read_json(images_file).get("images", []), data
+    else:
+        raise DataError(path, "not a COCO keypoint file (expected images + annotations, or a results list)")
+    where = {}
+    for image in images:
+        place = _video_and_frame(image.get("file_name", ""))
+        if place is None:
+            problems.append(
+                f"{path}: image {image.get('file_name')!r} does not name <video_id>/<frame> or "
+                "<ytid>_<clipstart>_<frame>"
+            )
+            continue
+        where[image["id"]] = place
+    out: Frames = defaultdict(dict)
+    for video, frame in where.values():
+        out[video].setdefault(frame, [])  # an image with nobody annotated is an empty frame, not a missing one
+    for ann in annotations:
+        if ann.get("category_id", 1) != 1 or ann.get("image_id") not in where:
+            continue
+        kp = np.asarray(ann["keypoints"], dtype=np.float32).reshape(17, 3)
+        # Ground-truth files give visibility 0/1/2, result files a score: both become a confidence in [0, 1].
+        kp[:, 2] = np.clip(kp[:, 2], 0, 1) if "score" in ann else (kp[:, 2] > 0).astype(np.float32)
+        video, frame = where[ann["image_id"]]
+        out[video][frame].append((kp, float(ann.get("score", 1.0))))
+    return dict(out)
+
+
+def import_pose(
+    fmt: str,
+    source: str,
+    manifest: Manifest,
+    work: str,
+    *,
+    max_persons: int = 20,
+    min_keypoint_confidence: float = 0.2,
+    images_file: str | None = None,
+):
+    """Import ``source`` in format ``fmt`` into WORK/pose; returns (imported video ids, problems)."""
+    source_path = Path(source)
+    if not source_path.exists():
+        raise DataError(source_path, "no such file or folder")
+    problems: list[str] = []
+    if fmt == "letsdance":
+        frames = read_letsdance(source_path, problems)
+    elif fmt == "openpose":
+        frames = read_openpose(source_path, problems)
+    elif fmt == "coco":
+        frames = read_coco(source_path, problems, Path(images_file) if images_file else None)
+    else:
+        raise ValueError(f"unknown pose format {fmt!r}: letsdance, openpose or coco")
+    by_id = {v.video_id: v for v in manifest.videos}
+    params = {
+        "version": IMPORT_VERSION,
+        "backend": f"import:{fmt}",
+        "source": str(source_path.resolve()),
+        "max_persons": max_persons,
+        "step": 1,
+        "min_keypoint_confidence": min_keypoint_confidence,
+    }
+    out_dir = Path(work) / "pose"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    imported = []
+    for video_id in sorted(frames):
+        video = by_id.get(video_id)
+        if video is None:
+            problems.append(f"{source_path}: video {video_id!r} is not in the manifest: skipped")
+            continue
+        numbers = sorted(frames[video_id])
+        # Frame numbers as the files give them; 1-based numbering (Let's Dance, mmaction2) starts at index 0.
+        first = 1 if numbers and numbers[0] >= 1 and 0 not in frames[video_id] else 0
+        count = max(video.frame_count, numbers[-1] - first + 1 if numbers else 0)
+        per_frame = [frames[video_id].get(i + first, []) for i in range(count)]
+        keypoints, mask = track_sequence(per_frame, max_persons)
+        arrays = assemble(keypoints, mask, np.arange(count), min_keypoint_confidence)
+        write_npz(out_dir / f"{video_id}.npz", **arrays)
+        write_sidecar(
+            out_dir,
+            video,
+            params,
+            frames=count,
+            width=video.width,
+            height=video.height,
+            persons_per_frame=round(float(mask.sum(1).mean()), 3),
+        )
+        imported.append(video_id)
+    return imported, problems

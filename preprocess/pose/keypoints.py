@@ -1,0 +1,76 @@
+"""COCO-17 keypoint conventions shared by the synthetic ground truth, the pose preprocessor and the pose stream."""
+
+from __future__ import annotations
+
+import numpy as np
+
+COCO_KEYPOINTS = (
+    "nose",
+    "left_eye",
+    "right_eye",
+    "left_ear",
+    "right_ear",
+    "left_shoulder",
+    "right_shoulder",
+    "left_elbow",
+    "right_elbow",
+    "left_wrist",
+    "right_wrist",
+    "left_hip",
+    "right_hip",
+    "left_knee",
+    "right_knee",
+    "left_ankle",
+    "right_ankle",
+)
+
+# Left/right pairs: a horizontal flip must swap these so that "left" keeps meaning the person's apparent left.
+COCO_FLIP_PAIRS = ((1, 2), (3, 4), (5, 6), (7, 8), (9, 10), (11, 12), (13, 14), (15, 16))
+
+
+def flip_permutation() -> np.ndarray:
+    """Index array p such that ``keypoints[..., p, :]`` swaps every left/right pair."""
+    perm = np.arange(len(COCO_KEYPOINTS))
+    for a, b in COCO_FLIP_PAIRS:
+        perm[a], perm[b] = b, a
+    return perm
+
+
+def flip_keypoints_horizontally(xy: np.ndarray, width: int) -> np.ndarray:
+    """Mirror pixel keypoints (..., 17, >=2) in an image of ``width`` pixels and swap left/right names.
+
+    Pixel centres sit at integer coordinates, so column x maps to ``width - 1 - x``.
+    """
+    out = np.array(xy, copy=True)
+    out[..., 0] = (width - 1) - out[..., 0]
+    return out[..., flip_permutation(), :]
+
+
+# BlazePose's 33 landmarks -> COCO-17.
+BLAZEPOSE_TO_COCO = (0, 2, 5, 7, 8, 11, 12, 13, 14, 15, 16, 23, 24, 25, 26, 27, 28)
+# OpenPose BODY_25 and the older COCO-18 (BODY_25 without mid-hip 8 and the feet 19-24) -> COCO-17.
+OPENPOSE_BODY25_TO_COCO = (0, 16, 15, 18, 17, 5, 2, 6, 3, 7, 4, 12, 9, 13, 10, 14, 11)
+OPENPOSE_COCO18_TO_COCO = (0, 15, 14, 17, 16, 5, 2, 6, 3, 7, 4, 11, 8, 12, 9, 13, 10)
+
+# COCO's per-keypoint OKS constants.
+OKS_SIGMAS = np.array(
+    [
+        0.026,
+        0.025,
+        0.025,
+        0.035,
+        0.035,
+        0.079,
+        0.079,
+        0.072,
+        0.072,
+        0.062,
+        0.062,
+        0.107,
+        0.107,
+        0.087,
+        0.087,
+        0.089,
+        0.089,
+    ]
+)

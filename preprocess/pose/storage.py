@@ -1,0 +1,49 @@
+"""How skeletons are stored (``WORK/pose/<video_id>.npz`` + ``<video_id>.json``) and read back.
+
+P = ``max_persons`` slots, T frames:
+
+* ``keypoints`` (T, P, 17, 3) float32: x, y in the video's pixels and a confidence in [0, 1];
+* ``boxes`` (T, P, 4) float32: x0, y0, x1, y1 around the person's valid keypoints;
+* ``normalized`` (T, P, 17, 2) float32: keypoints mapped into [-1, 1] by their box (square about its centre);
+* ``mask`` (T, P) bool: slot p holds a person at frame t; empty slots are all zeros, never NaN;
+* ``frame_indices`` (T,) int64: which source frames were processed (all of them unless ``step`` > 1).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from ..batch import DataError, read_json, read_npz
+from .normalize import normalize_to_box
+
+
+def assemble(keypoints: np.ndarray, mask: np.ndarray, frame_indices: np.ndarray, min_confidence: float) -> dict:
+    """The stored arrays from tracked keypoints (T, P, 17, 3) and mask (T, P)."""
+    keypoints = np.where(mask[..., None, None], np.nan_to_num(keypoints), 0).astype(np.float32)
+    normalized, boxes = normalize_to_box(keypoints, min_confidence)
+    normalized[~mask] = 0
+    boxes[~mask] = 0
+    return {
+        "keypoints": keypoints,
+        "boxes": boxes.astype(np.float32),
+        "normalized": normalized,
+        "mask": mask,
+        "frame_indices": frame_indices.astype(np.int64),
+    }
+
+
+def load_pose(work: str | os.PathLike, video_id: str) -> dict[str, np.ndarray]:
+    """``keypoints`` (T, P, 17, 3), ``normalized`` (T, P, 17, 2), ``boxes`` (T, P, 4), ``mask`` (T, P),
+    ``frame_indices`` (T,) of one video."""
+    out_dir = Path(work) / "pose"
+    side = out_dir / f"{video_id}.json"
+    if not side.is_file():
+        raise DataError(side, f"no pose for video {video_id!r} (run bin/preprocess pose or import-pose)")
+    return read_npz(out_dir / f"{video_id}.npz")
+
+
+def pose_info(work: str | os.PathLike, video_id: str) -> dict:
+    return read_json(Path(work) / "pose" / f"{video_id}.json")

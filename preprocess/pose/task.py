@@ -1,0 +1,99 @@
+"""The pose preprocessor: per-frame multi-person COCO-17 skeletons of every video of a manifest, in batch.
+
+Each video: the backend's detections per frame (``backends.py``), cleaned and tracked into slots
+(``tracking.py``), normalised and stored (``storage.py``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from ..batch import DataError, Task, write_npz, write_sidecar
+from ..video import Resize, Sampling, prefetch, read_frames
+from .storage import assemble
+from .tracking import clean_detections, track_sequence
+
+if TYPE_CHECKING:
+    from ..dataset.manifest import VideoRecord
+
+POSE_VERSION = 2  # 2: duplicate and off-frame detections are removed before tracking
+
+
+def pose_params(
+    *,
+    backend: str,
+    model: str,
+    model_sha256: str,
+    max_persons: int = 4,
+    step: int = 1,
+    resize: str = "none",
+    min_keypoint_confidence: float = 0.2,
+) -> dict:
+    if max_persons < 1:
+        raise ValueError(f"max-persons must be at least 1, not {max_persons}")
+    if step < 1:
+        raise ValueError(f"step must be at least 1, not {step}")
+    return {
+        "version": POSE_VERSION,
+        "backend": backend,
+        "model": str(model),
+        "model_sha256": model_sha256,
+        "max_persons": max_persons,
+        "step": step,
+        "resize": str(Resize.parse(resize)),
+        "min_keypoint_confidence": min_keypoint_confidence,
+    }
+
+
+_MODEL = None  # one pose model per worker process
+
+
+def _model_for(params: dict):
+    global _MODEL
+    from .backends import create_pose_model
+
+    key = (params["backend"], params["model"], params["max_persons"])
+    if _MODEL is None or _MODEL[0] != key:
+        _MODEL = (key, create_pose_model(params))
+    return _MODEL[1]
+
+
+def estimate_video_pose(video: VideoRecord, out_dir: Path, params: dict) -> int:
+    """Run the pose model over one video, track, normalise, write npz + sidecar; returns frames processed."""
+    model = _model_for(params)
+    resize = Resize.parse(params["resize"])
+    frames_people, indices = [], []
+    with model.video() as detect:
+        for frame in prefetch(read_frames(video.to_source(), Sampling(step=params["step"]), resize, colour="rgb")):
+            people = detect(frame.image, frame.time * 1000.0)
+            h, w = frame.image.shape[:2]
+            if (w, h) != (video.width, video.height):  # back to the video's own pixels
+                for kp, _ in people:
+                    kp[:, 0] *= video.width / w
+                    kp[:, 1] *= video.height / h
+            frames_people.append(
+                clean_detections(people, video.width, video.height, min_confidence=params["min_keypoint_confidence"])
+            )
+            indices.append(frame.index)
+    if not indices:
+        raise DataError(video.source, "no frames decode")
+    keypoints, mask = track_sequence(frames_people, params["max_persons"])
+    arrays = assemble(keypoints, mask, np.asarray(indices), params["min_keypoint_confidence"])
+    write_npz(out_dir / f"{video.video_id}.npz", **arrays)
+    write_sidecar(
+        out_dir,
+        video,
+        params,
+        frames=len(indices),
+        width=video.width,
+        height=video.height,
+        persons_per_frame=round(float(mask.sum(1).mean()), 3),
+    )
+    return len(indices)
+
+
+def pose_task(params: dict) -> Task:
+    return Task(name="pose", params=params, run=estimate_video_pose, data_suffix=".npz")

@@ -1,0 +1,60 @@
+"""A resized RGB frame cache per video (``WORK/frames/<video_id>.npy``, uint8 (T, H, W, 3), memory-mappable).
+
+Decoding an mp4 and resizing each frame on every training epoch costs more than the RGB network's data loader can
+spare on a CPU; a cache decoded once at training size is read by memory map at disk speed.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from ..batch import DataError, NpyStreamWriter, Task, atomic_path, write_sidecar
+from .reader import Resize, Sampling, prefetch, read_frames
+
+if TYPE_CHECKING:
+    from ..dataset.manifest import VideoRecord
+
+FRAMES_VERSION = 1
+
+
+def frames_params(*, resize: str = "short:128", step: int = 1) -> dict:
+    if step < 1:
+        raise ValueError(f"step must be at least 1, not {step}")
+    return {"version": FRAMES_VERSION, "resize": str(Resize.parse(resize)), "step": step}
+
+
+def cache_video_frames(video: VideoRecord, out_dir: Path, params: dict) -> int:
+    resize = Resize.parse(params["resize"])
+    width, height = resize.output_size(video.width, video.height)
+    sampling = Sampling(step=params["step"])
+    count = sampling.expected_count(video.frame_count)
+    indices = []
+    path = out_dir / f"{video.video_id}.npy"
+    with atomic_path(path, suffix=".npy") as tmp, NpyStreamWriter(tmp, (count, height, width, 3), np.uint8) as out:
+        for frame in prefetch(read_frames(video.to_source(), sampling, resize, colour="rgb")):
+            if len(indices) >= count:
+                raise DataError(video.source, f"more frames decode than the manifest's {video.frame_count}")
+            out.write(frame.image)
+            indices.append(frame.index)
+        if len(indices) != count:
+            raise DataError(video.source, f"{len(indices)} frames decode, expected {count} (re-run ingest)")
+    write_sidecar(out_dir, video, params, shape=[count, height, width, 3], frame_indices=indices)
+    return len(indices)
+
+
+def frames_task(params: dict) -> Task:
+    return Task(name="frames", params=params, run=cache_video_frames, data_suffix=".npy")
+
+
+def load_frames(work: str | os.PathLike, video_id: str, *, mmap: bool = True) -> np.ndarray:
+    """The cached RGB frames of one video, (T, H, W, 3) uint8, memory-mapped by default."""
+    out_dir = Path(work) / "frames"
+    if not (out_dir / f"{video_id}.json").is_file():
+        raise DataError(
+            out_dir / f"{video_id}.json", f"no frame cache for video {video_id!r} (run bin/preprocess frames)"
+        )
+    return np.load(out_dir / f"{video_id}.npy", mmap_mode="r" if mmap else None, allow_pickle=False)

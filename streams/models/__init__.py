@@ -1,0 +1,23 @@
+"""Stream networks, one module per family. Builders are plain ``create_*`` functions with keyword-only arguments.
+
+All return a module mapping a batch of one modality's clips to class logits:
+
+* RGB    (N, K, 3, H, W)   K segments of one frame each         → (N, C)   ``cnn2d.create_rgb_model``
+* RGB 3D (N, T, 3, H, W)   one clip of T consecutive frames     → (N, C)   ``cnn3d.create_rgb3d_model``
+* flow   (N, K, 2L, H, W)  K segments of L stacked flow fields  → (N, C)   ``cnn2d.create_flow_model``
+* pose   (N, T, P, F)      T frames, P person slots, F features → (N, C), with a (N, T, P) person mask
+                                                                           ``pose.create_pose_model``
+"""
+
+from .cnn2d import BACKBONES, create_backbone_2d, create_flow_model, create_rgb_model
+from .cnn3d import create_rgb3d_model
+from .pose import create_pose_model
+
+__all__ = [
+    "BACKBONES",
+    "create_backbone_2d",
+    "create_flow_model",
+    "create_pose_model",
+    "create_rgb3d_model",
+    "create_rgb_model",
+]

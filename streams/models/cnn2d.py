@@ -1,0 +1,105 @@
+"""2D CNN streams: a ResNet-style image encoder with TSN segment consensus, for RGB frames and stacked flow."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+# Width and depth presets of the 2D backbone: "small" trains on a CPU in tests and demos; "resnet18" is the
+# ResNet-18 layout (basic blocks, 2-2-2-2, widths 64-512) for GPUs.
+BACKBONES = {
+    "small": {"widths": (16, 32, 64, 96), "blocks": (1, 1, 1, 1), "stem_stride": 2},
+    "medium": {"widths": (32, 64, 128, 256), "blocks": (1, 1, 2, 1), "stem_stride": 2},
+    "resnet18": {"widths": (64, 128, 256, 512), "blocks": (2, 2, 2, 2), "stem_stride": 4},
+}
+
+
+class BasicBlock(nn.Module):
+    """ResNet basic block: two 3×3 convolutions with batch norm and an identity (or 1×1) shortcut."""
+
+    def __init__(self, cin: int, cout: int, stride: int):
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(cout)
+        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.shortcut = (
+            nn.Identity()
+            if stride == 1 and cin == cout
+            else nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+        )
+
+    def forward(self, x):
+        y = torch.relu(self.bn1(self.conv1(x)))
+        y = self.bn2(self.conv2(y))
+        return torch.relu(y + self.shortcut(x))
+
+
+def create_backbone_2d(*, in_channels: int, preset: str = "small") -> nn.Module:
+    """A ResNet-style image encoder → (N, width) features.
+
+    ::
+
+        image ─ conv stem (stride 2 or 4) ─ stage 1 ─ stage 2 (/2) ─ stage 3 (/2) ─ stage 4 (/2) ─ global avg pool
+    """
+    spec = BACKBONES[preset]
+    widths, blocks = spec["widths"], spec["blocks"]
+    layers: list[nn.Module] = [
+        nn.Conv2d(
+            in_channels,
+            widths[0],
+            5 if spec["stem_stride"] == 2 else 7,
+            2,
+            2 if spec["stem_stride"] == 2 else 3,
+            bias=False,
+        ),
+        nn.BatchNorm2d(widths[0]),
+        nn.ReLU(inplace=True),
+    ]
+    if spec["stem_stride"] == 4:
+        layers.append(nn.MaxPool2d(3, 2, 1))
+    cin = widths[0]
+    for i, (width, count) in enumerate(zip(widths, blocks)):
+        for b in range(count):
+            layers.append(BasicBlock(cin, width, 2 if (b == 0 and i > 0) else 1))
+            cin = width
+    layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten()]
+    backbone = nn.Sequential(*layers)
+    backbone.out_features = cin
+    return backbone
+
+
+class SegmentConsensus(nn.Module):
+    """TSN: one backbone applied to each of K segments, logits averaged over segments."""
+
+    def __init__(self, backbone: nn.Module, num_classes: int, dropout: float):
+        super().__init__()
+        self.backbone = backbone
+        self.dropout = nn.Dropout(dropout)
+        self.fc = nn.Linear(backbone.out_features, num_classes)
+
+    def forward(self, x):
+        n, k = x.shape[:2]
+        features = self.backbone(x.flatten(0, 1))
+        logits = self.fc(self.dropout(features))
+        return logits.view(n, k, -1).mean(1)
+
+
+def create_rgb_model(*, num_classes: int, preset: str = "small", dropout: float = 0.5) -> nn.Module:
+    """RGB stream, TSN-style.
+
+    ::
+
+        (N, K, 3, H, W) ─ 2D ResNet per segment ─ dropout ─ linear ─ mean over K ─ (N, C)
+    """
+    return SegmentConsensus(create_backbone_2d(in_channels=3, preset=preset), num_classes, dropout)
+
+
+def create_flow_model(*, num_classes: int, stack: int = 10, preset: str = "small", dropout: float = 0.5) -> nn.Module:
+    """Flow stream (Simonyan & Zisserman): L stacked flow fields as 2L input channels, TSN consensus.
+
+    ::
+
+        (N, K, 2L, H, W) ─ 2D ResNet per segment ─ dropout ─ linear ─ mean over K ─ (N, C)
+    """
+    return SegmentConsensus(create_backbone_2d(in_channels=2 * stack, preset=preset), num_classes, dropout)
