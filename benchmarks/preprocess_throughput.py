@@ -21,6 +21,8 @@ def preprocess_throughput(
     *, video: str | None = None, copies: int = 8, resize: str = "none", skip_pose: bool = False, log=print
 ) -> None:
     """Flow pairs/s and pose frames/s: bare loops, bin/preprocess with 1 worker on 1 core, unpinned, 2 workers."""
+    if copies < 4:
+        raise ValueError(f"copies {copies}: at least 4 (two classes of two clips, or ingest drops them)")
     video = Path(video or shared() / "data/clips/arm_wrestling_kinetics_340x256.mp4")
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
