@@ -15,7 +15,7 @@ import torch
 
 from preprocess import DataError, Manifest, Source, VideoRecord, probe
 from preprocess.batch import atomic_path, read_json, run_batch
-from preprocess.flow import dequantize, flow_task
+from preprocess.flow import flow_task, stored_params, to_pixels
 from preprocess.flow.visualize import flow_to_rgb
 from preprocess.pose import pose_task
 from preprocess.video import frames_task, read_frames
@@ -115,6 +115,7 @@ def classify(
             {
                 "video": r.source,
                 "video_id": r.video_id,
+                "fps": r.fps,
                 "prediction": classes[top],
                 "probability": float(fused[k, top]),
                 "fused": {c: float(v) for c, v in zip(classes, fused[k])},
@@ -146,8 +147,9 @@ COCO_EDGES = (
 SLOT_COLOURS = ((0, 215, 255), (255, 128, 0), (80, 220, 80), (220, 80, 220), (0, 128, 255), (255, 255, 0))
 
 
-def write_overlay(result: dict, scratch: str | Path, out: str | Path, fps: float = 25.0) -> Path:
-    """The video with each person slot's skeleton, a flow colour inset and the fused prediction."""
+def write_overlay(result: dict, scratch: str | Path, out: str | Path) -> Path:
+    """The video with each person slot's skeleton, a flow colour inset and the fused prediction, at the source's
+    frame rate (``result["fps"]``), so it plays in step with the original."""
     import cv2
 
     scratch, vid = Path(scratch), result["video_id"]
@@ -158,7 +160,7 @@ def write_overlay(result: dict, scratch: str | Path, out: str | Path, fps: float
     )
     flow_path = scratch / "flow" / f"{vid}.npy"
     flow = np.load(flow_path, mmap_mode="r", allow_pickle=False) if flow_path.is_file() else None
-    bound = read_json(scratch / "flow" / f"{vid}.json")["params"]["bound"] if flow is not None else None
+    flow_params = stored_params(scratch, vid) if flow is not None else None
     pose_row = {int(f): i for i, f in enumerate(pose["frame_indices"])} if pose is not None else {}
     ranked = sorted(result["fused"].items(), key=lambda kv: -kv[1])[:3]
     caption = f"{result['prediction']} {100 * result['probability']:.0f}%"
@@ -170,7 +172,7 @@ def write_overlay(result: dict, scratch: str | Path, out: str | Path, fps: float
             image = frame.image
             h, w = image.shape[:2]
             if writer is None:
-                writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*"mp4v"), fps, (w, h))
+                writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*"mp4v"), result["fps"], (w, h))
             scale = max(max(h, w) / 480, 0.45)  # legible on small videos too
             if frame.index in pose_row:
                 row = pose_row[frame.index]
@@ -188,12 +190,8 @@ def write_overlay(result: dict, scratch: str | Path, out: str | Path, fps: float
                                 cv2.LINE_AA,
                             )
             if flow is not None and frame.index < len(flow):
-                field = (
-                    dequantize(np.asarray(flow[frame.index]), bound)
-                    if flow.dtype == np.uint8
-                    else np.asarray(flow[frame.index], np.float32)
-                )
-                inset = cv2.cvtColor(flow_to_rgb(field, bound / 2), cv2.COLOR_RGB2BGR)
+                field = to_pixels(flow[frame.index], flow_params)
+                inset = cv2.cvtColor(flow_to_rgb(field, (flow_params["bound"] or 20.0) / 2), cv2.COLOR_RGB2BGR)
                 iw = w // 4
                 ih = max(1, round(inset.shape[0] * iw / inset.shape[1]))
                 image[h - ih : h, w - iw : w] = cv2.resize(inset, (iw, ih))

@@ -20,7 +20,7 @@ from torch.utils.data import Dataset
 
 from preprocess import DataError, load_manifest, load_pose
 from preprocess.batch import read_json
-from preprocess.flow import dequantize
+from preprocess.flow import stored_params, to_pixels
 from preprocess.pose import flip_permutation
 
 RGB_MEAN = np.array([0.45, 0.45, 0.45], np.float32)
@@ -196,11 +196,13 @@ class FlowStacks(_ClipDataset):
     def __init__(self, work, split, *, segments: int = 3, stack: int = 5, size: int = 112, **kw):
         super().__init__(work, split, **kw)
         self.segments, self.stack, self.size = segments, stack, size
+        # Refuses flow of another format version by name, before training starts.
+        self.params = {v.video_id: stored_params(self.work, v.video_id) for v in self.videos}
 
     def load(self, i, rng, view):
         vid = self.videos[i].video_id
         raw = np.load(self.work / "flow" / f"{vid}.npy", mmap_mode="r", allow_pickle=False)
-        bound = self.meta[vid]["params"]["bound"] or 20.0
+        bound = self.params[vid]["bound"] or 20.0
         starts = segment_positions(len(raw), self.segments, self.stack, rng, view, self.views)
         h, w = raw.shape[1:3]
         y0, x0, side = _crop_box(h, w, self.size, rng)
@@ -209,7 +211,7 @@ class FlowStacks(_ClipDataset):
         for s in starts:
             idx = np.minimum(np.arange(s, s + self.stack), len(raw) - 1)
             chunk = np.asarray(raw[idx, y0 : y0 + side, x0 : x0 + side])
-            fields = dequantize(chunk, bound) if chunk.dtype == np.uint8 else chunk.astype(np.float32)
+            fields = to_pixels(chunk, self.params[vid])
             # Resizing a crop scales displacements too: keep them in pixels of the network's input.
             fields = fields * (self.size / side)
             stack = fields.transpose(0, 3, 1, 2).reshape(2 * self.stack, side, side) / bound

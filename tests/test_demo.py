@@ -6,7 +6,7 @@ import subprocess
 
 import pytest
 
-from preprocess.video import read_frames
+from preprocess.video import Source, probe, read_frames
 from tests.conftest import REPO, run_bin, shared_asset
 
 TINY_TRAINING = "--epochs 3 --size 48 --stack 3 --segments 2 --frames 12 --batch-size 8 --views 2 --min-epoch-clips 1"
@@ -63,3 +63,5 @@ def test_classify_new_videos_with_the_fitted_fusion(demo, tmp_path):
         assert answer["probability"] == max(answer["fused"].values())
         frames = list(read_frames(answer["overlay"]))
         assert len(frames) == 16 and frames[0].image.shape == (96, 128, 3)
+        # written at the source's rate (the tiny preset's 12 fps), not a fixed 25, so it plays in step
+        assert probe(Source(answer["overlay"])).fps == pytest.approx(probe(Source(answer["video"])).fps) == 12

@@ -14,8 +14,8 @@ storage, pictures, denseflow export and accuracy against ground truth.
 
 from .evaluate import end_point_error, read_middlebury_flo
 from .farneback import FarnebackParams
-from .storage import dequantize, flow_info, load_flow, quantize
-from .task import FLOW_VERSION, compute_video_flow, flow_params, flow_task
+from .storage import FLOW_VERSION, dequantize, flow_info, load_flow, quantize, stored_params, to_pixels
+from .task import compute_video_flow, flow_params, flow_task
 
 
 def __getattr__(name):
@@ -40,4 +40,6 @@ __all__ = [
     "load_flow",
     "quantize",
     "read_middlebury_flo",
+    "stored_params",
+    "to_pixels",
 ]

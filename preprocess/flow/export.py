@@ -6,9 +6,10 @@ import os
 from pathlib import Path
 
 import cv2
+import numpy as np
 
 from ..batch import atomic_path
-from .storage import load_flow, quantize
+from .storage import load_flow
 
 
 def export_denseflow(
@@ -21,9 +22,15 @@ def export_denseflow(
     folder.mkdir(parents=True, exist_ok=True)
     params = [cv2.IMWRITE_JPEG_QUALITY, int(quality)]
     for t in range(len(flow)):
-        q = quantize(flow[t], bound)
+        q = quantize_denseflow(flow[t], bound)
         for axis, name in ((0, "x"), (1, "y")):
             with atomic_path(folder / f"flow_{name}_{t + 1:05d}.jpg") as tmp:
                 if not cv2.imwrite(str(tmp), q[..., axis], params):
                     raise OSError(f"{tmp}: could not write JPEG")
     return len(flow)
+
+
+def quantize_denseflow(flow: np.ndarray, bound: float) -> np.ndarray:
+    """denseflow's JPEG quantisation, which the tools reading this layout expect: [-bound, bound] onto 0..255."""
+    scaled = (np.clip(flow, -bound, bound) + bound) * (255.0 / (2.0 * bound))
+    return np.rint(scaled).astype(np.uint8)

@@ -1,8 +1,8 @@
 """How flow is stored (``WORK/flow/<video_id>.npy`` + ``<video_id>.json``) and read back.
 
-* ``uint8`` (default): each component clipped to ±bound (default 20 px, as mmaction2) and mapped linearly to 0..255;
-  the sidecar records the bound, and ``load_flow`` maps back with the exact inverse of the same affine map (error at
-  most bound / 255 px inside the bound);
+* ``uint8`` (default): each component clipped to ±bound (default 20 px, as mmaction2) and mapped linearly onto
+  1..255 with 128 for exactly zero; the sidecar records the bound and the format version, and ``load_flow`` maps
+  back with the inverse map (error at most bound / 254 px inside the bound, none at zero);
 * ``float16``: unclipped, half precision.
 """
 
@@ -15,34 +15,55 @@ import numpy as np
 
 from ..batch import DataError, read_json
 
+# 2: uint8 with an exact zero level (128 decodes to 0). Version 1 mapped [-bound, bound] onto 0..255, so zero flow
+# read back as +bound/255 px (+0.078 px at bound 20): every static pixel moved, and a mirrored clip carried a
+# constant x offset. Outputs of another version are redone by the batch runner and refused by the readers.
+FLOW_VERSION = 2
+LEVELS = 127  # uint8 steps on each side of zero
+
 
 def quantize(flow: np.ndarray, bound: float) -> np.ndarray:
-    """Clip to ±bound and map linearly to uint8 0..255 (mmaction2/denseflow convention)."""
-    scaled = (np.clip(flow, -bound, bound) + bound) * (255.0 / (2.0 * bound))
-    return np.rint(scaled).astype(np.uint8)
+    """Clip to ±bound and map to uint8 with 128 = exactly 0, 1 = -bound and 255 = +bound (steps of bound/127)."""
+    return (np.rint(np.clip(flow, -bound, bound) * (LEVELS / bound)) + 128).astype(np.uint8)
 
 
 def dequantize(q: np.ndarray, bound: float) -> np.ndarray:
-    """The inverse affine map of ``quantize``: float32 pixels."""
-    return (q.astype(np.float32) * np.float32(2.0 * bound / 255.0) - np.float32(bound)).astype(np.float32)
+    """The inverse map of ``quantize``: float32 pixels, 128 → 0 exactly, error at most bound / 254 inside the bound."""
+    return (q.astype(np.float32) - np.float32(128)) * np.float32(bound / LEVELS)
+
+
+def stored_params(work: str | os.PathLike, video_id: str) -> dict:
+    """The parameters one video's flow was made with, or a named error when there is none or its format is not
+    this version's."""
+    side = Path(work) / "flow" / f"{video_id}.json"
+    if not side.is_file():
+        raise DataError(side, f"no flow for video {video_id!r} (run bin/preprocess flow)")
+    params = read_json(side).get("params", {})
+    if params.get("version") != FLOW_VERSION:
+        raise DataError(
+            side,
+            f"flow format {params.get('version')} of an older release, not {FLOW_VERSION}: "
+            "rerun bin/preprocess flow on this work directory (it redoes such videos)",
+        )
+    return params
+
+
+def to_pixels(stored: np.ndarray, params: dict) -> np.ndarray:
+    """Stored flow (uint8 or float16, as ``params`` say) as float32 pixels."""
+    if stored.dtype == np.uint8:
+        return dequantize(np.asarray(stored), params["bound"])
+    return np.asarray(stored, dtype=np.float32)
 
 
 def load_flow(work: str | os.PathLike, video_id: str, *, mmap: bool = False) -> np.ndarray:
     """Flow of one video as float32 (T, H, W, 2) in pixels, x then y (``mmap`` leaves the raw array on disk:
-    then the result is the stored uint8/float16 array, to dequantise with ``dequantize``)."""
-    out_dir = Path(work) / "flow"
-    side = out_dir / f"{video_id}.json"
-    if not side.is_file():
-        raise DataError(side, f"no flow for video {video_id!r} (run bin/preprocess flow)")
-    meta = read_json(side)
-    raw = np.load(out_dir / f"{video_id}.npy", mmap_mode="r", allow_pickle=False)
-    if mmap:
-        return raw
-    if raw.dtype == np.uint8:
-        return dequantize(np.asarray(raw), meta["params"]["bound"])
-    return np.asarray(raw, dtype=np.float32)
+    then the result is the stored uint8/float16 array, for ``to_pixels`` a slice at a time)."""
+    params = stored_params(work, video_id)
+    raw = np.load(Path(work) / "flow" / f"{video_id}.npy", mmap_mode="r", allow_pickle=False)
+    return raw if mmap else to_pixels(raw, params)
 
 
 def flow_info(work: str | os.PathLike, video_id: str) -> dict:
     """The sidecar of one video's flow (parameters, shape, dtype)."""
+    stored_params(work, video_id)
     return read_json(Path(work) / "flow" / f"{video_id}.json")

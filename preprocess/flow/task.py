@@ -18,9 +18,7 @@ from ..batch import DataError, NpyStreamWriter, Task, atomic_path, write_sidecar
 from ..dataset.manifest import VideoRecord
 from ..video import Resize, Sampling, prefetch, read_frames
 from .farneback import FarnebackParams
-from .storage import quantize
-
-FLOW_VERSION = 1
+from .storage import FLOW_VERSION, quantize
 
 
 def flow_params(

@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 
 from ..batch import atomic_path
-from .storage import dequantize, flow_info, load_flow
+from .storage import load_flow, stored_params, to_pixels
 
 
 def _colour_wheel() -> np.ndarray:
@@ -66,10 +66,10 @@ def _flow_fields(work: str | os.PathLike, video_id: str):
     """(count, field(t) → float32 (H, W, 2), colour scale): fields dequantised one at a time from the memory map,
     the scale (99.5th percentile of speed) from at most 16 of them, so memory stays flat for long videos."""
     raw = load_flow(work, video_id, mmap=True)
-    bound = flow_info(work, video_id)["params"]["bound"]
+    params = stored_params(work, video_id)
 
     def field(t: int) -> np.ndarray:
-        return dequantize(np.asarray(raw[t]), bound) if raw.dtype == np.uint8 else np.asarray(raw[t], np.float32)
+        return to_pixels(raw[t], params)
 
     sample = np.stack([field(t) for t in np.linspace(0, len(raw) - 1, min(len(raw), 16)).astype(int)])
     scale = float(np.percentile(np.hypot(sample[..., 0], sample[..., 1]), 99.5)) or 1.0
