@@ -98,6 +98,20 @@ def test_tracker_keeps_identities_across_order_gaps_and_crowds():
     assert mask.sum(1).max() == 3 and np.isclose(xs[25, third], 200)  # the fourth person got no slot
 
 
+def test_tracker_never_drops_the_only_person_after_a_camera_cut():
+    # One slot; the dancer is on the left, then a cut shows a dancer on the right whose box overlaps nothing. The
+    # old tracker kept the slot for the vanished dancer for max_age frames and left the mask empty meanwhile.
+    frames = [[(_person(100, 100), 0.9)] for _ in range(10)] + [[(_person(500, 300), 0.9)] for _ in range(20)]
+    keypoints, mask = track_sequence(frames, max_persons=1, max_age=15)
+    assert mask[:, 0].all()
+    assert np.allclose(keypoints[:10, 0, 8, 0], 100) and np.allclose(keypoints[10:, 0, 8, 0], 500)
+    # With two slots and two dancers, a cut to one new dancer takes the slot unseen longest, still no gap.
+    two = [[(_person(100, 100), 0.9), (_person(300, 100), 0.8)] for _ in range(5)]
+    two += [[(_person(300, 100), 0.8)] for _ in range(3)] + [[(_person(600, 400), 0.9)] for _ in range(5)]
+    _, mask = track_sequence(two, max_persons=2, max_age=15)
+    assert (mask.sum(1) >= 1).all() and mask[8:].sum(1).tolist() == [1] * 5
+
+
 def test_model_resolution_order(tmp_path, monkeypatch):
     fake = tmp_path / "mine.task"
     fake.write_bytes(b"model")

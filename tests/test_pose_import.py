@@ -56,7 +56,17 @@ def test_import_lets_dance_json(truth, tmp_path):
             (tmp_path / style / f"{video_id}_{t + 1}.json").write_text(json.dumps(people))
     out = tmp_path / "work"
     (out).mkdir()
-    result = run_bin("preprocess", "import-pose", "letsdance", tmp_path, work / "manifest.json", out, check=True)
+    result = run_bin(
+        "preprocess",
+        "import-pose",
+        "letsdance",
+        tmp_path,
+        work / "manifest.json",
+        out,
+        "--first-frame",
+        "1",
+        check=True,
+    )
     assert f"{len(gt)} videos imported" in result.stdout
     assert_imported_equals_truth(out, gt)
 
@@ -132,3 +142,61 @@ def test_import_reports_bad_files_and_unknown_videos(truth, tmp_path):
     assert result.returncode == 0 and "Traceback" not in result.stderr
     assert f"{video_id}_1.json: unreadable JSON" in result.stderr
     assert "'nosuchvideo_0' is not in the manifest" in result.stderr
+
+
+def test_imported_frames_are_placed_by_number_never_shifted_by_a_guess(truth, tmp_path):
+    # A 0-based OpenPose sequence whose first file is missing: the old importer guessed 1-based numbering from the
+    # missing frame 0 and shifted every skeleton one frame early. Frame numbers far beyond the video are reported.
+    work, gt = truth
+    video_id, kp = next(iter(gt.items()))
+    folder = tmp_path / "openpose" / video_id
+    folder.mkdir(parents=True)
+    for t in [*range(1, kp.shape[0]), 10**12]:
+        people = []
+        for g in range(kp.shape[1]):
+            frame = kp[min(t, kp.shape[0] - 1), g]
+            flat = np.zeros((25, 3), np.float32)
+            for k in range(17):
+                if frame[k, 2] > 0:
+                    flat[OPENPOSE_BODY25_TO_COCO[k]] = (frame[k, 0], frame[k, 1], 0.9)
+            people.append({"pose_keypoints_2d": flat.ravel().tolist()})
+        (folder / f"{video_id}_{t:012d}_keypoints.json").write_text(json.dumps({"people": people}))
+    out = tmp_path / "work"
+    result = run_bin("preprocess", "import-pose", "openpose", tmp_path / "openpose", work / "manifest.json", out)
+    assert result.returncode == 0 and "Traceback" not in result.stderr
+    assert f"has no frame {10**12}" in result.stderr
+    pose = load_pose(out, video_id)
+    assert pose["keypoints"].shape[0] == kp.shape[0] and not pose["mask"][0].any()  # the gap stays a gap
+    for t in range(1, kp.shape[0]):
+        g = int(np.argmax((kp[t, :, :, 2] > 0).sum(1)))
+        labelled = kp[t, g, :, 2] > 0
+        dist = np.abs(pose["keypoints"][t][:, labelled, :2] - kp[t, g, labelled, :2]).max(axis=(1, 2))
+        assert dist.min() < 1e-3, f"frame {t} holds another frame's skeleton"
+
+
+def test_frame_image_videos_take_skeletons_by_frame_file_name(tmp_path):
+    import cv2
+
+    data = tmp_path / "frames"
+    for label in ("a", "b"):
+        for clip in ("c1", "c2"):
+            folder = data / label / f"{label}{clip}"
+            folder.mkdir(parents=True)
+            for number in range(3, 8):  # numbered from 3, as a cut from a longer clip
+                cv2.imwrite(str(folder / f"img_{number:05d}.jpg"), np.full((32, 32, 3), 30 * number, np.uint8))
+    work = tmp_path / "work"
+    ingest(data).save(work)
+    folder = tmp_path / "openpose" / "ac1"
+    folder.mkdir(parents=True)
+    for number in (4, 6, 7):  # frames 3 and 5 have no skeleton
+        flat = np.zeros((25, 3), np.float32)
+        flat[:, :2] = number  # every keypoint at (number, number): tells which frame it came from
+        flat[:, 2] = 0.9
+        (folder / f"img_{number:05d}_keypoints.json").write_text(
+            json.dumps({"people": [{"pose_keypoints_2d": flat.ravel().tolist()}]})
+        )
+    run_bin("preprocess", "import-pose", "openpose", tmp_path / "openpose", work / "manifest.json", work, check=True)
+    pose = load_pose(work, "ac1")
+    assert pose["mask"].sum(1).tolist() == [0, 1, 0, 1, 1]
+    placed = [float(pose["keypoints"][t][pose["mask"][t]][0, 0, 0]) for t in (1, 3, 4)]
+    assert placed == [4.0, 6.0, 7.0]

@@ -31,9 +31,9 @@ from .storage import assemble
 from .tracking import track_sequence
 
 if TYPE_CHECKING:
-    from ..dataset.manifest import Manifest
+    from ..dataset.manifest import Manifest, VideoRecord
 
-IMPORT_VERSION = 1
+IMPORT_VERSION = 2  # 2: frames placed by the manifest (names or --first-frame), not guessed
 FRAME_NUMBER = re.compile(r"(\d+)(?!.*\d)")
 LETS_DANCE_NAME = re.compile(r"^(?P<video>.+_\d+)_(?P<frame>\d+)$")
 
@@ -160,6 +160,23 @@ def read_coco(path: Path, problems: list[str], images_file: Path | None = None) 
     return dict(out)
 
 
+def _frame_indices(video: VideoRecord, first_frame: int):
+    """Frame number in an imported name → index in the video (None when the video has no such frame)."""
+    if video.frames is not None:
+        by_number = {}
+        for index, name in enumerate(video.frames):
+            m = FRAME_NUMBER.search(Path(name).stem)
+            if m:
+                by_number.setdefault(int(m.group(1)), index)
+        return by_number.get
+
+    def shifted(number: int) -> int | None:
+        index = number - first_frame
+        return index if 0 <= index < video.frame_count else None
+
+    return shifted
+
+
 def import_pose(
     fmt: str,
     source: str,
@@ -169,8 +186,15 @@ def import_pose(
     max_persons: int = 20,
     min_keypoint_confidence: float = 0.2,
     images_file: str | None = None,
+    first_frame: int = 0,
 ):
-    """Import ``source`` in format ``fmt`` into WORK/pose; returns (imported video ids, problems)."""
+    """Import ``source`` in format ``fmt`` into WORK/pose; returns (imported video ids, problems).
+
+    Imported frames are placed by the manifest, never by a guess: a video of frame images takes each skeleton at
+    the image whose file name carries the same frame number; a video file takes frame number n at index
+    n - ``first_frame`` (0 as OpenPose numbers frames; 1 for mmaction2-style ``img_00001``). Frames nobody gave stay
+    empty (mask False); a number outside the video is reported and skipped.
+    """
     source_path = Path(source)
     if not source_path.exists():
         raise DataError(source_path, "no such file or folder")
@@ -191,6 +215,7 @@ def import_pose(
         "max_persons": max_persons,
         "step": 1,
         "min_keypoint_confidence": min_keypoint_confidence,
+        "first_frame": first_frame,
     }
     out_dir = Path(work) / "pose"
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -200,11 +225,16 @@ def import_pose(
         if video is None:
             problems.append(f"{source_path}: video {video_id!r} is not in the manifest: skipped")
             continue
-        numbers = sorted(frames[video_id])
-        # Frame numbers as the files give them; 1-based numbering (Let's Dance, mmaction2) starts at index 0.
-        first = 1 if numbers and numbers[0] >= 1 and 0 not in frames[video_id] else 0
-        count = max(video.frame_count, numbers[-1] - first + 1 if numbers else 0)
-        per_frame = [frames[video_id].get(i + first, []) for i in range(count)]
+        count = video.frame_count
+        index_of = _frame_indices(video, first_frame)
+        per_frame: list[list] = [[] for _ in range(count)]
+        for number in sorted(frames[video_id]):
+            index = index_of(number)
+            if index is None:
+                problems.append(f"{source_path}: video {video_id!r} has no frame {number} ({count} frames"
+                                f"{', first numbered ' + str(first_frame) if video.frames is None else ''}): skipped")
+                continue
+            per_frame[index] = frames[video_id][number]
         keypoints, mask = track_sequence(per_frame, max_persons)
         arrays = assemble(keypoints, mask, np.arange(count), min_keypoint_confidence)
         write_npz(out_dir / f"{video_id}.npz", **arrays)

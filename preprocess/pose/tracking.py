@@ -75,7 +75,13 @@ class SlotTracker:
                 continue
             free = [p for p in range(self.max_persons) if p not in taken and p not in alive]
             if not free:
-                continue  # more people than slots: the least confident are dropped
+                # Every slot still waits for its person. A person seen now outranks one unseen in this frame (a
+                # camera cut): take the slot unseen longest. Only with more people than slots is anyone dropped
+                # (the least confident).
+                unseen = [p for p in alive if p not in taken]
+                if not unseen:
+                    continue
+                free = [min(unseen, key=lambda p: (self.last_seen[p], p))]
             placed[c] = free[0]
             taken.add(free[0])
         for c, slot in placed.items():
