@@ -231,8 +231,10 @@ def import_pose(
         for number in sorted(frames[video_id]):
             index = index_of(number)
             if index is None:
-                problems.append(f"{source_path}: video {video_id!r} has no frame {number} ({count} frames"
-                                f"{', first numbered ' + str(first_frame) if video.frames is None else ''}): skipped")
+                problems.append(
+                    f"{source_path}: video {video_id!r} has no frame {number} ({count} frames"
+                    f"{', first numbered ' + str(first_frame) if video.frames is None else ''}): skipped"
+                )
                 continue
             per_frame[index] = frames[video_id][number]
         keypoints, mask = track_sequence(per_frame, max_persons)
