@@ -7,11 +7,9 @@ views, and the fitted fusion (``REPORT/fusion.json`` from ``bin/fuse``) combines
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from preprocess import DataError, Manifest, Source, VideoRecord, probe
 from preprocess.batch import atomic_path, read_json, run_batch
@@ -20,7 +18,7 @@ from preprocess.flow.visualize import flow_to_rgb
 from preprocess.pose import pose_task
 from preprocess.video import frames_task, read_frames
 from streams.data import create_dataset
-from streams.train import build_model, evaluate, pick_device
+from streams.train import build_model, checkpoint_entry, evaluate, load_checkpoint, pick_device
 
 from .methods import FusionMethod
 
@@ -47,9 +45,13 @@ def classify(
     fusion_file = report / "fusion.json"
     if not fusion_file.is_file():
         raise DataError(fusion_file, "no fitted fusion here (run bin/fuse first)")
-    fitted = json.loads(fusion_file.read_text())
-    method = FusionMethod.from_json(fitted)
-    classes = fitted["classes"]
+    fitted = read_json(fusion_file)
+    try:
+        method = FusionMethod.from_json(fitted)
+        classes = list(fitted["classes"])
+        runs = dict(fitted["runs"])
+    except (KeyError, TypeError, ValueError, AttributeError) as err:
+        raise DataError(fusion_file, f"not a fitted fusion of bin/fuse ({type(err).__name__}: {err})") from None
     scratch = Path(scratch)
 
     records, failures = [], []
@@ -79,7 +81,7 @@ def classify(
 
     probs_by_stream = {}
     failed_ids = set()
-    for stream, run in fitted["runs"].items():
+    for stream, run in runs.items():
         run = Path(run)
         config = read_json(run / "config.json")
         stage, make_task = STAGE_OF[stream]
@@ -89,7 +91,7 @@ def classify(
             failed_ids.add(failure["video_id"])
             failures.append(failure["error"])
         model = build_model(config, len(classes))
-        model.load_state_dict(torch.load(run / "best.pt", map_location="cpu", weights_only=True)["model"])
+        model.load_state_dict(checkpoint_entry(load_checkpoint(run / "best.pt"), "model", run / "best.pt"))
         dev = pick_device({**config, "device": device}, 0)
         model.to(dev)
         ok = [r.video_id for r in records if r.video_id not in failed_ids]
@@ -99,7 +101,14 @@ def classify(
             stream, scratch, "test", train=False, options=config, views=config["views"], video_ids=ok
         )
         probs, _, _ = evaluate(model, dataset, dev, batch_size=config["batch_size"], vote=config["vote"])
-        probs_by_stream[stream] = {v.video_id: p for v, p in zip(dataset.videos, probs)}
+        for video, p in zip(dataset.videos, probs):
+            if np.isfinite(p).all():
+                probs_by_stream.setdefault(stream, {})[video.video_id] = p
+            else:  # never a "ballet (nan%)": the video fails by name
+                failed_ids.add(video.video_id)
+                failures.append(
+                    f"{video.source}: the {stream} stream gives non-finite scores (its input holds NaN or Inf)"
+                )
 
     done = [
         r for r in records if r.video_id not in failed_ids and all(r.video_id in p for p in probs_by_stream.values())

@@ -310,6 +310,11 @@ def run_ablation(
             out / "fusion.json",
             {"classes": classes, "runs": {s: run_of[s] for s in best_three["streams"]}, **method.to_json()},
         )
+    elif len(names) == 1:
+        # Nothing to fuse: the one stream's scores pass through unchanged (the mean of one), so bin/classify
+        # still works from this report.
+        passthrough = create_method("mean").fit(val_probs, val_labels)
+        write_json(out / "fusion.json", {"classes": classes, "runs": run_of, **passthrough.to_json()})
     write_text(out / "ablation.md", _markdown(report, best_single, best_fusion, best_three, pictures))
     return report
 
@@ -375,6 +380,13 @@ def _markdown(report, best_single, best_fusion, best_three, pictures) -> str:
         "",
     ]
     headline = []
+    if len(report["streams"]) == 1:
+        headline.append(
+            f"**One stream given ({report['streams'][0]}): nothing was fused.** Its test top-1 is "
+            f"{_pct(best_single['top1'])} % [{_pct(best_single['top1_ci95'][0])}, "
+            f"{_pct(best_single['top1_ci95'][1])}]; `fusion.json` passes its scores through unchanged, so "
+            "`bin/classify` works from this report."
+        )
     if best_three:
         sign = (
             "excludes"

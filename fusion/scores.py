@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import json
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from preprocess import DataError
+from preprocess.batch import read_json
 
 
 @dataclass
@@ -30,8 +31,8 @@ def load_scores(run: str | Path, split: str) -> StreamScores:
     try:
         with np.load(path, allow_pickle=False) as data:
             arrays = {k: data[k] for k in ("video_ids", "labels", "probs", "classes")}
-    except (KeyError, ValueError, OSError) as err:
-        raise DataError(path, f"not a score file ({err})") from None
+    except (KeyError, ValueError, OSError, EOFError, zipfile.BadZipFile) as err:
+        raise DataError(path, f"not a whole score file ({type(err).__name__}: {err})") from None
     probs = arrays["probs"].astype(np.float64)
     if probs.ndim != 2 or probs.shape != (len(arrays["video_ids"]), len(arrays["classes"])):
         raise DataError(
@@ -39,8 +40,14 @@ def load_scores(run: str | Path, split: str) -> StreamScores:
             f"probs shape {probs.shape} does not match {len(arrays['video_ids'])} videos x "
             f"{len(arrays['classes'])} classes",
         )
+    bad = ~np.isfinite(probs).all(1)
+    if bad.any():
+        names = ", ".join(map(str, arrays["video_ids"][bad][:5])) + (" ..." if bad.sum() > 5 else "")
+        raise DataError(
+            path, f"non-finite scores for {int(bad.sum())} videos ({names}): retrain, after bin/preprocess verify"
+        )
     side = run / f"scores_{split}.json"
-    stream = json.loads(side.read_text()).get("stream", run.name) if side.is_file() else run.name
+    stream = read_json(side).get("stream", run.name) if side.is_file() else run.name
     return StreamScores(
         stream,
         arrays["video_ids"].astype(str),

@@ -9,8 +9,11 @@ state, written atomically after every epoch, and the data order and augmentation
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import pickle
+import random
 import time
 from pathlib import Path
 
@@ -88,14 +91,24 @@ def autocast(device: torch.device):
 
 
 def train_one_epoch(model, loader, optimizer, criterion, device) -> dict:
+    """One pass over ``loader``. Loss and top-1 are over every process's clips under torchrun (summed across
+    ranks), not rank 0's share. A non-finite loss stops training with a named error: the batch's videos."""
     model.train()
     total_loss, correct, seen = 0.0, 0, 0
     start = time.perf_counter()
-    for x, labels, _, _ in loader:
+    for x, labels, videos, _ in loader:
         labels = labels.to(device)
         with autocast(device):
             logits = forward_batch(model, x, device)
             loss = criterion(logits.float(), labels)
+        if not torch.isfinite(loss):
+            dataset = loader.dataset
+            names = sorted({dataset.videos[int(i)].video_id for i in videos})
+            raise DataError(
+                dataset.work,
+                f"training loss is {float(loss)} on a batch of videos {', '.join(names)}: "
+                "an input holds NaN or Inf (bin/preprocess verify; check these videos)",
+            )
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -103,9 +116,14 @@ def train_one_epoch(model, loader, optimizer, criterion, device) -> dict:
         correct += int((logits.argmax(1) == labels).sum())
         seen += len(labels)
     seconds = time.perf_counter() - start
+    if dist.is_initialized():
+        totals = torch.tensor([total_loss, correct, seen], dtype=torch.float64, device=device)
+        dist.all_reduce(totals)
+        total_loss, correct, seen = float(totals[0]), int(totals[1]), int(totals[2])
     return {
         "train_loss": total_loss / max(seen, 1),
         "train_top1": correct / max(seen, 1),
+        "train_clips": seen,
         "train_clips_per_s": seen / seconds if seconds else None,
     }
 
@@ -144,10 +162,37 @@ def evaluate(model, dataset, device, *, batch_size: int = 16, workers: int = 0, 
     return scores.astype(np.float32), dataset.labels.copy(), loss_sum / max(loss_n, 1)
 
 
+def load_checkpoint(path: str | Path) -> dict:
+    """A checkpoint or state dict, loaded with ``weights_only=True``; a named one-line error when it is missing,
+    truncated, or holds Python objects (which are refused, never run)."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(path, "no such checkpoint")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        raise DataError(
+            path, "not a weights-only checkpoint: it holds Python objects, which are never loaded"
+        ) from None
+    except (RuntimeError, EOFError, KeyError, ValueError, OSError) as err:
+        reason = str(err).splitlines()[0][:120] if str(err) else type(err).__name__
+        raise DataError(path, f"truncated or not a PyTorch checkpoint ({reason})") from None
+    if not isinstance(state, dict):
+        raise DataError(path, f"holds a {type(state).__name__}, not a checkpoint or state dict")
+    return state
+
+
+def checkpoint_entry(state: dict, key: str, path: str | Path):
+    """One entry of a loaded checkpoint, or a named error when the file is not one of ours."""
+    if key not in state:
+        raise DataError(path, f"not a checkpoint of bin/train (no {key!r})")
+    return state[key]
+
+
 def load_init(model: nn.Module, path: str) -> str:
     """Copy matching tensors (same name and shape) from a state dict file; others keep their initialisation."""
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
+    state = load_checkpoint(path)
+    if "model" in state and isinstance(state["model"], dict):
         state = state["model"]  # one of our checkpoints
     own = model.state_dict()
     matched = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
@@ -157,21 +202,63 @@ def load_init(model: nn.Module, path: str) -> str:
     return f"--init {path}: loaded {len(matched)} of {len(own)} tensors"
 
 
-def _distributed() -> tuple[int, int]:
+def _distributed(config: dict) -> tuple[int, int, torch.device]:
+    """(rank, world size, device) under torchrun or alone. Each process takes its LOCAL_RANK's GPU as its current
+    device before the process group starts; the backend follows the device (NCCL for CUDA, which refuses CPU
+    tensors, gloo for the CPU), so every collective below runs on tensors of the backend's device."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    device = pick_device(config, rank)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
     if world > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-    if world > 1:
-        return dist.get_rank(), world
-    return 0, 1
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return (dist.get_rank(), world, device) if world > 1 else (0, 1, device)
 
 
 def pick_device(config: dict, rank: int) -> torch.device:
     if config["device"] != "auto":
-        return torch.device(config["device"])
+        device = torch.device(config["device"])
+        if device.type == "cuda" and device.index is None and torch.cuda.is_available():
+            return torch.device("cuda", int(os.environ.get("LOCAL_RANK", rank)) % torch.cuda.device_count())
+        return device
     if torch.cuda.is_available():
         return torch.device("cuda", int(os.environ.get("LOCAL_RANK", rank)) % torch.cuda.device_count())
     return torch.device("cpu")
+
+
+def rng_states() -> dict:
+    """Every generator a run draws from: torch (CPU and each CUDA device), NumPy's and Python's global ones."""
+    numpy_state = np.random.get_state()
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        # as JSON: a weights-only checkpoint holds tensors and plain values, not NumPy arrays or tuples
+        "numpy": json.dumps([numpy_state[0], numpy_state[1].tolist(), *numpy_state[2:]]),
+        "python": json.dumps(random.getstate()),
+    }
+
+
+def restore_rng_states(states) -> None:
+    if isinstance(states, torch.Tensor):  # a checkpoint of an earlier release saved the CPU generator alone
+        torch.set_rng_state(states)
+        return
+    torch.set_rng_state(states["torch"])
+    if states["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])
+    kind, keys, *rest = json.loads(states["numpy"])
+    np.random.set_state((kind, np.asarray(keys, dtype=np.uint32), *rest))
+    version, internal, gauss = json.loads(states["python"])
+    random.setstate((version, tuple(internal), gauss))
+
+
+# Settings that may change between a run and its resumption: how long, how fast, and where things are.
+RESUMABLE_CHANGES = ("epochs", "workers", "device", "run", "work")
+
+
+def manifest_digest(work: str | Path) -> str:
+    """What identifies the data a run trains on, wherever its work directory has moved: its manifest's bytes."""
+    return hashlib.sha256((Path(work) / "manifest.json").read_bytes()).hexdigest()
 
 
 def _save_checkpoint(path: Path, **state) -> None:
@@ -255,8 +342,7 @@ def write_scores(
 def train(config: dict, log=print) -> dict:
     """Train one stream per ``config`` (DEFAULTS plus stream, work, run); returns the test metrics on rank 0."""
     config = {**DEFAULTS, **config}
-    rank, world = _distributed()
-    device = pick_device(config, rank)
+    rank, world, device = _distributed(config)
     run = Path(config["run"])
     torch.manual_seed(config["seed"])
     np.random.seed(config["seed"])
@@ -280,18 +366,27 @@ def train(config: dict, log=print) -> dict:
     if rank == 0:
         run.mkdir(parents=True, exist_ok=True)
     last = run / "last.pt"
+    data_digest = manifest_digest(work)
     if last.is_file():
-        checkpoint = torch.load(last, map_location="cpu", weights_only=True)
-        saved = json.loads(checkpoint["config"])
-        differs = {k for k in config if k not in ("epochs", "workers", "device") and saved.get(k) != config[k]}
+        checkpoint = load_checkpoint(last)
+        saved = json.loads(checkpoint_entry(checkpoint, "config", last))
+        differs = {k for k in config if k not in RESUMABLE_CHANGES and saved.get(k) != config[k]}
+        # The data must be the same, not its path: a moved work directory (or run folder) resumes.
+        same_data = (
+            (checkpoint["manifest_sha256"] == data_digest)
+            if "manifest_sha256" in checkpoint
+            else (saved.get("work") == config["work"])
+        )
+        if not same_data:
+            differs.add("work (another manifest)")
         if differs:
             raise DataError(last, f"was made with other settings ({', '.join(sorted(differs))}): use a new RUN folder")
-        model.load_state_dict(checkpoint["model"])
-        optimizer.load_state_dict(checkpoint["optimizer"])
-        schedule.load_state_dict(checkpoint["schedule"])
-        state = json.loads(checkpoint["state"])
-        history = json.loads(checkpoint["history"])
-        torch.set_rng_state(checkpoint["rng"])
+        model.load_state_dict(checkpoint_entry(checkpoint, "model", last))
+        optimizer.load_state_dict(checkpoint_entry(checkpoint, "optimizer", last))
+        schedule.load_state_dict(checkpoint_entry(checkpoint, "schedule", last))
+        state = json.loads(checkpoint_entry(checkpoint, "state", last))
+        history = json.loads(checkpoint_entry(checkpoint, "history", last))
+        restore_rng_states(checkpoint_entry(checkpoint, "rng", last))
         log(f"resuming {run} after epoch {state['epoch']}")
     if rank == 0:
         write_json(run / "config.json", config)
@@ -360,20 +455,20 @@ def train(config: dict, log=print) -> dict:
                 schedule=schedule.state_dict(),
                 state=json.dumps(state),
                 history=json.dumps(history),
-                rng=torch.get_rng_state(),
+                rng=rng_states(),
                 config=json.dumps(config),
+                manifest_sha256=data_digest,
             )
         if world > 1:
-            # every rank follows rank 0's early-stopping decision
-            flag = torch.tensor([state["stale"], state["best_epoch"]], dtype=torch.float64)
+            # every rank follows rank 0's early-stopping decision (on the backend's device: NCCL refuses CPU tensors)
+            flag = torch.tensor([state["stale"], state["best_epoch"]], dtype=torch.float64, device=device)
             dist.broadcast(flag, 0)
             state["stale"], state["best_epoch"] = int(flag[0]), int(flag[1])
 
     result = {}
     if rank == 0:
         plot_curves(history, run / "training_curves.png", f"{config['stream']} stream: {run.name}")
-        best = torch.load(run / "best.pt", map_location="cpu", weights_only=True)
-        model.load_state_dict(best["model"])
+        model.load_state_dict(checkpoint_entry(load_checkpoint(run / "best.pt"), "model", run / "best.pt"))
         for split, dataset in (
             ("val", val_set),
             (

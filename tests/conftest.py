@@ -41,40 +41,13 @@ def tiny_synth(tmp_path_factory) -> Path:
     return out
 
 
-def write_groundtruth_coco(synth: Path, out: Path) -> Path:
-    """A COCO keypoint file of the synthetic ground truth (every clip, every frame), for import-pose."""
-    import json
-
-    import numpy as np
-
-    from preprocess.batch import read_npz
-
-    info = json.loads((synth / "synth.json").read_text())
-    images, annotations = [], []
-    for clip in info["clips"]:
-        kp = read_npz(synth / clip["groundtruth"])["keypoints"]
-        for t in range(kp.shape[0]):
-            images.append({"id": len(images) + 1, "file_name": f"{clip['id']}/{t:05d}.jpg"})
-            for person in kp[t]:
-                flat = np.where(person[:, 2:] > 0, person, 0)
-                annotations.append(
-                    {
-                        "id": len(annotations) + 1,
-                        "image_id": len(images),
-                        "category_id": 1,
-                        "keypoints": flat.ravel().tolist(),
-                    }
-                )
-    out.write_text(json.dumps({"images": images, "annotations": annotations}))
-    return out
-
-
 @pytest.fixture(scope="session")
 def tiny_work(tiny_synth, tmp_path_factory) -> Path:
     """The tiny synthetic set ingested (one performer per split) and preprocessed: flow, frames, and pose imported
     from the ground truth (so training tests need no pose model)."""
     from preprocess.batch import run_batch
     from preprocess.dataset import ingest
+    from preprocess.dataset.synthetic import groundtruth_as_coco
     from preprocess.flow import FarnebackParams, flow_params, flow_task
     from preprocess.pose.importers import import_pose
     from preprocess.video import frames_params, frames_task
@@ -84,7 +57,5 @@ def tiny_work(tiny_synth, tmp_path_factory) -> Path:
     manifest.save(work)
     run_batch(flow_task(flow_params(FarnebackParams(), resize="none")), manifest, work, workers=2)
     run_batch(frames_task(frames_params(resize="none")), manifest, work, workers=2)
-    import_pose(
-        "coco", str(write_groundtruth_coco(tiny_synth, work / "gt_coco.json")), manifest, str(work), max_persons=4
-    )
+    import_pose("coco", str(groundtruth_as_coco(tiny_synth, work / "gt_coco.json")), manifest, str(work), max_persons=4)
     return work

@@ -112,3 +112,28 @@ def test_torch_engine_in_the_batch_command_matches_opencv(tiny_synth, tmp_path):
         a, b = load_flow(tmp_path / "cv", video.video_id), load_flow(tmp_path / "torch", video.video_id)
         assert a.shape == b.shape == (15, 96, 128, 2)
         assert np.abs(a - b).max() < 0.02  # float16 storage rounding, nothing more
+
+
+def test_the_engine_runs_in_full_float32_whatever_the_tf32_settings():
+    # cuDNN's default on Ampere/Hopper runs float32 convolutions in TF32 (about 0.03 px p99 off OpenCV here). The
+    # CPU never does, so observe the settings each convolution runs under rather than the numbers.
+    from torch.overrides import TorchFunctionMode
+
+    seen = []
+
+    class RecordPrecision(TorchFunctionMode):
+        def __torch_function__(self, func, types, args=(), kwargs=None):
+            if func is torch.nn.functional.conv2d:
+                seen.append((torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32))
+            return func(*args, **(kwargs or {}))
+
+    cudnn, matmul = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = True
+    try:
+        frames = torch.randint(0, 255, (2, 64, 80), dtype=torch.uint8)
+        with RecordPrecision():
+            farneback_torch(frames[:1], frames[1:])
+        assert seen and all(setting == (False, False) for setting in seen)
+        assert torch.backends.cudnn.allow_tf32 and torch.backends.cuda.matmul.allow_tf32  # restored after
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = cudnn, matmul

@@ -10,10 +10,32 @@
 """
 
 from .errors import DataError, one_line_errors
-from .pool import process_pool
+from .pool import map_surviving_crashes, process_pool
 from .progress import Progress
-from .runner import Summary, Task, is_done, parse_shard, run_batch, shard_videos, sidecar_path, write_sidecar
-from .storage import NpyStreamWriter, atomic_path, read_json, read_npz, write_json, write_npz, write_text
+from .runner import (
+    Summary,
+    Task,
+    is_done,
+    output_problem,
+    parse_shard,
+    run_batch,
+    shard_videos,
+    sidecar_path,
+    verify_outputs,
+    write_sidecar,
+)
+from .storage import (
+    NpyStreamWriter,
+    atomic_path,
+    check_npy,
+    check_npz,
+    read_json,
+    read_npz,
+    remove_partials,
+    write_json,
+    write_npz,
+    write_text,
+)
 
 __all__ = [
     "DataError",
@@ -22,15 +44,21 @@ __all__ = [
     "Summary",
     "Task",
     "atomic_path",
+    "check_npy",
+    "check_npz",
     "is_done",
+    "map_surviving_crashes",
+    "output_problem",
     "one_line_errors",
     "parse_shard",
     "process_pool",
     "read_json",
     "read_npz",
+    "remove_partials",
     "run_batch",
     "shard_videos",
     "sidecar_path",
+    "verify_outputs",
     "write_json",
     "write_npz",
     "write_sidecar",

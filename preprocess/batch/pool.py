@@ -8,12 +8,31 @@ at its first OpenCV call. Each worker runs OpenCV single-threaded, since the poo
 from __future__ import annotations
 
 import multiprocessing
+import os
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+
+
+def _die_with_parent() -> None:
+    """End this worker as soon as the process that made the pool ends. A batch killed with SIGKILL must leave no
+    orphan finishing videos behind it (racing a rerun) or idling forever: a thread waits on the parent's
+    sentinel, which multiprocessing closes when the parent dies, whatever killed it."""
+    import multiprocessing.connection
+    import threading
+
+    parent = multiprocessing.parent_process()
+    if parent is None:
+        return
+
+    def watch():
+        multiprocessing.connection.wait([parent.sentinel])
+        os._exit(1)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
 
 
 def _init_worker(initializer=None, initargs=()):
-    import os
-
+    _die_with_parent()
     # One thread per worker for torch too (read when torch is first imported, which workers do lazily).
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     import cv2
@@ -30,3 +49,32 @@ def process_pool(workers: int, initializer=None, initargs=()) -> ProcessPoolExec
         initializer=_init_worker,
         initargs=(initializer, initargs),
     )
+
+
+def map_surviving_crashes(function, items: list, workers: int, *, crashed, initializer=None):
+    """Yield ``function(item)`` for every item, in order, computed in ``workers`` worker processes.
+
+    A worker that dies (a segfault in a decoder, an out-of-memory kill) breaks a ``ProcessPoolExecutor`` and every
+    unfinished item with it. Then the unfinished items run again in a one-worker pool, where items run one at a
+    time in order, so the first one that breaks it is the one that killed the worker: it yields ``crashed(item)``
+    and the rest go on at full width in a fresh pool. One bad video costs itself, not the batch.
+    """
+    pending, width = list(items), workers
+    while pending:
+        unfinished = []
+        with process_pool(max(1, min(width, len(pending))), initializer) as pool:
+            futures = [pool.submit(function, item) for item in pending]
+            for item, future in zip(pending, futures):
+                try:
+                    result = future.result()
+                except BrokenProcessPool:
+                    unfinished.append(item)
+                    continue
+                yield result
+        if not unfinished:
+            return
+        if width == 1:
+            yield crashed(unfinished[0])
+            pending, width = unfinished[1:], workers
+        else:
+            pending, width = unfinished, 1

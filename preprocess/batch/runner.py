@@ -22,9 +22,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .errors import DataError
-from .pool import process_pool
+from .pool import map_surviving_crashes
 from .progress import Progress
-from .storage import read_json, write_json
+from .storage import read_json, remove_partials, write_json
 
 if TYPE_CHECKING:  # the runner needs no more of a manifest than its videos: no import of the dataset package
     from ..dataset.manifest import Manifest, VideoRecord
@@ -39,6 +39,8 @@ class Task:
     run: Callable[[VideoRecord, Path, dict], int]
     data_suffix: str  # the main data file: out_dir / f"{video_id}{data_suffix}"
     worker_init: Callable | None = None
+    # verify(data file, sidecar) → what is wrong with a finished output, or None when it is whole
+    verify: Callable[[Path, dict], str | None] | None = None
 
 
 @dataclass
@@ -93,14 +95,45 @@ def sidecar_path(out_dir: Path, video_id: str) -> Path:
     return out_dir / f"{video_id}.json"
 
 
-def is_done(task: Task, out_dir: Path, video_id: str) -> bool:
+def output_problem(task: Task, out_dir: Path, video_id: str) -> str | None:
+    """What is wrong with one video's finished output (sidecar, data file, its shape and size), or None."""
     side = sidecar_path(out_dir, video_id)
-    if not side.is_file() or not (out_dir / f"{video_id}{task.data_suffix}").is_file():
-        return False
+    data = out_dir / f"{video_id}{task.data_suffix}"
+    if not side.is_file():
+        return f"{side}: no sidecar (never finished)"
+    if not data.is_file():
+        return f"{data}: missing (its sidecar says it was written)"
     try:
-        return read_json(side).get("params") == task.params
-    except ValueError:
+        meta = read_json(side)
+    except DataError as err:
+        return str(err)
+    if not isinstance(meta, dict) or "params" not in meta:
+        return f"{side}: not a sidecar (no params)"
+    problem = task.verify(data, meta) if task.verify else None
+    return f"{data}: {problem}" if problem else None
+
+
+def is_done(task: Task, out_dir: Path, video_id: str) -> bool:
+    """Finished with these parameters and whole: a truncated or broken output is redone, not trusted."""
+    if output_problem(task, out_dir, video_id) is not None:
         return False
+    return read_json(sidecar_path(out_dir, video_id))["params"] == task.params
+
+
+def verify_outputs(task: Task, manifest: Manifest, work: str | os.PathLike) -> tuple[int, list[str]]:
+    """Check every finished output of ``task`` in WORK: (outputs checked, problems). Videos never started are not
+    problems; an output whose sidecar or data file is missing, broken or of the wrong shape is."""
+    out_dir = Path(work) / task.name
+    checked, problems = 0, []
+    for video in manifest.videos:
+        side, data = sidecar_path(out_dir, video.video_id), out_dir / f"{video.video_id}{task.data_suffix}"
+        if not side.exists() and not data.exists():
+            continue
+        checked += 1
+        problem = output_problem(task, out_dir, video.video_id)
+        if problem:
+            problems.append(problem)
+    return checked, problems
 
 
 def _run_one(task: Task, video: VideoRecord, out_dir: Path):
@@ -125,6 +158,11 @@ def _run_job(args):
     return _run_one(*args)
 
 
+def _crashed(args):
+    _, video, _ = args
+    return video.video_id, 0, f"{video.source}: the worker process died on it (a crash in native code, or killed)"
+
+
 def run_batch(
     task: Task,
     manifest: Manifest,
@@ -143,6 +181,8 @@ def run_batch(
         wanted = set(video_ids)
         videos = [v for v in videos if v.video_id in wanted]
     summary = Summary(task.name, shard)
+    # Temp files a killed run left behind for these videos (never another shard's, which may be running).
+    remove_partials(out_dir, {f"{v.video_id}{suffix}" for v in videos for suffix in (task.data_suffix, ".json")})
     todo = []
     for v in videos:
         if not force and is_done(task, out_dir, v.video_id):
@@ -162,17 +202,9 @@ def run_batch(
                     summary.frames += frames
                 progress.advance(frames=frames)
 
+        # Always in worker processes, even one: a native crash (a decoder's segfault) then fails its video only.
         jobs = [(task, v, out_dir) for v in todo]
-        if workers <= 1 or len(todo) <= 1:
-            if task.worker_init:
-                task.worker_init()
-            import cv2
-
-            cv2.setNumThreads(1)  # the same single-threaded work per process as in a pool, for comparable rates
-            collect(map(_run_job, jobs))
-        else:
-            with process_pool(min(workers, len(todo)), task.worker_init) as pool:
-                collect(pool.map(_run_job, jobs))
+        collect(map_surviving_crashes(_run_job, jobs, workers, crashed=_crashed, initializer=task.worker_init))
     summary.seconds = time.monotonic() - start
     name = "summary.json" if shard == (0, 1) else f"summary-{shard[0]}-of-{shard[1]}.json"
     write_json(out_dir / name, {"params": task.params, **summary.to_json()})

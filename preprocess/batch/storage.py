@@ -2,13 +2,27 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import tempfile
+import zipfile
 from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
+
+from .errors import DataError
+
+PARTIAL = ".partial."  # temp-file prefix: hidden, so dataset scans skip it; named, so a rerun can clear it
+FULL_DISK = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+
+
+def file_mode() -> int:
+    """The mode ``open()`` gives a new file under this process's umask (0644 under 022); mkstemp's is 0600."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
 
 
 @contextmanager
@@ -16,21 +30,38 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None):
     """Yield a temporary path beside ``path``; on success it is renamed over ``path``, on error removed.
 
     ``suffix`` sets the temporary file's extension for writers that choose a format by it (OpenCV's VideoWriter,
-    ``np.savez``); by default it is the target's own suffix.
+    ``np.savez``); by default it is the target's own suffix. A full disk (or quota, or file size limit) is a
+    ``DataError`` naming ``path``. The file gets the umask's mode, so collaborators can read shared outputs.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    # Hidden name (leading dot) so dataset scans never pick up a half-written file left by a killed run.
     fd, tmp = tempfile.mkstemp(
-        prefix=f".{path.stem}.", suffix=suffix if suffix is not None else path.suffix, dir=path.parent
+        prefix=f"{PARTIAL}{path.name}.", suffix=suffix if suffix is not None else path.suffix, dir=path.parent
     )
     os.close(fd)
     try:
         yield Path(tmp)
+        os.chmod(tmp, file_mode())
         os.replace(tmp, path)
+    except OSError as err:
+        Path(tmp).unlink(missing_ok=True)
+        if err.errno in FULL_DISK:
+            raise DataError(path, f"cannot write: {os.strerror(err.errno).lower()}") from None
+        raise
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def remove_partials(folder: str | os.PathLike, names: set[str]) -> int:
+    """Delete the temp files a killed run left for the files ``names`` in ``folder``; returns how many."""
+    removed = 0
+    for leftover in Path(folder).glob(f"{PARTIAL}*"):
+        target = leftover.name[len(PARTIAL) :]
+        if any(target.startswith(f"{name}.") for name in names):
+            leftover.unlink(missing_ok=True)
+            removed += 1
+    return removed
 
 
 def write_json(path: str | os.PathLike, data) -> None:
@@ -39,7 +70,14 @@ def write_json(path: str | os.PathLike, data) -> None:
 
 
 def read_json(path: str | os.PathLike):
-    return json.loads(Path(path).read_text())
+    """The JSON in ``path``; a broken, truncated or absurdly nested file is a ``DataError`` naming it."""
+    path = Path(path)
+    try:
+        return json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError) as err:
+        raise DataError(path, f"not valid JSON ({err})") from None
+    except RecursionError:
+        raise DataError(path, "JSON nested too deeply to read") from None
 
 
 def write_text(path: str | os.PathLike, text: str) -> None:
@@ -56,6 +94,39 @@ def write_npz(path: str | os.PathLike, **arrays) -> None:
 def read_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
     with np.load(path, allow_pickle=False) as data:
         return {k: data[k] for k in data.files}
+
+
+def check_npy(path: str | os.PathLike, shape, dtype) -> str | None:
+    """None when ``path`` is a whole ``.npy`` of ``shape`` and ``dtype``; else what is wrong (header only: cheap)."""
+    try:
+        with open(path, "rb") as handle:
+            major, _ = np.lib.format.read_magic(handle)
+            read_header = np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
+            found_shape, _, found_dtype = read_header(handle)
+            start = handle.tell()
+    except (OSError, ValueError) as err:
+        return f"not a readable .npy ({err})"
+    if list(found_shape) != list(shape) or found_dtype != np.dtype(dtype):
+        return f"holds {found_dtype} {tuple(found_shape)}, its sidecar says {np.dtype(dtype)} {tuple(shape)}"
+    expected = start + int(np.prod(found_shape)) * found_dtype.itemsize
+    size = os.path.getsize(path)
+    if size != expected:
+        return f"truncated or padded: {size} bytes, a whole file has {expected}"
+    return None
+
+
+def check_npz(path: str | os.PathLike, members: tuple[str, ...] = ()) -> str | None:
+    """None when ``path`` is a whole ``.npz`` (every member's CRC checks) holding ``members``; else what is wrong."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            bad = archive.testzip()
+            names = {name.removesuffix(".npy") for name in archive.namelist()}
+    except (OSError, zipfile.BadZipFile, EOFError) as err:
+        return f"not a whole .npz ({err})"
+    if bad is not None:
+        return f"member {bad} fails its CRC check (corrupt)"
+    missing = [m for m in members if m not in names]
+    return f"lacks {', '.join(missing)}" if missing else None
 
 
 class NpyStreamWriter:

@@ -9,7 +9,7 @@ a synthetic dance dataset, which makes a dataset rather than reading one (as tor
     synthetic/   bin/synth: procedurally animated dancers with COCO-17 ground truth
 """
 
-from .ingest import ingest, manifest_for
+from .ingest import ingest, manifest_for, names_a_manifest
 from .manifest import MANIFEST_NAME, Manifest, VideoRecord, load_manifest
 from .splits import SPLITS, grouped_split, make_split, parse_ratios, stratified_split
 
@@ -23,6 +23,7 @@ __all__ = [
     "load_manifest",
     "make_split",
     "manifest_for",
+    "names_a_manifest",
     "parse_ratios",
     "stratified_split",
 ]

@@ -22,9 +22,10 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..batch import DataError, Progress, process_pool
+from ..batch import DataError, Progress, map_surviving_crashes
 from ..video import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, Source, probe
-from .manifest import MANIFEST_NAME, Manifest, VideoRecord, load_manifest
+from ..video.reader import printable
+from .manifest import MANIFEST_NAME, Manifest, VideoRecord, id_problem, load_manifest
 from .splits import SPLITS, make_split
 
 LETS_DANCE_FRAME = re.compile(r"^(?P<ytid>.+)_(?P<start>\d+)_(?P<frame>\d+)$")
@@ -160,6 +161,10 @@ def discover_csv(path: Path, frames_fps: float) -> tuple[list[Candidate], list[P
     return candidates, problems, sorted({c.label for c in candidates})
 
 
+def _probe_crashed(candidate: Candidate):
+    return candidate, None, Problem(candidate.source.path, "the decoder crashed on it (the process died): skipped")
+
+
 def _probe_job(candidate: Candidate):
     try:
         return candidate, probe(candidate.source), None
@@ -179,6 +184,10 @@ def ingest(
     workers: int | None = None,
 ) -> Manifest:
     """Discover, probe, check and split a dataset; returns the manifest (not yet saved)."""
+    try:
+        pattern = re.compile(group_regex) if group_regex else None
+    except re.error as err:
+        raise DataError(f"--group-regex {group_regex!r}", f"not a valid regular expression ({err})") from None
     data = Path(data).resolve()
     if not data.exists():
         raise DataError(data, "no such file or folder")
@@ -198,6 +207,10 @@ def ingest(
     seen: dict[str, Candidate] = {}
     unique: list[Candidate] = []
     for c in sorted(candidates, key=lambda c: (c.video_id, c.source.path)):
+        unsafe = id_problem(c.video_id)
+        if unsafe:
+            problems.append(Problem(printable(c.source.path), f"{unsafe}: skipped (outputs are named by the id)"))
+            continue
         if c.video_id in seen:
             problems.append(
                 Problem(c.source.path, f"duplicate video id {c.video_id!r} (also {seen[c.video_id].source.path})")
@@ -219,16 +232,12 @@ def ingest(
                 else:
                     records.append(VideoRecord.from_probe(candidate, info))
 
-        if workers <= 1 or len(unique) < 8:
-            collect(map(_probe_job, unique))
-        else:
-            with process_pool(workers) as pool:
-                collect(pool.map(_probe_job, unique, chunksize=4))
+        # In worker processes even for a few videos: a decoder that crashes on a file fails that file only.
+        collect(map_surviving_crashes(_probe_job, unique, workers, crashed=_probe_crashed))
     fail_fast()
 
     # Groups: a regex on the id beats the dataset's own (CSV column, Let's Dance ytid); default: each clip alone.
-    if group_regex:
-        pattern = re.compile(group_regex)
+    if pattern is not None:
         for r in records:
             m = pattern.search(r.video_id)
             if not m:
@@ -254,6 +263,9 @@ def ingest(
     records = [r for r in records if per_class[r.label] >= 2]
     if not records:
         raise DataError(data, "no usable videos")
+    usable = sorted({r.label for r in records})
+    if len(usable) < 2:
+        raise DataError(data, f"only one usable class ({usable[0]}): a classifier needs at least two")
 
     _assign_splits(records, ratios, seed, split_from, problems)
     fail_fast()
@@ -308,13 +320,17 @@ def _assign_splits(records: list[VideoRecord], ratios, seed: int, split_from, pr
             r.split = assignment[r.video_id]
 
 
+def names_a_manifest(data: str | os.PathLike) -> bool:
+    """DATA is a manifest.json or a work directory holding one (not a dataset to ingest)."""
+    data = Path(data)
+    return (data.is_file() and data.suffix == ".json") or (data.is_dir() and (data / MANIFEST_NAME).is_file())
+
+
 def manifest_for(data: str | os.PathLike, work: str | os.PathLike, **ingest_options) -> Manifest:
     """The manifest a preprocessing command works on: DATA is a manifest.json, a work directory holding one, or a
     dataset, which is ingested into WORK (once: a WORK manifest of the same dataset root is reused)."""
     data = Path(data)
-    if data.is_file() and data.suffix == ".json":
-        return load_manifest(data)
-    if data.is_dir() and (data / MANIFEST_NAME).is_file():
+    if names_a_manifest(data):
         return load_manifest(data)
     existing = Path(work) / MANIFEST_NAME
     if existing.is_file():

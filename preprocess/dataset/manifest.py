@@ -19,6 +19,23 @@ MANIFEST_VERSION = 1
 MANIFEST_NAME = "manifest.json"
 
 
+def id_problem(video_id) -> str | None:
+    """Why ``video_id`` cannot name output files (every stage writes ``WORK/<stage>/<id>.<ext>``), or None.
+
+    A separator, a leading dot (``..``, hidden files) or a control character would let an id write or delete
+    files outside WORK, or hide them from scans.
+    """
+    if not isinstance(video_id, str) or not video_id:
+        return "an empty video id"
+    if "/" in video_id or "\\" in video_id or video_id.startswith(".") or any(ord(c) < 32 for c in video_id):
+        return f"video id {video_id!r} is not a safe file name (no / or \\, no leading dot, no control characters)"
+    try:
+        video_id.encode("utf-8")
+    except UnicodeEncodeError:
+        return f"video id {video_id.encode('utf-8', 'backslashreplace').decode()!r} is not valid UTF-8"
+    return None
+
+
 @dataclass
 class VideoRecord:
     video_id: str
@@ -115,6 +132,13 @@ def load_manifest(work: str | os.PathLike) -> Manifest:
         raise DataError(path, "no manifest here (run bin/ingest DATA WORK first)")
     try:
         data = read_json(path)
+    except DataError as err:
+        raise DataError(path, f"not a valid manifest ({err.problem})") from None
+    try:
+        for video in data["videos"]:
+            problem = id_problem(video.get("video_id"))
+            if problem:
+                raise DataError(path, f"{problem}: refused (outputs are named by it)")
         return Manifest(
             root=data["root"],
             classes=list(data["classes"]),
@@ -122,5 +146,5 @@ def load_manifest(work: str | os.PathLike) -> Manifest:
             split=data.get("split", {}),
             skipped=data.get("skipped", []),
         )
-    except (ValueError, KeyError, TypeError) as err:
-        raise DataError(path, f"not a valid manifest ({err})") from None
+    except (ValueError, KeyError, TypeError, AttributeError) as err:
+        raise DataError(path, f"not a valid manifest ({type(err).__name__}: {err})") from None

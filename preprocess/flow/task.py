@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..batch import DataError, NpyStreamWriter, Task, atomic_path, write_sidecar
+from ..batch import DataError, NpyStreamWriter, Task, atomic_path, check_npy, write_sidecar
 from ..dataset.manifest import VideoRecord
 from ..video import Resize, Sampling, prefetch, read_frames
 from .farneback import FarnebackParams
@@ -70,7 +70,11 @@ def compute_video_flow(video: VideoRecord, out_dir: Path, params: dict) -> int:
     with atomic_path(path, suffix=".npy") as tmp, NpyStreamWriter(tmp, (pairs, height, width, 2), dtype) as out:
 
         def store(flow: np.ndarray) -> None:
-            out.write(quantize(flow, params["bound"]) if dtype == np.uint8 else flow.astype(np.float16))
+            stored = flow.astype(np.float16) if dtype == np.float16 else None
+            # NaN would quantise to a silent value, and float16 overflows to inf: refuse, never store
+            if not np.isfinite(flow).all() or (stored is not None and not np.isfinite(stored).all()):
+                raise DataError(video.source, f"flow of frame pair {out.count} is not finite (NaN or beyond float16)")
+            out.write(quantize(flow, params["bound"]) if stored is None else stored)
 
         engine = _TorchEngine(farneback, params) if params.get("engine") == "torch" else None
         recent: deque[np.ndarray] = deque(maxlen=k + 1)
@@ -144,5 +148,12 @@ class _TorchEngine:
         return list(flow)
 
 
+def verify_flow(data: Path, sidecar: dict) -> str | None:
+    """A finished flow file is whole: the shape and dtype its sidecar records, every byte there."""
+    if "shape" not in sidecar or "dtype" not in sidecar:
+        return "its sidecar records no shape and dtype"
+    return check_npy(data, sidecar["shape"], sidecar["dtype"])
+
+
 def flow_task(params: dict) -> Task:
-    return Task(name="flow", params=params, run=compute_video_flow, data_suffix=".npy")
+    return Task(name="flow", params=params, run=compute_video_flow, data_suffix=".npy", verify=verify_flow)

@@ -17,7 +17,6 @@ matched to the manifest by id; frames beyond what a video's files cover stay emp
 
 from __future__ import annotations
 
-import json
 import re
 from collections import defaultdict
 from pathlib import Path
@@ -25,7 +24,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ..batch import DataError, write_npz, write_sidecar
+from ..batch import DataError, read_json, write_npz, write_sidecar
 from .keypoints import COCO_KEYPOINTS, OPENPOSE_BODY25_TO_COCO, OPENPOSE_COCO18_TO_COCO
 from .storage import assemble
 from .tracking import track_sequence
@@ -43,9 +42,31 @@ Frames = dict[str, dict[int, list[tuple[np.ndarray, float]]]]
 
 def _read_json(path: Path):
     try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError) as err:
+        return read_json(path)
+    except DataError as err:
+        raise DataError(path, f"unreadable JSON ({err.problem})") from None
+    except OSError as err:
         raise DataError(path, f"unreadable JSON ({err.__class__.__name__})") from None
+
+
+class ImplausiblePerson(ValueError):
+    """A skeleton whose numbers cannot be a person's."""
+
+
+MAX_COORDINATE = 1e5  # pixels: far beyond any frame, and far below what turns into Inf downstream
+
+
+def _checked(kp: np.ndarray) -> np.ndarray:
+    """A skeleton (17, 3) as it may enter the stored format, or ImplausiblePerson saying why not: NaN or Inf (JSON
+    "NaN", an overflowing 1e308), a coordinate beyond MAX_COORDINATE, a negative confidence."""
+    if not np.isfinite(kp).all():
+        raise ImplausiblePerson("a coordinate or confidence is not finite (NaN or Inf)")
+    if np.abs(kp[:, :2]).max() > MAX_COORDINATE:
+        raise ImplausiblePerson(f"a coordinate beyond ±{MAX_COORDINATE:g} pixels")
+    if (kp[:, 2] < 0).any():
+        raise ImplausiblePerson("a negative confidence")
+    kp[:, 2] = np.minimum(kp[:, 2], 1.0)  # some tools write 2 for "visible" in results files: full confidence
+    return kp
 
 
 def read_letsdance(root: Path, problems: list[str]) -> Frames:
@@ -66,11 +87,14 @@ def read_letsdance(root: Path, problems: list[str]) -> Frames:
                     if name in index:
                         kp[index[name]] = (float(x), float(y), 1.0)
                 if kp[:, 2].any():
-                    people.append((kp, float(kp[:, 2].mean())))
+                    people.append((_checked(kp), float(kp[:, 2].mean())))
         except DataError as err:
             problems.append(str(err))
             continue
-        except (TypeError, ValueError, IndexError):
+        except ImplausiblePerson as err:
+            problems.append(f"{path}: {err}: skipped")
+            continue
+        except (TypeError, ValueError, IndexError, KeyError):
             problems.append(f"{path}: not Let's Dance pose JSON (a list of [name, [keypoint, [x, y]], ...] people)")
             continue
         out[m.group("video")][int(m.group("frame"))] = people
@@ -102,14 +126,14 @@ def read_openpose(root: Path, problems: list[str]) -> Frames:
             data = _read_json(path)
             people = []
             for person in data.get("people", []):
-                kp = openpose_to_coco(person["pose_keypoints_2d"])
+                kp = _checked(openpose_to_coco(person["pose_keypoints_2d"]))
                 if kp[:, 2].any():
                     people.append((kp, float(kp[:, 2].mean())))
         except DataError as err:
             problems.append(str(err))
             continue
         except (KeyError, TypeError, ValueError, AttributeError) as err:
-            problems.append(f"{path}: not OpenPose JSON ({err})")
+            problems.append(f"{path}: not usable OpenPose JSON ({err}): skipped")
             continue
         out[video][int(m.group(1))] = people
     return out
@@ -128,35 +152,57 @@ def _video_and_frame(file_name: str) -> tuple[str, int] | None:
 
 def read_coco(path: Path, problems: list[str], images_file: Path | None = None) -> Frames:
     data = _read_json(path)
-    if isinstance(data, dict) and "annotations" in data:
+    if isinstance(data, dict) and isinstance(data.get("annotations"), list):
         images, annotations = data.get("images", []), data["annotations"]
     elif isinstance(data, list):
         if images_file is None:
             raise DataError(path, "a COCO results list needs --images FILE (a COCO file with the 'images' list)")
-        images, annotations = _read_json(images_file).get("images", []), data
+        listing = _read_json(images_file)
+        images = listing.get("images", []) if isinstance(listing, dict) else None
+        annotations = data
     else:
         raise DataError(path, "not a COCO keypoint file (expected images + annotations, or a results list)")
+    if not isinstance(images, list):
+        raise DataError(images_file or path, "not a COCO keypoint file ('images' is not a list)")
     where = {}
-    for image in images:
-        place = _video_and_frame(image.get("file_name", ""))
+    for n, image in enumerate(images):
+        try:
+            place = _video_and_frame(str(image.get("file_name", "")))
+            image_id = image["id"]
+        except (AttributeError, KeyError, TypeError):
+            problems.append(f"{images_file or path}: image {n} is not a COCO image record (id, file_name): skipped")
+            continue
         if place is None:
             problems.append(
                 f"{path}: image {image.get('file_name')!r} does not name <video_id>/<frame> or "
                 "<ytid>_<clipstart>_<frame>"
             )
             continue
-        where[image["id"]] = place
+        where[image_id] = place
     out: Frames = defaultdict(dict)
     for video, frame in where.values():
         out[video].setdefault(frame, [])  # an image with nobody annotated is an empty frame, not a missing one
-    for ann in annotations:
-        if ann.get("category_id", 1) != 1 or ann.get("image_id") not in where:
+    for n, ann in enumerate(annotations):
+        try:
+            if ann.get("category_id", 1) != 1 or ann.get("image_id") not in where:
+                continue
+            kp = np.asarray(ann["keypoints"], dtype=np.float32).reshape(17, 3)
+            score = float(ann.get("score", 1.0))
+            if "score" in ann:  # a results file: per-keypoint scores in [0, 1]
+                kp = _checked(kp)
+            else:  # ground truth: COCO visibility flags 0/1/2 become a confidence 0 or 1
+                if not set(np.unique(kp[:, 2]).tolist()) <= {0.0, 1.0, 2.0}:
+                    raise ValueError("a visibility flag other than 0, 1 or 2")
+                kp[:, 2] = (kp[:, 2] > 0).astype(np.float32)
+                kp = _checked(kp)
+            if not np.isfinite(score):
+                raise ValueError("a non-finite score")
+        except (AttributeError, KeyError, TypeError, ValueError) as err:
+            what = ann.get("id", n) if isinstance(ann, dict) else n
+            problems.append(f"{path}: annotation {what} is not a usable COCO person ({err}): skipped")
             continue
-        kp = np.asarray(ann["keypoints"], dtype=np.float32).reshape(17, 3)
-        # Ground-truth files give visibility 0/1/2, result files a score: both become a confidence in [0, 1].
-        kp[:, 2] = np.clip(kp[:, 2], 0, 1) if "score" in ann else (kp[:, 2] > 0).astype(np.float32)
         video, frame = where[ann["image_id"]]
-        out[video][frame].append((kp, float(ann.get("score", 1.0))))
+        out[video][frame].append((kp, score))
     return dict(out)
 
 

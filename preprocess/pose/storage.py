@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..batch import DataError, read_json, read_npz
+from ..batch import DataError, check_npz, read_json, read_npz
 from .normalize import normalize_to_box
 
 
@@ -33,6 +33,14 @@ def assemble(keypoints: np.ndarray, mask: np.ndarray, frame_indices: np.ndarray,
         "mask": mask,
         "frame_indices": frame_indices.astype(np.int64),
     }
+
+
+MEMBERS = ("keypoints", "normalized", "boxes", "mask", "frame_indices")
+
+
+def verify_pose(data: Path, sidecar: dict) -> str | None:
+    """A finished pose file is whole: every member present, every CRC right."""
+    return check_npz(data, MEMBERS)
 
 
 def load_pose(work: str | os.PathLike, video_id: str) -> dict[str, np.ndarray]:

@@ -13,7 +13,7 @@ import numpy as np
 
 from ..batch import DataError, Task, write_npz, write_sidecar
 from ..video import Resize, Sampling, prefetch, read_frames
-from .storage import assemble
+from .storage import assemble, verify_pose
 from .tracking import clean_detections, track_sequence
 
 if TYPE_CHECKING:
@@ -96,4 +96,4 @@ def estimate_video_pose(video: VideoRecord, out_dir: Path, params: dict) -> int:
 
 
 def pose_task(params: dict) -> Task:
-    return Task(name="pose", params=params, run=estimate_video_pose, data_suffix=".npz")
+    return Task(name="pose", params=params, run=estimate_video_pose, data_suffix=".npz", verify=verify_pose)

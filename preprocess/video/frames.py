@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ..batch import DataError, NpyStreamWriter, Task, atomic_path, write_sidecar
+from ..batch import DataError, NpyStreamWriter, Task, atomic_path, check_npy, write_sidecar
 from .reader import Resize, Sampling, prefetch, read_frames
 
 if TYPE_CHECKING:
@@ -46,8 +46,15 @@ def cache_video_frames(video: VideoRecord, out_dir: Path, params: dict) -> int:
     return len(indices)
 
 
+def verify_frames(data: Path, sidecar: dict) -> str | None:
+    """A finished frame cache is whole: the shape its sidecar records, uint8, every byte there."""
+    if "shape" not in sidecar:
+        return "its sidecar records no shape"
+    return check_npy(data, sidecar["shape"], np.uint8)
+
+
 def frames_task(params: dict) -> Task:
-    return Task(name="frames", params=params, run=cache_video_frames, data_suffix=".npy")
+    return Task(name="frames", params=params, run=cache_video_frames, data_suffix=".npy", verify=verify_frames)
 
 
 def load_frames(work: str | os.PathLike, video_id: str, *, mmap: bool = True) -> np.ndarray:

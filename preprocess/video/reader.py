@@ -133,10 +133,27 @@ class Frame:
     image: np.ndarray
 
 
+def printable(path: str | Path) -> str:
+    """A path as text any terminal can print: bytes that are not UTF-8 shown as escapes."""
+    return str(path).encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def opencv_path(path: str | Path) -> str:
+    """``path`` for OpenCV, which crashes the process (a segfault, not an exception) on a file name that is not
+    valid UTF-8: such a name is a ``DataError`` instead."""
+    text = str(path)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise DataError(printable(text), "file name is not valid UTF-8 (OpenCV cannot open it): rename it") from None
+    return text
+
+
 class _Capture:
     """cv2.VideoCapture that always releases, with a named error when the file does not open."""
 
     def __init__(self, path: str):
+        path = opencv_path(path)
         if not Path(path).is_file():
             raise DataError(path, "no such file")
         self.cap = cv2.VideoCapture(path)
@@ -154,7 +171,7 @@ class _Capture:
 
 
 def _read_image(path: Path, flags: int = cv2.IMREAD_COLOR) -> np.ndarray:
-    image = cv2.imread(str(path), flags)
+    image = cv2.imread(opencv_path(path), flags)
     if image is None:
         raise DataError(path, "unreadable image (corrupt or not an image)")
     return image
@@ -170,7 +187,7 @@ def probe(source: Source) -> VideoInfo:
         for p in paths[1:]:
             # Header check only: decoding every JPEG of a large frame dataset at ingest would cost as much as
             # reading it.
-            if not p.is_file() or p.stat().st_size == 0 or not cv2.haveImageReader(str(p)):
+            if not p.is_file() or p.stat().st_size == 0 or not cv2.haveImageReader(opencv_path(p)):
                 raise DataError(p, "unreadable frame image")
         h, w = first.shape[:2]
         return VideoInfo(len(paths), float(source.frames_fps), w, h)

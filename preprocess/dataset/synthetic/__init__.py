@@ -8,6 +8,6 @@
     dataset.py  presets and generate(): the dataset on disk
 """
 
-from .dataset import PRESETS, generate
+from .dataset import PRESETS, generate, groundtruth_as_coco
 
-__all__ = ["PRESETS", "generate"]
+__all__ = ["PRESETS", "generate", "groundtruth_as_coco"]

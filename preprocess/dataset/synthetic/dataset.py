@@ -24,7 +24,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from ...batch import Progress, atomic_path, process_pool, write_json, write_npz, write_text
+from ...batch import Progress, atomic_path, process_pool, read_json, read_npz, write_json, write_npz, write_text
 from .render import make_scene, render_clip
 from .styles import SIGNATURES, STYLES
 
@@ -177,3 +177,27 @@ def generate(
     }
     write_json(out / "synth.json", info)  # written last: its presence means the dataset is complete
     return info
+
+
+def groundtruth_as_coco(synth: str | os.PathLike, out: str | os.PathLike) -> Path:
+    """A COCO keypoint file of a generated dataset's ground truth (every clip, every frame, ``<clip>/<frame>.jpg``
+    0-based), for ``bin/preprocess import-pose coco``: pose without a pose model, for tests and GPU smoke runs."""
+    synth, out = Path(synth), Path(out)
+    info = read_json(synth / "synth.json")
+    images, annotations = [], []
+    for clip in info["clips"]:
+        kp = read_npz(synth / clip["groundtruth"])["keypoints"]
+        for t in range(kp.shape[0]):
+            images.append({"id": len(images) + 1, "file_name": f"{clip['id']}/{t:05d}.jpg"})
+            for person in kp[t]:
+                flat = np.where(person[:, 2:] > 0, person, 0)
+                annotations.append(
+                    {
+                        "id": len(annotations) + 1,
+                        "image_id": len(images),
+                        "category_id": 1,
+                        "keypoints": flat.ravel().tolist(),
+                    }
+                )
+    write_json(out, {"images": images, "annotations": annotations})
+    return out
