@@ -172,3 +172,22 @@ def test_load_manifest_names_a_missing_or_broken_file(tmp_path):
     (tmp_path / "manifest.json").write_text("{not json")
     with pytest.raises(DataError, match="not a valid manifest"):
         load_manifest(tmp_path)
+
+
+def test_ingest_warns_when_held_out_splits_share_groups_with_training(tiny_synth, tmp_path):
+    rows = list(csv.reader((tiny_synth / "dataset.csv").read_text().splitlines()))[1:]
+    table = tmp_path / "given.csv"
+    with open(table, "w", newline="") as handle:  # splits given per clip, blind to the performer groups
+        writer = csv.writer(handle)
+        writer.writerow(["path", "label", "split", "group"])
+        for i, (path, label, group) in enumerate(rows):
+            writer.writerow([str(tiny_synth / path), label, ("train", "train", "val")[i % 3], group])
+    result = run_bin("ingest", table, tmp_path / "work")
+    assert result.returncode == 0
+    warning = [line for line in result.stderr.splitlines() if line.startswith("warning: val shares")]
+    assert warning == [
+        "warning: val shares 3 of its 3 groups with train (10 of its 10 videos): its scores "
+        "overstate accuracy on unseen groups"
+    ]
+    grouped = run_bin("ingest", tiny_synth / "dataset.csv", tmp_path / "work2", "--split", "0.34,0.33,0.33")
+    assert grouped.returncode == 0 and "warning:" not in grouped.stderr  # whole groups per split: nothing shared

@@ -99,6 +99,23 @@ class Manifest:
             f"train {counts['train']} / val {counts['val']} / test {counts['test']}; {len(self.skipped)} skipped"
         )
 
+    def group_leaks(self) -> list[str]:
+        """One line per held-out split that shares groups (source videos, performers) with training: clips of one
+        group share scenes and dancers, so scores on such a split flatter what those groups have in common, and every
+        choice made on them (early stopping, fusion weights, the best stream) leans that way."""
+        train_groups = {v.group for v in self.by_split("train")}
+        lines = []
+        for split in ("val", "test"):
+            videos = self.by_split(split)
+            shared = {v.group for v in videos} & train_groups
+            if shared:
+                leaking = sum(v.group in shared for v in videos)
+                lines.append(
+                    f"warning: {split} shares {len(shared)} of its {len({v.group for v in videos})} groups with train "
+                    f"({leaking} of its {len(videos)} videos): its scores overstate accuracy on unseen groups"
+                )
+        return lines
+
     def to_json(self) -> dict:
         return {
             "version": MANIFEST_VERSION,

@@ -82,6 +82,8 @@ def estimate_video_pose(video: VideoRecord, out_dir: Path, params: dict) -> int:
         raise DataError(video.source, "no frames decode")
     keypoints, mask = track_sequence(frames_people, params["max_persons"])
     arrays = assemble(keypoints, mask, np.asarray(indices), params["min_keypoint_confidence"])
+    if not all(np.isfinite(a).all() for a in arrays.values() if a.dtype.kind == "f"):
+        raise DataError(video.source, "the pose model gave non-finite keypoints: nothing stored")
     write_npz(out_dir / f"{video.video_id}.npz", **arrays)
     write_sidecar(
         out_dir,
