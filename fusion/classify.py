@@ -17,8 +17,9 @@ from preprocess.flow import flow_task, stored_params, to_pixels
 from preprocess.flow.visualize import flow_to_rgb
 from preprocess.pose import pose_task
 from preprocess.video import frames_task, read_frames
+from streams.checkpoints import checkpoint_entry, load_checkpoint
 from streams.data import create_dataset
-from streams.train import build_model, checkpoint_entry, evaluate, load_checkpoint, pick_device
+from streams.train import build_model, evaluate, pick_device
 
 from .methods import FusionMethod
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import pickle
 import random
 import time
 from pathlib import Path
@@ -27,9 +26,16 @@ from torch.utils.data.distributed import DistributedSampler
 from preprocess import DataError
 from preprocess.batch import atomic_path, write_json, write_text
 
+from .checkpoints import checkpoint_entry, load_checkpoint, load_init, load_pretrained
 from .data import POSE_FEATURES, collate, create_dataset
 from .metrics import classification_metrics
-from .models import create_flow_model, create_pose_model, create_rgb3d_model, create_rgb_model
+from .models import (
+    create_flow_model,
+    create_pose_model,
+    create_rgb3d_model,
+    create_rgb_model,
+    freeze_batchnorm_but_first,
+)
 
 DEFAULTS = {
     "epochs": 20,
@@ -57,13 +63,15 @@ DEFAULTS = {
     "clip_len": 8,
     "frame_stride": 2,
     "min_epoch_clips": 200,
+    "pretrained": None,
+    "partial_bn": False,
 }
 
 
 def build_model(config: dict, num_classes: int) -> nn.Module:
     stream = config["stream"]
     if stream == "rgb" and config["arch"] == "3d":
-        return create_rgb3d_model(num_classes=num_classes, dropout=config["dropout"])
+        return create_rgb3d_model(num_classes=num_classes, preset=config["preset"], dropout=config["dropout"])
     if stream == "rgb":
         return create_rgb_model(num_classes=num_classes, preset=config["preset"], dropout=config["dropout"])
     if stream == "flow":
@@ -94,6 +102,8 @@ def train_one_epoch(model, loader, optimizer, criterion, device) -> dict:
     """One pass over ``loader``. Loss and top-1 are over every process's clips under torchrun (summed across
     ranks), not rank 0's share. A non-finite loss stops training with a named error: the batch's videos."""
     model.train()
+    if getattr(getattr(model, "module", model), "partial_bn", False):  # (DDP wraps the model as .module)
+        freeze_batchnorm_but_first(model)
     total_loss, correct, seen = 0.0, 0, 0
     start = time.perf_counter()
     for x, labels, videos, _ in loader:
@@ -160,46 +170,6 @@ def evaluate(model, dataset, device, *, batch_size: int = 16, workers: int = 0, 
     else:
         scores = mean
     return scores.astype(np.float32), dataset.labels.copy(), loss_sum / max(loss_n, 1)
-
-
-def load_checkpoint(path: str | Path) -> dict:
-    """A checkpoint or state dict, loaded with ``weights_only=True``; a named one-line error when it is missing,
-    truncated, or holds Python objects (which are refused, never run)."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(path, "no such checkpoint")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:
-        raise DataError(
-            path, "not a weights-only checkpoint: it holds Python objects, which are never loaded"
-        ) from None
-    except (RuntimeError, EOFError, KeyError, ValueError, OSError) as err:
-        reason = str(err).splitlines()[0][:120] if str(err) else type(err).__name__
-        raise DataError(path, f"truncated or not a PyTorch checkpoint ({reason})") from None
-    if not isinstance(state, dict):
-        raise DataError(path, f"holds a {type(state).__name__}, not a checkpoint or state dict")
-    return state
-
-
-def checkpoint_entry(state: dict, key: str, path: str | Path):
-    """One entry of a loaded checkpoint, or a named error when the file is not one of ours."""
-    if key not in state:
-        raise DataError(path, f"not a checkpoint of bin/train (no {key!r})")
-    return state[key]
-
-
-def load_init(model: nn.Module, path: str) -> str:
-    """Copy matching tensors (same name and shape) from a state dict file; others keep their initialisation."""
-    state = load_checkpoint(path)
-    if "model" in state and isinstance(state["model"], dict):
-        state = state["model"]  # one of our checkpoints
-    own = model.state_dict()
-    matched = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
-    if not matched:
-        raise DataError(path, "no tensor in this state dict matches the model (names or shapes differ)")
-    model.load_state_dict(matched, strict=False)
-    return f"--init {path}: loaded {len(matched)} of {len(own)} tensors"
 
 
 def _distributed(config: dict) -> tuple[int, int, torch.device]:
@@ -357,6 +327,9 @@ def train(config: dict, log=print) -> dict:
     model = build_model(config, num_classes).to(device)
     if config["init"]:
         log(load_init(model, config["init"]))
+    if config["pretrained"]:
+        log(load_pretrained(model, config["pretrained"]))
+    model.partial_bn = config["partial_bn"]
     criterion = nn.CrossEntropyLoss(label_smoothing=config["label_smoothing"])
     optimizer = _make_optimizer(config, model.parameters())
     schedule = _make_schedule(config, optimizer)

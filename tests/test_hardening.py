@@ -284,7 +284,8 @@ def flow_work_copy(tiny_work, root):
 def test_resume_survives_moving_the_run_and_work_folders_and_saves_every_generator(tiny_work, tmp_path):
     import torch
 
-    from streams.train import load_checkpoint, train
+    from streams.checkpoints import load_checkpoint
+    from streams.train import train
 
     quiet = lambda *_: None  # noqa: E731
     whole = {**FAST_FLOW, "epochs": 3, "work": str(tiny_work), "run": str(tmp_path / "whole")}

@@ -8,6 +8,7 @@ import torch
 
 from preprocess.batch import DataError
 from preprocess.pose import flip_keypoints_horizontally, normalize_to_box
+from streams.checkpoints import load_init
 from streams.data import (
     FlowStacks,
     PoseSequences,
@@ -20,7 +21,7 @@ from streams.data import (
 )
 from streams.metrics import classification_metrics
 from streams.models import create_flow_model, create_pose_model, create_rgb3d_model, create_rgb_model
-from streams.train import load_init, train
+from streams.train import train
 from tests.conftest import REPO, run_bin
 
 FAST = {

@@ -20,7 +20,16 @@ class Progress(tqdm):
         self._logged_n = None
         if self._log_lines:
             # leave=False: tqdm's close then asks display() to clear the bar, which here writes the last line instead.
-            options.update(miniters=max(1, total // 20), mininterval=0, smoothing=0, ascii=True, leave=False)
+            # maxinterval: tqdm's monitor thread would otherwise drop miniters to 1 after 10 s without a line (slow
+            # items, as pose), and the log would get a line per item.
+            options.update(
+                miniters=max(1, total // 20),
+                mininterval=0,
+                maxinterval=float("inf"),
+                smoothing=0,
+                ascii=True,
+                leave=False,
+            )
         super().__init__(total=total, unit=unit, desc=desc or None, file=file, dynamic_ncols=True, **options)
         self.frames = 0
 

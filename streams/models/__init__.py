@@ -9,12 +9,24 @@ All return a module mapping a batch of one modality's clips to class logits:
                                                                            ``pose.create_pose_model``
 """
 
-from .cnn2d import BACKBONES, create_backbone_2d, create_flow_model, create_rgb_model
-from .cnn3d import create_rgb3d_model
+from .cnn2d import (
+    BACKBONES,
+    PRESETS_2D,
+    create_backbone_2d,
+    create_flow_model,
+    create_rgb_model,
+    create_torchvision_resnet,
+)
+from .cnn3d import PRESETS_3D, create_rgb3d_model
+from .partial_bn import freeze_batchnorm_but_first
 from .pose import create_pose_model
 
 __all__ = [
     "BACKBONES",
+    "PRESETS_2D",
+    "PRESETS_3D",
+    "create_torchvision_resnet",
+    "freeze_batchnorm_but_first",
     "create_backbone_2d",
     "create_flow_model",
     "create_pose_model",

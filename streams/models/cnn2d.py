@@ -5,13 +5,14 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-# Width and depth presets of the 2D backbone: "small" trains on a CPU in tests and demos; "resnet18" is the
-# ResNet-18 layout (basic blocks, 2-2-2-2, widths 64-512) for GPUs.
+# Width and depth presets of our own small 2D backbone: "small" trains on a CPU in tests and demos.
 BACKBONES = {
     "small": {"widths": (16, 32, 64, 96), "blocks": (1, 1, 1, 1), "stem_stride": 2},
     "medium": {"widths": (32, 64, 128, 256), "blocks": (1, 1, 2, 1), "stem_stride": 2},
-    "resnet18": {"widths": (64, 128, 256, 512), "blocks": (2, 2, 2, 2), "stem_stride": 4},
 }
+# torchvision's own models, so that an official ImageNet checkpoint loads as it is (``--pretrained``).
+TORCHVISION_2D = ("resnet18", "resnet34", "resnet50")
+PRESETS_2D = (*BACKBONES, *TORCHVISION_2D)
 
 
 class BasicBlock(nn.Module):
@@ -42,6 +43,10 @@ def create_backbone_2d(*, in_channels: int, preset: str = "small") -> nn.Module:
 
         image ─ conv stem (stride 2 or 4) ─ stage 1 ─ stage 2 (/2) ─ stage 3 (/2) ─ stage 4 (/2) ─ global avg pool
     """
+    if preset in TORCHVISION_2D:
+        return create_torchvision_resnet(name=preset, in_channels=in_channels)
+    if preset not in BACKBONES:
+        raise ValueError(f"unknown 2D preset {preset!r}: {', '.join(PRESETS_2D)}")
     spec = BACKBONES[preset]
     widths, blocks = spec["widths"], spec["blocks"]
     layers: list[nn.Module] = [
@@ -67,6 +72,26 @@ def create_backbone_2d(*, in_channels: int, preset: str = "small") -> nn.Module:
     backbone = nn.Sequential(*layers)
     backbone.out_features = cin
     return backbone
+
+
+def create_torchvision_resnet(*, name: str, in_channels: int = 3) -> nn.Module:
+    """torchvision's ResNet (``torchvision.models.<name>``, random weights) as an encoder → (N, width) features:
+    its classifier replaced by the identity, its first convolution widened to ``in_channels`` (stacked flow). Its
+    tensor names are torchvision's, so an official checkpoint loads with ``streams.checkpoints.load_pretrained``.
+
+    ::
+
+        image ─ conv1 7×7/2 ─ max pool ─ layer1 … layer4 ─ global avg pool ─ (fc = identity)
+    """
+    from torchvision import models
+
+    net = getattr(models, name)(weights=None)
+    if in_channels != net.conv1.in_channels:
+        old = net.conv1
+        net.conv1 = nn.Conv2d(in_channels, old.out_channels, old.kernel_size, old.stride, old.padding, bias=False)
+    net.out_features = net.fc.in_features
+    net.fc = nn.Identity()
+    return net
 
 
 class SegmentConsensus(nn.Module):

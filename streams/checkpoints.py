@@ -1,0 +1,139 @@
+"""Checkpoints and pretrained weights: loaded without unpickling (``weights_only=True``), refused by name when broken.
+
+* ``load_checkpoint``: a ``.pt``/``.pth`` file (or ``.safetensors``) as a dict of tensors and plain values;
+* ``load_init``: the matching tensors of any state dict into a model (``bin/train --init``);
+* ``load_pretrained``: an official torchvision checkpoint into a stream's backbone, every backbone tensor used (the
+  first convolution adapted to stacked flow by TSN's cross-modality initialisation), or a run of ours
+  (``bin/train --pretrained``).
+"""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from preprocess import DataError
+
+
+def load_checkpoint(path: str | Path) -> dict:
+    """A checkpoint or state dict, loaded with ``weights_only=True``; a named one-line error when it is missing,
+    truncated, or holds Python objects (which are refused, never run)."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(path, "no such checkpoint")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, KeyError, ValueError, OSError) as err:
+        text = str(err)
+        # torch refuses a pickled object by naming its GLOBAL (a class or function to import and call); garbage
+        # fails with another unpickling error.
+        if isinstance(err, pickle.UnpicklingError) and "global" in text.lower():
+            problem = "not a weights-only checkpoint: it holds Python objects, which are never loaded"
+            raise DataError(path, problem) from None
+        reason = text.splitlines()[0][:120] if text else type(err).__name__
+        raise DataError(path, f"truncated or not a PyTorch checkpoint ({reason})") from None
+    if not isinstance(state, dict):
+        raise DataError(path, f"holds a {type(state).__name__}, not a checkpoint or state dict")
+    return state
+
+
+def checkpoint_entry(state: dict, key: str, path: str | Path):
+    """One entry of a loaded checkpoint, or a named error when the file is not one of ours."""
+    if key not in state:
+        raise DataError(path, f"not a checkpoint of bin/train (no {key!r})")
+    return state[key]
+
+
+def load_init(model: nn.Module, path: str | Path) -> str:
+    """Copy matching tensors (same name and shape) from a state dict file; others keep their initialisation."""
+    state = load_checkpoint(path)
+    if "model" in state and isinstance(state["model"], dict):
+        state = state["model"]  # one of our checkpoints
+    own = model.state_dict()
+    matched = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+    if not matched:
+        raise DataError(path, "no tensor in this state dict matches the model (names or shapes differ)")
+    model.load_state_dict(matched, strict=False)
+    return f"--init {path}: loaded {len(matched)} of {len(own)} tensors"
+
+
+# Where torchvision's models keep their classifier, the one part of a checkpoint that is not for the backbone.
+CLASSIFIER_PREFIXES = ("fc.", "classifier.")
+
+
+def load_pretrained(model: nn.Module, path: str | Path) -> str:
+    """Weights for ``model`` from ``path``; returns a line saying what was loaded and what was left new.
+
+    ``path`` is a run of ours (its ``best.pt``, or that file: every tensor whose name and shape match is loaded, as
+    when fine-tuning a synthetic-pretrained run on real data) or a state dict of the backbone's own architecture,
+    as torchvision publishes them (``resnet18-*.pth``, ``r2plus1d_18-*.pth``): then every tensor of
+    ``model.backbone`` must come from the file, or it is refused by name; the file's classifier is not used.
+    """
+    path = Path(path)
+    if path.is_dir():
+        path = path / "best.pt"
+    state = load_state_dict_file(path)
+    if "model" in state and isinstance(state["model"], dict):  # a checkpoint of bin/train
+        return load_init(model, path).replace("--init", "--pretrained", 1)
+    if not hasattr(model, "backbone"):
+        raise DataError(path, f"a backbone state dict, but this {type(model).__name__} has no pretrainable backbone")
+    return _load_backbone(model.backbone, state, path)
+
+
+def load_state_dict_file(path: Path) -> dict:
+    if path.suffix == ".safetensors":
+        try:
+            from safetensors.torch import load_file
+        except ImportError:
+            problem = "reading .safetensors needs the safetensors package (pip install safetensors)"
+            raise DataError(path, problem) from None
+        try:
+            return load_file(str(path))
+        except Exception as err:  # noqa: BLE001 - any failure of a foreign file is reported by name
+            raise DataError(path, f"not a readable .safetensors file ({err})") from None
+    return load_checkpoint(path)
+
+
+def _load_backbone(backbone: nn.Module, state: dict, path: Path) -> str:
+    own = backbone.state_dict()
+    first_conv = next(key for key, tensor in own.items() if tensor.dim() >= 4)
+    loaded, adapted = {}, ""
+    for key, target in own.items():
+        source = state.get(key)
+        if not isinstance(source, torch.Tensor):
+            continue
+        if source.shape == target.shape:
+            loaded[key] = source
+        elif key == first_conv and source.shape[:1] + source.shape[2:] == target.shape[:1] + target.shape[2:]:
+            # TSN's cross-modality initialisation: an RGB filter averaged over its colour channels, replicated over
+            # the 2L channels of stacked flow (or whatever the input has).
+            loaded[key] = source.mean(1, keepdim=True).expand_as(target).clone()
+            adapted = f"; {key} averaged over its {source.shape[1]} input channels and replicated to {target.shape[1]}"
+    # BatchNorm's batch counters are bookkeeping: older official checkpoints do not carry them.
+    missing = [k for k in own if k not in loaded and not k.endswith("num_batches_tracked")]
+    if missing:
+        example = missing[0]
+        found = tuple(state[example].shape) if isinstance(state.get(example), torch.Tensor) else "absent"
+        raise DataError(
+            path,
+            f"does not fit this {type(backbone).__name__} backbone: {len(missing)} of {len(own)} "
+            f"tensors missing or of another shape (first: {example} {tuple(own[example].shape)}, "
+            f"file: {found})",
+        )
+    unused = [k for k in state if k not in own]
+    extra = [k for k in unused if not k.startswith(CLASSIFIER_PREFIXES)]
+    if extra:  # e.g. a ResNet-34 file holds every ResNet-18 tensor, and 50 more
+        raise DataError(
+            path,
+            f"is another architecture than this {type(backbone).__name__} backbone: {len(extra)} "
+            f"of its tensors have no place here (first: {extra[0]})",
+        )
+    backbone.load_state_dict({**own, **loaded})
+    left = f"; not used from the file: {', '.join(unused[:4])}{' ...' if len(unused) > 4 else ''}" if unused else ""
+    return (
+        f"--pretrained {path}: loaded {len(loaded)} of {len(own)} backbone tensors{adapted}{left}; "
+        "left new: the classifier"
+    )
