@@ -52,7 +52,8 @@ def process_pool(workers: int, initializer=None, initargs=()) -> ProcessPoolExec
 
 
 def map_surviving_crashes(function, items: list, workers: int, *, crashed, initializer=None):
-    """Yield ``function(item)`` for every item, in order, computed in ``workers`` worker processes.
+    """Yield ``function(item)`` for every item, computed in ``workers`` worker processes (in input order while no
+    worker dies; results name their item).
 
     A worker that dies (a segfault in a decoder, an out-of-memory kill) breaks a ``ProcessPoolExecutor`` and every
     unfinished item with it. Then the unfinished items run again in a one-worker pool, where items run one at a
