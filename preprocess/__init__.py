@@ -29,9 +29,9 @@ from .video import Resize, Sampling, Source, load_frames, probe, read_frames
 def __getattr__(name):
     # Imported on first use: torch takes seconds to load, which no command but the torch flow engine needs.
     if name == "farneback_torch":
-        from .flow.farneback_torch import farneback_torch
+        from . import flow
 
-        return farneback_torch
+        return flow.farneback_torch  # the flow package imports it on first use
     raise AttributeError(f"module 'preprocess' has no attribute {name!r}")
 
 

@@ -47,7 +47,7 @@ def checkpoint_entry(state: dict, key: str, path: str | Path):
     return state[key]
 
 
-def load_init(model: nn.Module, path: str | Path) -> str:
+def load_init(model: nn.Module, path: str | Path, *, option: str = "--init") -> str:
     """Copy matching tensors (same name and shape) from a state dict file; others keep their initialisation."""
     state = load_checkpoint(path)
     if "model" in state and isinstance(state["model"], dict):
@@ -57,7 +57,7 @@ def load_init(model: nn.Module, path: str | Path) -> str:
     if not matched:
         raise DataError(path, "no tensor in this state dict matches the model (names or shapes differ)")
     model.load_state_dict(matched, strict=False)
-    return f"--init {path}: loaded {len(matched)} of {len(own)} tensors"
+    return f"{option} {path}: loaded {len(matched)} of {len(own)} tensors"
 
 
 # Where torchvision's models keep their classifier, the one part of a checkpoint that is not for the backbone.
@@ -77,7 +77,7 @@ def load_pretrained(model: nn.Module, path: str | Path) -> str:
         path = path / "best.pt"
     state = load_state_dict_file(path)
     if "model" in state and isinstance(state["model"], dict):  # a checkpoint of bin/train
-        return load_init(model, path).replace("--init", "--pretrained", 1)
+        return load_init(model, path, option="--pretrained")
     if not hasattr(model, "backbone"):
         raise DataError(path, f"a backbone state dict, but this {type(model).__name__} has no pretrainable backbone")
     return _load_backbone(model.backbone, state, path)

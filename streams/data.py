@@ -20,7 +20,7 @@ from torch.utils.data import Dataset
 
 from preprocess import DataError, load_manifest, load_pose
 from preprocess.batch import read_json
-from preprocess.flow import stored_params, to_pixels
+from preprocess.flow import checked_params, to_pixels
 from preprocess.pose import flip_permutation
 
 RGB_MEAN = np.array([0.45, 0.45, 0.45], np.float32)
@@ -197,7 +197,7 @@ class FlowStacks(_ClipDataset):
         super().__init__(work, split, **kw)
         self.segments, self.stack, self.size = segments, stack, size
         # Refuses flow of another format version by name, before training starts.
-        self.params = {v.video_id: stored_params(self.work, v.video_id) for v in self.videos}
+        self.params = {vid: checked_params(meta, self.work / "flow" / f"{vid}.json") for vid, meta in self.meta.items()}
 
     def load(self, i, rng, view):
         vid = self.videos[i].video_id

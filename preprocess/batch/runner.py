@@ -95,29 +95,34 @@ def sidecar_path(out_dir: Path, video_id: str) -> Path:
     return out_dir / f"{video_id}.json"
 
 
-def output_problem(task: Task, out_dir: Path, video_id: str) -> str | None:
-    """What is wrong with one video's finished output (sidecar, data file, its shape and size), or None."""
+def _checked_output(task: Task, out_dir: Path, video_id: str) -> tuple[str | None, dict | None]:
+    """(what is wrong with one video's finished output — sidecar, data file, its shape and size — or None; the
+    sidecar when it could be read)."""
     side = sidecar_path(out_dir, video_id)
     data = out_dir / f"{video_id}{task.data_suffix}"
     if not side.is_file():
-        return f"{side}: no sidecar (never finished)"
+        return f"{side}: no sidecar (never finished)", None
     if not data.is_file():
-        return f"{data}: missing (its sidecar says it was written)"
+        return f"{data}: missing (its sidecar says it was written)", None
     try:
         meta = read_json(side)
     except DataError as err:
-        return str(err)
+        return str(err), None
     if not isinstance(meta, dict) or "params" not in meta:
-        return f"{side}: not a sidecar (no params)"
+        return f"{side}: not a sidecar (no params)", None
     problem = task.verify(data, meta) if task.verify else None
-    return f"{data}: {problem}" if problem else None
+    return (f"{data}: {problem}" if problem else None), meta
+
+
+def output_problem(task: Task, out_dir: Path, video_id: str) -> str | None:
+    """What is wrong with one video's finished output, or None when it is whole."""
+    return _checked_output(task, out_dir, video_id)[0]
 
 
 def is_done(task: Task, out_dir: Path, video_id: str) -> bool:
     """Finished with these parameters and whole: a truncated or broken output is redone, not trusted."""
-    if output_problem(task, out_dir, video_id) is not None:
-        return False
-    return read_json(sidecar_path(out_dir, video_id))["params"] == task.params
+    problem, meta = _checked_output(task, out_dir, video_id)
+    return problem is None and meta["params"] == task.params
 
 
 def verify_outputs(task: Task, manifest: Manifest, work: str | os.PathLike) -> tuple[int, list[str]]:

@@ -14,7 +14,7 @@ storage, pictures, denseflow export and accuracy against ground truth.
 
 from .evaluate import end_point_error, read_middlebury_flo
 from .farneback import FarnebackParams
-from .storage import FLOW_VERSION, dequantize, flow_info, load_flow, quantize, stored_params, to_pixels
+from .storage import FLOW_VERSION, checked_params, dequantize, flow_info, load_flow, quantize, stored_params, to_pixels
 from .task import compute_video_flow, flow_params, flow_task
 
 
@@ -30,6 +30,7 @@ def __getattr__(name):
 __all__ = [
     "FLOW_VERSION",
     "FarnebackParams",
+    "checked_params",
     "compute_video_flow",
     "dequantize",
     "end_point_error",

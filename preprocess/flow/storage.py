@@ -32,13 +32,10 @@ def dequantize(q: np.ndarray, bound: float) -> np.ndarray:
     return (q.astype(np.float32) - np.float32(128)) * np.float32(bound / LEVELS)
 
 
-def stored_params(work: str | os.PathLike, video_id: str) -> dict:
-    """The parameters one video's flow was made with, or a named error when there is none or its format is not
-    this version's."""
-    side = Path(work) / "flow" / f"{video_id}.json"
-    if not side.is_file():
-        raise DataError(side, f"no flow for video {video_id!r} (run bin/preprocess flow)")
-    params = read_json(side).get("params", {})
+def checked_params(sidecar: dict, side: str | os.PathLike) -> dict:
+    """The parameters in a flow sidecar already read (from ``side``), or a named error when its format is not this
+    version's."""
+    params = sidecar.get("params", {}) if isinstance(sidecar, dict) else {}
     if params.get("version") != FLOW_VERSION:
         raise DataError(
             side,
@@ -46,6 +43,21 @@ def stored_params(work: str | os.PathLike, video_id: str) -> dict:
             "rerun bin/preprocess flow on this work directory (it redoes such videos)",
         )
     return params
+
+
+def flow_info(work: str | os.PathLike, video_id: str) -> dict:
+    """The sidecar of one video's flow (parameters, shape, dtype), read once, its format checked."""
+    side = Path(work) / "flow" / f"{video_id}.json"
+    if not side.is_file():
+        raise DataError(side, f"no flow for video {video_id!r} (run bin/preprocess flow)")
+    sidecar = read_json(side)
+    checked_params(sidecar, side)
+    return sidecar
+
+
+def stored_params(work: str | os.PathLike, video_id: str) -> dict:
+    """The parameters one video's flow was made with (see ``flow_info``)."""
+    return flow_info(work, video_id)["params"]
 
 
 def to_pixels(stored: np.ndarray, params: dict) -> np.ndarray:
@@ -61,9 +73,3 @@ def load_flow(work: str | os.PathLike, video_id: str, *, mmap: bool = False) -> 
     params = stored_params(work, video_id)
     raw = np.load(Path(work) / "flow" / f"{video_id}.npy", mmap_mode="r", allow_pickle=False)
     return raw if mmap else to_pixels(raw, params)
-
-
-def flow_info(work: str | os.PathLike, video_id: str) -> dict:
-    """The sidecar of one video's flow (parameters, shape, dtype)."""
-    stored_params(work, video_id)
-    return read_json(Path(work) / "flow" / f"{video_id}.json")

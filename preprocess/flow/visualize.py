@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 
 from ..batch import atomic_path
-from .storage import load_flow, stored_params, to_pixels
+from .storage import stored_params, to_pixels
 
 
 def _colour_wheel() -> np.ndarray:
@@ -65,8 +65,8 @@ def wheel_legend(size: int = 101) -> np.ndarray:
 def _flow_fields(work: str | os.PathLike, video_id: str):
     """(count, field(t) → float32 (H, W, 2), colour scale): fields dequantised one at a time from the memory map,
     the scale (99.5th percentile of speed) from at most 16 of them, so memory stays flat for long videos."""
-    raw = load_flow(work, video_id, mmap=True)
     params = stored_params(work, video_id)
+    raw = np.load(Path(work) / "flow" / f"{video_id}.npy", mmap_mode="r", allow_pickle=False)
 
     def field(t: int) -> np.ndarray:
         return to_pixels(raw[t], params)
