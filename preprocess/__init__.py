@@ -29,9 +29,11 @@ from .video import Resize, Sampling, Source, load_frames, probe, read_frames
 def __getattr__(name):
     # Imported on first use: torch takes seconds to load, which no command but the torch flow engine needs.
     if name == "farneback_torch":
-        from . import flow
+        # From the module, not the flow package: once the module is imported, the package's attribute of that name
+        # is the module itself.
+        from .flow.farneback_torch import farneback_torch
 
-        return flow.farneback_torch  # the flow package imports it on first use
+        return farneback_torch
     raise AttributeError(f"module 'preprocess' has no attribute {name!r}")
 
 

@@ -59,6 +59,7 @@ names = ["load_manifest", "load_flow", "load_pose", "load_frames", "read_frames"
          "DataError", "Manifest", "VideoRecord", "Source"]
 missing = [n for n in names if not hasattr(preprocess, n)]
 torch_at_import = "torch" in sys.modules
+import preprocess.flow.farneback_torch  # the submodule of the same name, imported first, must not shadow it
 farneback = preprocess.farneback_torch
 print(missing, torch_at_import, callable(farneback))
 """

@@ -4,7 +4,8 @@ storage, pictures, denseflow export and accuracy against ground truth.
 ::
 
     farneback.py        FarnebackParams: cv2.calcOpticalFlowFarneback's parameters, the OpenCV engine
-    farneback_torch.py  farneback_torch: the same algorithm in PyTorch, batched over frame pairs
+    farneback_torch.py  farneback_torch: the same algorithm in PyTorch, batched over frame pairs (imported on
+                        its own: it loads torch; also as preprocess.farneback_torch)
     task.py             flow_params, flow_task: one video in, WORK/flow/<id>.npy out
     storage.py          quantize / dequantize, load_flow, flow_info
     visualize.py        colour wheel, PNG sheets, mp4
@@ -17,16 +18,6 @@ from .farneback import FarnebackParams
 from .storage import FLOW_VERSION, checked_params, dequantize, flow_info, load_flow, quantize, stored_params, to_pixels
 from .task import compute_video_flow, flow_params, flow_task
 
-
-def __getattr__(name):
-    # Imported on first use: torch takes a second to load, which no command but the torch flow engine needs.
-    if name == "farneback_torch":
-        from .farneback_torch import farneback_torch
-
-        return farneback_torch
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
 __all__ = [
     "FLOW_VERSION",
     "FarnebackParams",
@@ -34,7 +25,6 @@ __all__ = [
     "compute_video_flow",
     "dequantize",
     "end_point_error",
-    "farneback_torch",
     "flow_info",
     "flow_params",
     "flow_task",
