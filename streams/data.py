@@ -23,6 +23,8 @@ from preprocess.batch import read_json
 from preprocess.flow import checked_params, to_pixels
 from preprocess.pose import flip_permutation
 
+from .sampling import clip_duration, item_times, items_at, window_starts
+
 RGB_MEAN = np.array([0.45, 0.45, 0.45], np.float32)
 RGB_STD = np.array([0.225, 0.225, 0.225], np.float32)
 POSE_FEATURES = 17 * 3 + 3  # normalised x, y, confidence per keypoint; box centre x, y and size in the frame
@@ -42,23 +44,6 @@ def _require(work: Path, stage: str, video_ids: list[str]) -> dict:
     return out
 
 
-def segment_positions(
-    length: int, segments: int, span: int, rng: np.random.Generator | None, view: int = 0, views: int = 1
-) -> np.ndarray:
-    """Start index of each of ``segments`` windows of ``span`` items in a sequence of ``length``.
-
-    Training (``rng``): a random start inside each equal segment (TSN's temporal jitter). Evaluation: view v of
-    ``views`` takes the point (v + 0.5) / views of the way through each segment.
-    """
-    usable = max(length - span + 1, 1)
-    edges = np.linspace(0, usable, segments + 1)
-    if rng is not None:
-        starts = edges[:-1] + rng.random(segments) * (edges[1:] - edges[:-1])
-    else:
-        starts = edges[:-1] + (view + 0.5) / views * (edges[1:] - edges[:-1])
-    return np.minimum(np.floor(starts).astype(int), usable - 1)
-
-
 class _ClipDataset(Dataset):
     stage = ""
 
@@ -72,6 +57,7 @@ class _ClipDataset(Dataset):
         seed: int = 0,
         flip: bool = True,
         video_ids: list[str] | None = None,
+        sample_fps: float | None = None,
     ):
         self.work = Path(work)
         self.manifest = load_manifest(self.work)
@@ -91,6 +77,32 @@ class _ClipDataset(Dataset):
         self.epoch = 0
         self.repeats = 1  # a training epoch can go over the videos several times (small datasets)
         self.meta = _require(self.work, self.stage, [v.video_id for v in videos])
+        # Instants are sampled at this rate (None: each video's own rate, i.e. frame by frame); see streams.sampling.
+        self.sample_fps = sample_fps
+
+    def fps(self, i: int) -> float:
+        """Frame rate of video i (its source's, from the manifest)."""
+        return float(self.videos[i].fps or 25.0)
+
+    def step_s(self, i: int) -> float:
+        """Seconds between consecutive samples of one window (one frame at the sampling rate)."""
+        return 1.0 / (self.sample_fps or self.fps(i))
+
+    def times(self, i: int) -> np.ndarray:
+        """Seconds of video i's stored items (frames, flow fields, pose frames ...)."""
+        raise NotImplementedError
+
+    def sample_times(self, i: int, rng: np.random.Generator | None = None, view: int = 0) -> np.ndarray:
+        """Seconds of the items a clip of video i is made of, in order (the instants actually sampled)."""
+        return self.times(i)[np.concatenate([np.ravel(p) for p in self.picks(i, rng, view)])]
+
+    def windows(self, i: int, count: int, length: int, rng, view) -> list[np.ndarray]:
+        """Item indices of ``count`` windows (one per equal segment of the clip) of ``length`` instants one sample
+        period apart: TSN's segments by time."""
+        times = self.times(i)
+        step = self.step_s(i)
+        starts = window_starts(clip_duration(times, self.fps(i)), count, (length - 1) * step, rng, view, self.views)
+        return [items_at(times, t + step * np.arange(length)) for t in starts]
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -136,9 +148,19 @@ class RGBSegments(_ClipDataset):
         super().__init__(work, split, **kw)
         self.segments, self.size = segments, size
 
+    def times(self, i):
+        meta = self.meta[self.videos[i].video_id]
+        indices = meta.get("frame_indices")
+        if indices is None:
+            indices = np.arange(meta["shape"][0]) * meta["params"].get("step", 1)
+        return item_times(indices, self.fps(i))
+
+    def picks(self, i, rng, view):
+        return self.windows(i, self.segments, 1, rng, view)
+
     def load(self, i, rng, view):
         frames = np.load(self.work / "frames" / f"{self.videos[i].video_id}.npy", mmap_mode="r", allow_pickle=False)
-        picks = segment_positions(len(frames), self.segments, 1, rng, view, self.views)
+        picks = np.concatenate(self.picks(i, rng, view))
         h, w = frames.shape[1:3]
         y0, x0, side = _crop_box(h, w, self.size, rng)
         flip = self.flip and rng is not None and rng.random() < 0.5
@@ -159,11 +181,17 @@ class RGBClips(RGBSegments):
         super().__init__(work, split, segments=1, size=size, **kw)
         self.clip_len, self.frame_stride = clip_len, frame_stride
 
+    def picks(self, i, rng, view):
+        # clip_len instants frame_stride sample periods apart, in one window
+        times = self.times(i)
+        step = self.step_s(i) * self.frame_stride
+        span = (self.clip_len - 1) * step
+        start = window_starts(clip_duration(times, self.fps(i)), 1, span, rng, view, self.views)[0]
+        return [items_at(times, start + step * np.arange(self.clip_len))]
+
     def load(self, i, rng, view):
         frames = np.load(self.work / "frames" / f"{self.videos[i].video_id}.npy", mmap_mode="r", allow_pickle=False)
-        span = (self.clip_len - 1) * self.frame_stride + 1
-        start = segment_positions(len(frames), 1, span, rng, view, self.views)[0]
-        picks = np.minimum(start + self.frame_stride * np.arange(self.clip_len), len(frames) - 1)
+        picks = self.picks(i, rng, view)[0]
         h, w = frames.shape[1:3]
         y0, x0, side = _crop_box(h, w, self.size, rng)
         flip = self.flip and rng is not None and rng.random() < 0.5
@@ -199,21 +227,30 @@ class FlowStacks(_ClipDataset):
         # Refuses flow of another format version by name, before training starts.
         self.params = {vid: checked_params(meta, self.work / "flow" / f"{vid}.json") for vid, meta in self.meta.items()}
 
+    def times(self, i):
+        # field n is the motion from source frame n to frame n + offset: it is on screen from frame n's time
+        return item_times(np.arange(self.meta[self.videos[i].video_id]["shape"][0]), self.fps(i))
+
+    def picks(self, i, rng, view):
+        return self.windows(i, self.segments, self.stack, rng, view)
+
     def load(self, i, rng, view):
         vid = self.videos[i].video_id
         raw = np.load(self.work / "flow" / f"{vid}.npy", mmap_mode="r", allow_pickle=False)
         bound = self.params[vid]["bound"] or 20.0
-        starts = segment_positions(len(raw), self.segments, self.stack, rng, view, self.views)
+        # A field is the displacement over one source frame period: rescaled to one sampling period, motion of a
+        # given speed has the same size at 24 and at 30 fps.
+        per_sample = self.fps(i) / (self.sample_fps or self.fps(i))
+        picks = self.picks(i, rng, view)
         h, w = raw.shape[1:3]
         y0, x0, side = _crop_box(h, w, self.size, rng)
         flip = self.flip and rng is not None and rng.random() < 0.5
         out = []
-        for s in starts:
-            idx = np.minimum(np.arange(s, s + self.stack), len(raw) - 1)
+        for idx in picks:
             chunk = np.asarray(raw[idx, y0 : y0 + side, x0 : x0 + side])
             fields = to_pixels(chunk, self.params[vid])
             # Resizing a crop scales displacements too: keep them in pixels of the network's input.
-            fields = fields * (self.size / side)
+            fields = fields * (self.size / side * per_sample)
             stack = fields.transpose(0, 3, 1, 2).reshape(2 * self.stack, side, side) / bound
             stack = _resize_stack(np.ascontiguousarray(stack), self.size)
             if flip:
@@ -252,6 +289,7 @@ class PoseSequences(_ClipDataset):
         super().__init__(work, split, **kw)
         self.frames = frames
         self.cache: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        self.frame_times: dict[int, np.ndarray] = {}
 
     def sequence(self, i):
         if i not in self.cache:
@@ -259,16 +297,25 @@ class PoseSequences(_ClipDataset):
             pose = load_pose(self.work, vid)
             meta = self.meta[vid]
             self.cache[i] = (pose_features(pose, meta["width"], meta["height"]), pose["mask"])
+            self.frame_times[i] = item_times(pose["frame_indices"], self.fps(i))
         return self.cache[i]
+
+    def times(self, i):
+        self.sequence(i)
+        return self.frame_times[i]
+
+    def picks(self, i, rng, view):
+        """One window of ``frames`` instants a sampling period apart; a clip shorter than that is spread over
+        ``frames`` evenly spaced instants instead (pyskl's uniform sampling)."""
+        times = self.times(i)
+        duration = clip_duration(times, self.fps(i))
+        if duration + 1e-9 >= self.frames * self.step_s(i):
+            return self.windows(i, 1, self.frames, rng, view)
+        return [items_at(times, np.linspace(0.0, duration, self.frames, endpoint=False))]
 
     def load(self, i, rng, view):
         features, mask = self.sequence(i)
-        length = len(features)
-        if length >= self.frames:
-            start = segment_positions(length, 1, self.frames, rng, view, self.views)[0]
-            idx = np.arange(start, start + self.frames)
-        else:
-            idx = np.floor(np.linspace(0, length, self.frames, endpoint=False)).astype(int)
+        idx = self.picks(i, rng, view)[0]
         x, m = features[idx], mask[idx]
         if rng is not None:
             x = x * np.float32(rng.uniform(0.9, 1.1))  # small scale jitter of coordinates and position
@@ -298,7 +345,7 @@ def create_dataset(
     seed: int = 0,
     video_ids: list[str] | None = None,
 ):
-    common = dict(train=train, views=views, seed=seed, video_ids=video_ids)
+    common = dict(train=train, views=views, seed=seed, video_ids=video_ids, sample_fps=options.get("sample_fps"))
     if stream == "rgb" and options.get("arch") == "3d":
         return RGBClips(
             work,

@@ -23,7 +23,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 from torch.utils.data.distributed import DistributedSampler
 
-from preprocess import DataError
+from preprocess import DataError, load_manifest
 from preprocess.batch import atomic_path, write_json, write_text
 
 from .checkpoints import checkpoint_entry, load_checkpoint, load_init, load_pretrained
@@ -36,6 +36,7 @@ from .models import (
     create_rgb_model,
     freeze_batchnorm_but_first,
 )
+from .sampling import reference_fps
 
 DEFAULTS = {
     "epochs": 20,
@@ -65,6 +66,7 @@ DEFAULTS = {
     "min_epoch_clips": 200,
     "pretrained": None,
     "partial_bn": False,
+    "sample_fps": None,
 }
 
 
@@ -317,6 +319,9 @@ def train(config: dict, log=print) -> dict:
     torch.manual_seed(config["seed"])
     np.random.seed(config["seed"])
     work = Path(config["work"])
+    if config["sample_fps"] is None:
+        # one sampling rate for the run, so that a window spans the same time in every video (streams.sampling)
+        config["sample_fps"] = reference_fps(v.fps for v in load_manifest(work).by_split("train"))
 
     train_set = create_dataset(config["stream"], work, "train", train=True, options=config, seed=config["seed"])
     # A small training set is gone over several times per epoch, so that an epoch is enough optimiser steps for

@@ -17,10 +17,10 @@ from streams.data import (
     flip_pose_features,
     flip_rgb,
     pose_features,
-    segment_positions,
 )
 from streams.metrics import classification_metrics
 from streams.models import create_flow_model, create_pose_model, create_rgb3d_model, create_rgb_model
+from streams.sampling import clip_duration, item_times, items_at, reference_fps, window_starts
 from streams.train import train
 from tests.conftest import REPO, run_bin
 
@@ -71,14 +71,24 @@ def test_pose_model_ignores_empty_person_slots():
     assert torch.allclose(model(x, mask), model(noisy, mask), atol=1e-5)
 
 
-def test_segment_positions():
-    assert segment_positions(30, 3, 1, None).tolist() == [5, 15, 25]
-    assert segment_positions(30, 3, 5, None, view=0, views=2).tolist() == [2, 10, 19]  # 26 usable starts
+def test_windows_by_time_match_frame_indices_at_the_videos_own_rate():
+    times = item_times(np.arange(30), 10.0)  # 30 frames at 10 fps: 3 s
+
+    def starts(count, length, rng=None, view=0, views=1):
+        duration = clip_duration(times, 10.0)
+        return items_at(times, window_starts(duration, count, (length - 1) / 10.0, rng, view, views)).tolist()
+
+    assert starts(3, 1) == [5, 15, 25]
+    assert starts(3, 5, view=0, views=2) == [2, 10, 19]  # 26 usable starts, a quarter into each third
     rng = np.random.default_rng(0)
     for _ in range(50):
-        starts = segment_positions(20, 4, 3, rng)
-        assert (starts >= 0).all() and (starts + 3 <= 20).all() and (np.diff(starts) >= 0).all()
-    assert segment_positions(2, 3, 5, None).tolist() == [0, 0, 0]  # shorter than a window: clamp, never fail
+        first = np.array(starts(4, 3, rng))
+        assert (first >= 0).all() and (first + 3 <= 30).all() and (np.diff(first) >= 0).all()
+    short = item_times(np.arange(2), 10.0)  # shorter than a window: clamp, never fail
+    assert items_at(short, window_starts(clip_duration(short, 10.0), 3, 0.4, None)).tolist() == [0, 0, 0]
+    # an item is the one on screen: an instant between two frames takes the earlier one
+    assert items_at(times, [0.0, 0.09, 0.1, 0.19, 99.0]).tolist() == [0, 0, 1, 1, 29]
+    assert reference_fps([23.976, 30, 30]) == 30.0
 
 
 def test_flip_semantics_per_modality():
