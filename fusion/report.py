@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from preprocess import DataError
 from preprocess.batch import atomic_path, write_json, write_text
 from preprocess.dataset import load_manifest
 from streams.metrics import classification_metrics, confusion_matrix, per_class_prf
@@ -188,16 +189,34 @@ def run_ablation(
     calibrate: bool = False,
     resamples: int = 2000,
     seed: int = 0,
+    fit_on: str = "auto",
 ) -> dict:
+    """Every subset of streams x every method, fitted on ``fit_on`` scores and scored on test.
+
+    ``fit_on``: ``oof`` fits on each run's out-of-fold scores (``bin/crossval``: every video scored by a model that
+    never saw its group), ``val`` on the validation split's scores, ``auto`` on out-of-fold scores when every run has
+    them. Validation that shares groups with training flatters whatever those groups have in common (a scene, a
+    camera), and every choice made on it leans that way; out-of-fold scores do not."""
     runs = [Path(r) for r in runs]
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    val_scores = [load_scores(r, "val") for r in runs]
+    if fit_on == "auto":
+        fit_on = "oof" if all((r / "scores_oof.npz").is_file() for r in runs) else "val"
+    if fit_on not in ("oof", "val"):
+        raise ValueError(f"unknown fit_on {fit_on!r}: auto, oof or val")
+    val_scores = [load_scores(r, fit_on) for r in runs]
     run_of = {v.stream: str(r) for v, r in zip(val_scores, runs)}
     val_probs, val_labels, val_ids, classes = align(val_scores)
     test_probs, test_labels, test_ids, test_classes = align([load_scores(r, "test") for r in runs])
     if test_classes != classes:
-        raise ValueError("validation and test score files have different classes")
+        raise ValueError(f"{fit_on} and test score files have different classes")
+    overlap = set(val_ids) & set(test_ids)
+    if overlap:
+        raise DataError(
+            runs[0] / f"scores_{fit_on}.npz",
+            f"{len(overlap)} of its videos are test videos (e.g. {sorted(overlap)[0]}): fitting on them would score "
+            "fusion on its own training data (bin/crossval --pool trainval keeps test out)",
+        )
     names = sorted(val_probs, key=stream_key)
     if (test_labels < 0).any():
         raise ValueError("test labels are unknown (-1): an ablation needs labelled test videos")
@@ -272,6 +291,7 @@ def run_ablation(
         "dataset": info,
         "test_videos": len(test_ids),
         "val_videos": len(val_ids),
+        "fit_on": fit_on,
         "calibrate": calibrate,
         "bootstrap_resamples": resamples,
         "seed": seed,
@@ -374,7 +394,7 @@ def _markdown(report, best_single, best_fusion, best_three, pictures) -> str:
         )
     lines += [
         f"Streams: {', '.join(report['streams'])} (runs: {', '.join(f'`{r}`' for r in report['runs'])}). "
-        f"Every method is fitted on the {report['val_videos']} validation videos only and scored on the "
+        f"Every method is fitted on {_fit_description(report)} and scored on the "
         f"{report['test_videos']} test videos. Intervals: 95 % bootstrap over test videos "
         f"({report['bootstrap_resamples']} resamples); p: exact McNemar test against the best single stream.",
         "",
@@ -449,6 +469,15 @@ def _markdown(report, best_single, best_fusion, best_three, pictures) -> str:
     lines += [f"![{k}]({v})" for k, v in pictures.items()]
     lines += ["", report["reference"], ""]
     return "\n".join(lines)
+
+
+def _fit_description(report) -> str:
+    if report.get("fit_on") == "oof":
+        return (
+            f"the out-of-fold scores of the {report['val_videos']} training and validation videos (bin/crossval: "
+            "each scored by a model that never saw its group)"
+        )
+    return f"the {report['val_videos']} validation videos only"
 
 
 def _fmt_params(params: dict) -> str:

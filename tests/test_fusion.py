@@ -111,14 +111,14 @@ def test_statistics_against_known_values():
     assert diff == pytest.approx(0.1) and dlo > 0 and dhi < 0.2
 
 
-def write_run(folder, stream, split, probs, labels, ids):
+def write_run(folder, stream, split, probs, labels, ids, classes=CLASSES):
     folder.mkdir(parents=True, exist_ok=True)
     np.savez(
         folder / f"scores_{split}.npz",
         video_ids=np.array(ids, dtype=np.str_),
         labels=np.asarray(labels, np.int64),
         probs=np.asarray(probs, np.float32),
-        classes=np.array(CLASSES, dtype=np.str_),
+        classes=np.array(classes, dtype=np.str_),
     )
     (folder / f"scores_{split}.json").write_text(json.dumps({"stream": stream, "split": split, "work": None}))
 

@@ -1,0 +1,244 @@
+"""Cross-validation of one stream by groups (source videos, performers), from cached preprocessing.
+
+Each fold holds out whole groups: the stream is trained on the others (with its own validation groups, also unseen
+in its training, for early stopping) and scores the held-out videos. Every pooled video so gets one out-of-fold
+score from a model that never saw its group: ``RUN/scores_oof.npz``, the score-file contract, which ``bin/fuse``
+fits its weights on (stacking as it is meant to be done). Fold by fold, a fold's work directory is the original's
+preprocessing (linked, not copied) under a manifest whose splits say train / val / test for that fold, and the
+training is ``streams.train.train`` unchanged, so a fold resumes like any run.
+
+Outputs in RUN: ``crossval/fold<k>/seed<s>/`` (runs), ``crossval/fold<k>/work/`` (fold manifests),
+``scores_oof.npz`` / ``.json``, ``crossval.json`` and ``crossval.md`` (per fold and seed, mean ± sd, and the pooled
+out-of-fold accuracy with a bootstrap interval that resamples groups).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+
+import numpy as np
+
+from preprocess import DataError, load_manifest
+from preprocess.batch import atomic_path, read_json, write_json, write_text
+
+from .metrics import classification_metrics
+from .sampling import reference_fps
+
+POOLS = ("trainval", "all")
+
+
+def group_of(video) -> str:
+    # a video without a group is its own group
+    return video.group if video.group not in (None, "") else video.video_id
+
+
+def group_folds(labels: list[str], groups: list[str], folds: int, seed: int) -> list[np.ndarray]:
+    """Test indices of each of ``folds`` folds: whole groups, classes balanced as far as groups allow
+    (scikit-learn's ``StratifiedGroupKFold``, shuffled by ``seed``; its unstratified ``GroupKFold`` when every class
+    has fewer videos than folds)."""
+    from sklearn.model_selection import GroupKFold, StratifiedGroupKFold
+
+    count = len(set(groups))
+    if folds < 2 or folds > count:
+        raise ValueError(f"{folds} folds need between 2 and {count} groups (the data has {count})")
+    _, per_class = np.unique(labels, return_counts=True)
+    if per_class.max() >= folds:
+        splitter = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)
+    else:
+        splitter = GroupKFold(n_splits=folds, shuffle=True, random_state=seed)
+    return [test for _, test in splitter.split(np.zeros(len(labels)), labels, groups)]
+
+
+def validation_groups(labels: list[str], groups: list[str], seed: int) -> np.ndarray:
+    """Indices (into the given lists) of the groups a fold's training keeps for validation: about a fifth of its
+    groups, one at least, never a group it trains on."""
+    count = len(set(groups))
+    if count < 2:
+        raise ValueError("a fold's training part has one group: nothing left to validate on")
+    return group_folds(labels, groups, min(5, count), seed + 1)[0]
+
+
+def fold_work(work: Path, folder: Path, splits: dict[str, str]) -> Path:
+    """A work directory for one fold: WORK's preprocessing folders linked, and WORK's manifest with the splits
+    given (video id → train / val / test; other videos dropped)."""
+    manifest = load_manifest(work)
+    videos = [dataclasses.replace(v, split=splits[v.video_id]) for v in manifest.videos if v.video_id in splits]
+    fold = dataclasses.replace(manifest, videos=videos, split={**manifest.split, "source": "crossval fold"})
+    folder.mkdir(parents=True, exist_ok=True)
+    for entry in work.iterdir():
+        link = folder / entry.name
+        if entry.is_dir() and not link.exists():
+            os.symlink(entry.resolve(), link, target_is_directory=True)
+    fold.save(folder)
+    return folder
+
+
+def group_bootstrap_ci(
+    hits: np.ndarray, groups: np.ndarray, *, resamples: int = 2000, seed: int = 0, level: float = 0.95
+) -> tuple[float, float]:
+    """Percentile interval of accuracy when whole groups are resampled with replacement (a cluster bootstrap):
+    clips of one performer or source video are not independent, so resampling clips understates the spread."""
+    names, inverse = np.unique(groups, return_inverse=True)
+    right = np.bincount(inverse, weights=hits.astype(np.float64), minlength=len(names))
+    total = np.bincount(inverse, minlength=len(names)).astype(np.float64)
+    rng = np.random.default_rng(seed)
+    picks = rng.integers(0, len(names), size=(resamples, len(names)))
+    accuracy = right[picks].sum(1) / total[picks].sum(1)
+    tail = (1 - level) / 2
+    return float(np.quantile(accuracy, tail)), float(np.quantile(accuracy, 1 - tail))
+
+
+def crossval(config: dict, *, folds: int, seeds: list[int], pool: str = "trainval", log=print) -> dict:
+    """Cross-validate ``config['stream']`` (a ``streams.train`` config) over group folds of WORK; see the module."""
+    from .train import train  # (torch is loaded only when training starts)
+
+    work, run = Path(config["work"]), Path(config["run"])
+    manifest = load_manifest(work)
+    if pool not in POOLS:
+        raise ValueError(f"unknown pool {pool!r}: {', '.join(POOLS)}")
+    videos = [
+        v for v in manifest.videos if v.label in manifest.classes and (pool == "all" or v.split in ("train", "val"))
+    ]
+    if not videos:
+        raise DataError(work / "manifest.json", f"no labelled videos in the {pool} pool")
+    labels = [v.label for v in videos]
+    groups = [group_of(v) for v in videos]
+    if len(set(groups)) < 3:
+        raise DataError(
+            work / "manifest.json",
+            f"{len(set(groups))} groups in the {pool} pool: group cross-validation needs 3 or more "
+            "(give groups at ingest: a group column or --group-regex)",
+        )
+    if config.get("sample_fps") is None:
+        # one sampling rate for every fold (a fold's training videos alone might have another median rate)
+        config = {**config, "sample_fps": reference_fps(v.fps for v in videos)}
+    tests = group_folds(labels, groups, folds, config["seed"])
+    root = run / "crossval"
+    n_classes = len(manifest.classes)
+    oof = np.zeros((len(videos), n_classes), np.float64)
+    rows = []
+    for k, test in enumerate(tests):
+        rest = np.setdiff1d(np.arange(len(videos)), test)
+        inner = rest[validation_groups([labels[i] for i in rest], [groups[i] for i in rest], config["seed"] + k)]
+        splits = {videos[i].video_id: "train" for i in rest}
+        splits.update({videos[i].video_id: "val" for i in inner})
+        splits.update({videos[i].video_id: "test" for i in test})
+        folder = fold_work(work, root / f"fold{k}" / "work", splits)
+        held = sorted({groups[i] for i in test})
+        log(
+            f"fold {k + 1}/{len(tests)}: test groups {', '.join(held)} ({len(test)} videos); "
+            f"validation {len({groups[i] for i in inner})} groups ({len(inner)} videos); train {len(rest) - len(inner)}"
+        )
+        index = {videos[i].video_id: i for i in test}
+        for seed in seeds:
+            fold_run = root / f"fold{k}" / f"seed{seed}"
+            result = train(
+                {**config, "work": str(folder), "run": str(fold_run), "seed": seed},
+                log=lambda line, k=k, seed=seed: log(f"  [fold {k} seed {seed}] {line}"),
+            )
+            with np.load(fold_run / "scores_test.npz", allow_pickle=False) as data:
+                ids, probs = data["video_ids"].astype(str), data["probs"].astype(np.float64)
+            for vid, p in zip(ids, probs):
+                oof[index[vid]] += p / len(seeds)
+            rows.append(
+                {
+                    "fold": k,
+                    "seed": seed,
+                    "test_groups": held,
+                    "test_videos": int(len(test)),
+                    "top1": result["test"]["top1"],
+                    "macro_f1": result["test"]["macro_f1"],
+                }
+            )
+
+    y = np.array([manifest.classes.index(label) for label in labels], np.int64)
+    pooled = classification_metrics(y, oof)
+    hits = oof.argmax(1) == y
+    ci = group_bootstrap_ci(hits, np.array(groups), seed=config["seed"])
+    top1 = np.array([r["top1"] for r in rows])
+    f1 = np.array([r["macro_f1"] for r in rows])
+    summary = {
+        "stream": config["stream"],
+        "work": str(work),
+        "pool": pool,
+        "folds": len(tests),
+        "seeds": seeds,
+        "videos": len(videos),
+        "groups": len(set(groups)),
+        "classes": manifest.classes,
+        "per_fold": rows,
+        "top1_mean": float(top1.mean()),
+        "top1_sd": float(top1.std(ddof=1)) if len(top1) > 1 else 0.0,
+        "macro_f1_mean": float(f1.mean()),
+        "macro_f1_sd": float(f1.std(ddof=1)) if len(f1) > 1 else 0.0,
+        "oof_top1": pooled["top1"],
+        "oof_macro_f1": pooled["macro_f1"],
+        "oof_top1_group_ci95": list(ci),
+        "config": {k: v for k, v in config.items() if k not in ("run", "work")},
+    }
+    path = run / "scores_oof.npz"
+    with atomic_path(path, suffix=".npz") as tmp, open(tmp, "wb") as handle:
+        np.savez(
+            handle,
+            video_ids=np.array([v.video_id for v in videos], dtype=np.str_),
+            labels=y,
+            probs=oof.astype(np.float32),
+            classes=np.array(manifest.classes, dtype=np.str_),
+        )
+    write_json(
+        run / "scores_oof.json",
+        {
+            "stream": config["stream"],
+            "split": "oof",
+            "groups": {v.video_id: g for v, g in zip(videos, groups)},
+            "folds": {videos[i].video_id: k for k, test in enumerate(tests) for i in test},
+            "metrics": pooled,
+            "work": str(work),
+        },
+    )
+    write_json(run / "crossval.json", summary)
+    write_text(run / "crossval.md", crossval_markdown(summary))
+    log(
+        f"{config['stream']}: {len(tests)} group folds x {len(seeds)} seeds: top-1 {100 * summary['top1_mean']:.1f} "
+        f"± {100 * summary['top1_sd']:.1f} %, out-of-fold {100 * pooled['top1']:.1f} % "
+        f"[{100 * ci[0]:.1f}, {100 * ci[1]:.1f}] (groups resampled); {run / 'crossval.md'}"
+    )
+    return summary
+
+
+def crossval_markdown(s: dict) -> str:
+    lines = [
+        f"# Cross-validation of the {s['stream']} stream",
+        "",
+        f"{s['videos']} videos in {s['groups']} groups (pool: {s['pool']}), {s['folds']} folds by group, seeds "
+        f"{', '.join(map(str, s['seeds']))}. Each fold's model never saw its test groups, and stopped early on "
+        "validation groups it did not train on either.",
+        "",
+        f"**Top-1 {100 * s['top1_mean']:.1f} ± {100 * s['top1_sd']:.1f} %** (mean ± sd over folds and seeds), macro-F1 "
+        f"{100 * s['macro_f1_mean']:.1f} ± {100 * s['macro_f1_sd']:.1f} %. Out-of-fold over all videos: top-1 "
+        f"{100 * s['oof_top1']:.1f} % [{100 * s['oof_top1_group_ci95'][0]:.1f}, "
+        f"{100 * s['oof_top1_group_ci95'][1]:.1f}] (95 % bootstrap resampling whole groups), macro-F1 "
+        f"{100 * s['oof_macro_f1']:.1f} %."
+        + (
+            f" With {s['groups']} groups this is a smoke test, not a ranking: differences of a few points between "
+            "models are within the interval."
+            if s["groups"] < 10
+            else ""
+        ),
+        "",
+        "| fold | seed | test groups | videos | top-1 % | macro-F1 % |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in s["per_fold"]:
+        lines.append(
+            f"| {r['fold']} | {r['seed']} | {', '.join(r['test_groups'])} | {r['test_videos']} | "
+            f"{100 * r['top1']:.1f} | {100 * r['macro_f1']:.1f} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def read_oof_folds(run: str | Path) -> dict[str, int]:
+    """Video id → fold of a cross-validated run's out-of-fold scores."""
+    return read_json(Path(run) / "scores_oof.json")["folds"]

@@ -1,0 +1,123 @@
+"""The options of one stream's training, shared by ``bin/train`` and ``bin/crossval`` (one name, one default)."""
+
+from __future__ import annotations
+
+import click
+
+from .models import PRESETS_2D, PRESETS_3D
+from .train import DEFAULTS
+
+D = DEFAULTS
+
+
+def train_options(command):
+    """Decorate a click command with every training option (keyword names as in ``streams.train.DEFAULTS``)."""
+    for option in reversed(OPTIONS):
+        command = option(command)
+    return command
+
+
+OPTIONS = [
+    click.option("--epochs", type=int, default=D["epochs"], show_default=True),
+    click.option("--batch-size", type=int, default=D["batch_size"], show_default=True),
+    click.option("--lr", type=float, default=D["lr"], show_default=True),
+    click.option(
+        "--optimizer",
+        type=click.Choice(["adamw", "sgd"]),
+        default=D["optimizer"],
+        show_default=True,
+        help="AdamW, or SGD with Nesterov momentum 0.9.",
+    ),
+    click.option("--schedule", type=click.Choice(["cosine", "step"]), default=D["schedule"], show_default=True),
+    click.option("--weight-decay", type=float, default=D["weight_decay"], show_default=True),
+    click.option("--dropout", type=float, default=D["dropout"], show_default=True),
+    click.option("--label-smoothing", type=float, default=D["label_smoothing"], show_default=True),
+    click.option(
+        "--patience",
+        type=int,
+        default=D["patience"],
+        show_default=True,
+        help="Stop after this many epochs without a better validation macro-F1.",
+    ),
+    click.option(
+        "--min-epoch-clips",
+        type=int,
+        default=D["min_epoch_clips"],
+        show_default=True,
+        help="A smaller training set is repeated (with fresh augmentation) to at least this many clips an epoch.",
+    ),
+    click.option("--seed", type=int, default=D["seed"], show_default=True),
+    click.option("--workers", type=int, default=D["workers"], show_default=True, help="Data-loader worker processes."),
+    click.option(
+        "--device", default=D["device"], show_default=True, help="auto (CUDA when present), cpu, cuda, cuda:1 ..."
+    ),
+    click.option(
+        "--views",
+        type=int,
+        default=D["views"],
+        show_default=True,
+        help="Views per video at evaluation, averaged (multi-view testing).",
+    ),
+    click.option("--vote", is_flag=True, help="Plurality vote over views instead of averaging (Castro's protocol)."),
+    click.option(
+        "--preset",
+        type=click.Choice([*PRESETS_2D, *PRESETS_3D[1:]]),
+        default=D["preset"],
+        show_default=True,
+        help="Backbone: small/medium (ours, CPUs) or torchvision's resnet18/34/50 (rgb, flow); small or torchvision's "
+        "r3d_18, r2plus1d_18, mc3_18, s3d (rgb --arch 3d).",
+    ),
+    click.option(
+        "--arch",
+        type=click.Choice(["tsn", "3d"]),
+        default=D["arch"],
+        show_default=True,
+        help="rgb: a 2D CNN with segment consensus (tsn) or a 3D CNN over one short clip.",
+    ),
+    click.option(
+        "--clip-len", type=int, default=D["clip_len"], show_default=True, help="Frames per 3D clip (rgb --arch 3d)."
+    ),
+    click.option(
+        "--frame-stride",
+        type=int,
+        default=D["frame_stride"],
+        show_default=True,
+        help="Frames between 3D clip frames (rgb --arch 3d).",
+    ),
+    click.option("--segments", type=int, default=D["segments"], show_default=True, help="TSN segments (rgb, flow)."),
+    click.option("--stack", type=int, default=D["stack"], show_default=True, help="Stacked flow fields L (flow)."),
+    click.option("--size", type=int, default=D["size"], show_default=True, help="Input crop size (rgb, flow)."),
+    click.option(
+        "--sample-fps",
+        type=float,
+        default=D["sample_fps"],
+        help="Rate at which clips are sampled in time, whatever each video's own frame rate (windows, stacks and "
+        "strides are in samples at this rate). Default: the median frame rate of the training videos.",
+    ),
+    click.option("--frames", type=int, default=D["frames"], show_default=True, help="Frames per pose sequence (pose)."),
+    click.option(
+        "--head",
+        type=click.Choice(["tcn", "lstm", "lstm_attention"]),
+        default=D["head"],
+        show_default=True,
+        help="Temporal model (pose).",
+    ),
+    click.option(
+        "--init",
+        type=click.Path(exists=True, dir_okay=False),
+        default=None,
+        help="Start from the matching tensors of this state dict.",
+    ),
+    click.option(
+        "--pretrained",
+        type=click.Path(exists=True),
+        default=None,
+        help="Backbone weights: a state dict of the preset's torchvision architecture (.pth, .safetensors), every "
+        "backbone tensor used (flow: TSN cross-modality first layer), or a run of ours (its best.pt).",
+    ),
+    click.option(
+        "--partial-bn",
+        is_flag=True,
+        help="TSN partial BN: freeze the statistics of every BatchNorm layer but the first.",
+    ),
+]
