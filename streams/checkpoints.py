@@ -80,7 +80,7 @@ def load_pretrained(model: nn.Module, path: str | Path) -> str:
         return load_init(model, path, option="--pretrained")
     if not hasattr(model, "backbone"):
         raise DataError(path, f"a backbone state dict, but this {type(model).__name__} has no pretrainable backbone")
-    return _load_backbone(model.backbone, state, path)
+    return load_backbone(model.backbone, state, path)
 
 
 def load_state_dict_file(path: Path) -> dict:
@@ -97,7 +97,7 @@ def load_state_dict_file(path: Path) -> dict:
     return load_checkpoint(path)
 
 
-def _load_backbone(backbone: nn.Module, state: dict, path: Path) -> str:
+def load_backbone(backbone: nn.Module, state: dict, path: Path) -> str:
     own = backbone.state_dict()
     first_conv = next(key for key, tensor in own.items() if tensor.dim() >= 4)
     loaded, adapted = {}, ""

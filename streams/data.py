@@ -27,6 +27,7 @@ from .sampling import clip_duration, item_times, items_at, window_starts
 
 RGB_MEAN = np.array([0.45, 0.45, 0.45], np.float32)
 RGB_STD = np.array([0.225, 0.225, 0.225], np.float32)
+STREAMS = ("rgb", "flow", "pose", "features", "features-pose")
 POSE_FEATURES = 17 * 3 + 3  # normalised x, y, confidence per keypoint; box centre x, y and size in the frame
 
 
@@ -324,6 +325,64 @@ class PoseSequences(_ClipDataset):
         return torch.from_numpy(np.ascontiguousarray(x, np.float32)), torch.from_numpy(np.ascontiguousarray(m))
 
 
+def pooled_pose(features: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """(T, P, 54) person features and (T, P) mask → (T, 55): the mean over the persons present and the number
+    present over the slots (0 when nobody is seen)."""
+    weights = mask[..., None].astype(np.float32)
+    mean = (features * weights).sum(1) / np.maximum(weights.sum(1), 1.0)
+    return np.concatenate([mean, weights.mean(1)], -1).astype(np.float32)
+
+
+POOLED_POSE_FEATURES = POSE_FEATURES + 1
+
+
+class FeatureSequences(_ClipDataset):
+    """``frames`` instants, one per equal segment of the clip (jittered in training), of cached per-frame
+    embeddings (``bin/extract-features``) → (T, D); with ``pose``, the pooled skeleton features of the same instants
+    appended → (T, D + 55): the two-stream sequence input of Bendit-Shtull et al."""
+
+    def __init__(self, work, split, *, features: str, frames: int = 32, pose: bool = False, **kw):
+        self.stage = f"features/{features}"
+        super().__init__(work, split, **kw)
+        self.frames, self.pose = frames, pose
+        dims = {tuple(m["shape"][1:]) for m in self.meta.values()}
+        if len(dims) != 1:
+            raise DataError(self.work / self.stage, f"features of different sizes {sorted(dims)}: extract them again")
+        self.input_dim = dims.pop()[0] + (POOLED_POSE_FEATURES if pose else 0)
+        if pose:
+            self.pose_meta = _require(self.work, "pose", [v.video_id for v in self.videos])
+        self.cache: dict[int, tuple] = {}
+
+    def times(self, i):
+        return item_times(self.meta[self.videos[i].video_id]["frame_indices"], self.fps(i))
+
+    def picks(self, i, rng, view):
+        return self.windows(i, self.frames, 1, rng, view)
+
+    def _pose(self, i):
+        if i not in self.cache:
+            vid = self.videos[i].video_id
+            pose = load_pose(self.work, vid)
+            meta = self.pose_meta[vid]
+            features = pose_features(pose, meta["width"], meta["height"])
+            self.cache[i] = (features, pose["mask"], item_times(pose["frame_indices"], self.fps(i)))
+        return self.cache[i]
+
+    def load(self, i, rng, view):
+        vid = self.videos[i].video_id
+        rows = np.load(self.work / self.stage / f"{vid}.npy", mmap_mode="r", allow_pickle=False)
+        idx = np.concatenate(self.picks(i, rng, view))
+        x = np.asarray(rows[idx], np.float32)
+        if self.pose:
+            features, mask, times = self._pose(i)
+            at = items_at(times, self.times(i)[idx])
+            skeleton = features[at]
+            if self.flip and rng is not None and rng.random() < 0.5:
+                skeleton = flip_pose_features(skeleton)
+            x = np.concatenate([x, pooled_pose(skeleton, mask[at])], -1)
+        return torch.from_numpy(np.ascontiguousarray(x, np.float32))
+
+
 def collate(batch):
     """Stack items; pose items carry (features, mask)."""
     xs, labels, videos, views = zip(*batch)
@@ -346,6 +405,17 @@ def create_dataset(
     video_ids: list[str] | None = None,
 ):
     common = dict(train=train, views=views, seed=seed, video_ids=video_ids, sample_fps=options.get("sample_fps"))
+    if stream in ("features", "features-pose"):
+        return FeatureSequences(
+            work,
+            split,
+            features=options["features"],
+            frames=options["frames"],
+            pose=stream == "features-pose",
+            **common,
+        )
+    if stream == "rgb" and options.get("arch") == "sequence":
+        return RGBSegments(work, split, segments=options["frames"], size=options["size"], **common)
     if stream == "rgb" and options.get("arch") == "3d":
         return RGBClips(
             work,
@@ -363,4 +433,4 @@ def create_dataset(
         )
     if stream == "pose":
         return PoseSequences(work, split, frames=options["frames"], **common)
-    raise ValueError(f"unknown stream {stream!r}: rgb, flow or pose")
+    raise ValueError(f"unknown stream {stream!r}: {', '.join(STREAMS)}")

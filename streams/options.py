@@ -69,10 +69,11 @@ OPTIONS = [
     ),
     click.option(
         "--arch",
-        type=click.Choice(["tsn", "3d"]),
+        type=click.Choice(["tsn", "3d", "sequence"]),
         default=D["arch"],
         show_default=True,
-        help="rgb: a 2D CNN with segment consensus (tsn) or a 3D CNN over one short clip.",
+        help="rgb: a 2D CNN with segment consensus (tsn), a 3D CNN over one short clip, or a CNN-LSTM (sequence: "
+        "the CNN on --frames frames, then --head over them).",
     ),
     click.option(
         "--clip-len", type=int, default=D["clip_len"], show_default=True, help="Frames per 3D clip (rgb --arch 3d)."
@@ -94,13 +95,26 @@ OPTIONS = [
         help="Rate at which clips are sampled in time, whatever each video's own frame rate (windows, stacks and "
         "strides are in samples at this rate). Default: the median frame rate of the training videos.",
     ),
-    click.option("--frames", type=int, default=D["frames"], show_default=True, help="Frames per pose sequence (pose)."),
+    click.option(
+        "--frames",
+        type=int,
+        default=D["frames"],
+        show_default=True,
+        help="Frames per sequence (pose; rgb --arch sequence; features, features-pose: one per equal segment of "
+        "the clip).",
+    ),
     click.option(
         "--head",
         type=click.Choice(["tcn", "lstm", "lstm_attention"]),
         default=D["head"],
         show_default=True,
-        help="Temporal model (pose).",
+        help="Temporal model (pose, rgb --arch sequence, features, features-pose).",
+    ),
+    click.option(
+        "--features",
+        default=D["features"],
+        show_default=True,
+        help="Cached embeddings to train on (features, features-pose): the NAME of bin/extract-features.",
     ),
     click.option(
         "--init",

@@ -27,13 +27,15 @@ from preprocess import DataError, load_manifest
 from preprocess.batch import atomic_path, write_json, write_text
 
 from .checkpoints import checkpoint_entry, load_checkpoint, load_init, load_pretrained
-from .data import POSE_FEATURES, collate, create_dataset
+from .data import POSE_FEATURES, STREAMS, collate, create_dataset
 from .metrics import classification_metrics
 from .models import (
+    create_cnn_lstm_model,
     create_flow_model,
     create_pose_model,
     create_rgb3d_model,
     create_rgb_model,
+    create_sequence_model,
     freeze_batchnorm_but_first,
 )
 from .sampling import reference_fps
@@ -67,11 +69,23 @@ DEFAULTS = {
     "pretrained": None,
     "partial_bn": False,
     "sample_fps": None,
+    "features": "resnet18",
 }
 
 
 def build_model(config: dict, num_classes: int) -> nn.Module:
     stream = config["stream"]
+    if stream in ("features", "features-pose"):
+        return create_sequence_model(
+            num_classes=num_classes,
+            features=config["input_features"],
+            head=config["head"],
+            dropout=min(config["dropout"], 0.3),
+        )
+    if stream == "rgb" and config["arch"] == "sequence":
+        return create_cnn_lstm_model(
+            num_classes=num_classes, preset=config["preset"], head=config["head"], dropout=min(config["dropout"], 0.3)
+        )
     if stream == "rgb" and config["arch"] == "3d":
         return create_rgb3d_model(num_classes=num_classes, preset=config["preset"], dropout=config["dropout"])
     if stream == "rgb":
@@ -84,7 +98,7 @@ def build_model(config: dict, num_classes: int) -> nn.Module:
         return create_pose_model(
             num_classes=num_classes, features=POSE_FEATURES, head=config["head"], dropout=min(config["dropout"], 0.3)
         )
-    raise ValueError(f"unknown stream {stream!r}: rgb, flow or pose")
+    raise ValueError(f"unknown stream {stream!r}: {', '.join(STREAMS)}")
 
 
 def forward_batch(model, x, device):
@@ -329,6 +343,8 @@ def train(config: dict, log=print) -> dict:
     train_set.repeats = max(1, -(-config["min_epoch_clips"] // len(train_set.videos)))
     val_set = create_dataset(config["stream"], work, "val", train=False, options=config, views=config["views"])
     num_classes = len(train_set.classes)
+    if hasattr(train_set, "input_dim"):  # feature sequences: the width of the cached features (+ pose)
+        config["input_features"] = train_set.input_dim
     model = build_model(config, num_classes).to(device)
     if config["init"]:
         log(load_init(model, config["init"]))

@@ -24,6 +24,17 @@ from streams.sampling import clip_duration, item_times, items_at, reference_fps,
 from streams.train import train
 from tests.conftest import REPO, run_bin
 
+
+@pytest.fixture(scope="module")
+def tiny_features(tiny_work):
+    """tiny_work with per-frame embeddings of our small CNN (random weights) in features/small."""
+    from streams.features import extract_features
+
+    result = extract_features(tiny_work, preset="small", name="small", size=48, log=lambda *_: None)
+    assert not result["failed"]
+    return tiny_work
+
+
 FAST = {
     "epochs": 3,
     "batch_size": 8,
@@ -161,9 +172,13 @@ def test_datasets_give_fixed_shapes_and_deterministic_augmentation(tiny_work):
         ("pose", {}),
         ("rgb", {"arch": "3d", "clip_len": 4, "frame_stride": 2}),
         ("pose", {"head": "lstm_attention", "epochs": 24}),
+        ("rgb", {"arch": "sequence", "head": "lstm", "frames": 4}),  # CNN-LSTM, end to end
+        ("features", {"features": "small", "head": "lstm", "frames": 8}),
+        ("features-pose", {"features": "small", "head": "tcn", "frames": 8}),  # two-stream sequence model
     ],
 )
-def test_each_stream_trains_and_its_loss_falls(tiny_work, tmp_path, stream, extra):
+def test_each_stream_trains_and_its_loss_falls(tiny_features, tmp_path, stream, extra):
+    tiny_work = tiny_features
     settings = {"epochs": 12, "batch_size": 5, "label_smoothing": 0.0, "dropout": 0.1, "patience": 30, **extra}
     train(run_config(stream, tiny_work, tmp_path, **settings), log=lambda *_: None)
     history = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
