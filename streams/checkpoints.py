@@ -137,3 +137,50 @@ def load_backbone(backbone: nn.Module, state: dict, path: Path) -> str:
         f"--pretrained {path}: loaded {len(loaded)} of {len(own)} backbone tensors{adapted}{left}; "
         "left new: the classifier"
     )
+
+
+def torchvision_weights_url(name: str) -> str:
+    """The download address of one of torchvision's published weights, by its enum name
+    (``ResNet18_Weights.IMAGENET1K_V1``, ``R2Plus1D_18_Weights.KINETICS400_V1`` ...)."""
+    from torchvision.models import get_weight
+
+    try:
+        return get_weight(name).url
+    except (ValueError, KeyError, AttributeError):
+        raise ValueError(
+            f"--weights {name}: not one of torchvision's weight names (e.g. ResNet18_Weights.IMAGENET1K_V1, "
+            "R2Plus1D_18_Weights.KINETICS400_V1)"
+        ) from None
+
+
+def cached_download(url: str, cache_dir: str | Path | None = None) -> Path:
+    """The file at ``url`` in the cache folder (torch's, ``$TORCH_HOME/hub/checkpoints``, unless given): downloaded
+    once, then checked on every use against the SHA-256 prefix its published name carries (``resnet18-f37072fd.pth``),
+    so a truncated or tampered file is refused by name. A machine without the network gets a one-line error saying
+    to pass the file with ``--pretrained PATH``, the offline path."""
+    import hashlib
+    import re
+    from urllib.parse import urlparse
+
+    folder = Path(cache_dir) if cache_dir else Path(torch.hub.get_dir()) / "checkpoints"
+    filename = Path(urlparse(url).path).name
+    match = re.search(r"-([a-f0-9]{8,})\.", filename)
+    if not match:
+        raise ValueError(f"{url}: its file name carries no checksum (name-<sha256 prefix>.pth)")
+    path = folder / filename
+    if not path.is_file():
+        folder.mkdir(parents=True, exist_ok=True)
+        try:
+            torch.hub.download_url_to_file(url, str(path), hash_prefix=match.group(1), progress=True)
+        except RuntimeError as err:  # the hash check of the download
+            raise DataError(path, f"downloaded from {url} but {err}") from None
+        except OSError as err:
+            raise DataError(
+                path, f"cannot download {url} ({err}); offline, pass the file with --pretrained PATH"
+            ) from None
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    if not digest.startswith(match.group(1)):
+        raise DataError(
+            path, f"checksum {digest[:12]}… does not match the published {match.group(1)}: delete it and retry"
+        )
+    return path

@@ -130,6 +130,13 @@ OPTIONS = [
         "backbone tensor used (flow: TSN cross-modality first layer), or a run of ours (its best.pt).",
     ),
     click.option(
+        "--weights",
+        default=D["weights"],
+        help="torchvision's published weights by name (ResNet18_Weights.IMAGENET1K_V1, "
+        "R2Plus1D_18_Weights.KINETICS400_V1 ...): downloaded once into torch's cache ($TORCH_HOME) and checked "
+        "against their checksum. Needs the network; offline, use --pretrained PATH.",
+    ),
+    click.option(
         "--partial-bn",
         is_flag=True,
         help="TSN partial BN: freeze the statistics of every BatchNorm layer but the first.",

@@ -26,7 +26,14 @@ from torch.utils.data.distributed import DistributedSampler
 from preprocess import DataError, load_manifest
 from preprocess.batch import atomic_path, write_json, write_text
 
-from .checkpoints import checkpoint_entry, load_checkpoint, load_init, load_pretrained
+from .checkpoints import (
+    cached_download,
+    checkpoint_entry,
+    load_checkpoint,
+    load_init,
+    load_pretrained,
+    torchvision_weights_url,
+)
 from .data import POSE_FEATURES, STREAMS, collate, create_dataset
 from .metrics import classification_metrics
 from .models import (
@@ -70,6 +77,7 @@ DEFAULTS = {
     "partial_bn": False,
     "sample_fps": None,
     "features": "resnet18",
+    "weights": None,
 }
 
 
@@ -156,8 +164,10 @@ def train_one_epoch(model, loader, optimizer, criterion, device) -> dict:
 
 @torch.no_grad()
 def evaluate(model, dataset, device, *, batch_size: int = 16, workers: int = 0, vote: bool = False):
-    """Video-level scores: softmax averaged over each video's views (or, with ``vote``, the fraction of views
-    voting for each class, Castro's plurality vote). Returns (probs (N, C) float32, labels (N,), mean loss)."""
+    """Video-level scores: softmax averaged over each video's views. With ``vote``, the frame-by-frame protocol
+    (Castro's frame baseline): every sampled frame (each segment of each view; a 2D model's segments are classified
+    one by one, not averaged) votes for its top class, and a video's scores are the fraction of votes per class
+    (ties go to the higher mean probability). Returns (probs (N, C) float32, labels (N,), mean loss)."""
     model.eval()
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers, collate_fn=collate)
     n_videos, n_classes = len(dataset.videos), len(dataset.classes)
@@ -166,17 +176,24 @@ def evaluate(model, dataset, device, *, batch_size: int = 16, workers: int = 0, 
     counts = np.zeros(n_videos)
     loss_sum, loss_n = 0.0, 0
     criterion = nn.CrossEntropyLoss()
+    per_segment = vote and hasattr(getattr(model, "module", model), "segment_logits")
     for x, labels, videos, _ in loader:
         with autocast(device):
-            logits = forward_batch(model, x, device).float()
+            if per_segment:
+                segments = model.segment_logits(x.to(device, non_blocking=True)).float()  # (B, K, C)
+                logits = segments.mean(1)
+            else:
+                logits = forward_batch(model, x, device).float()
+                segments = logits[:, None]
         known = labels >= 0
         if known.any():
             loss_sum += float(criterion(logits[known.to(logits.device)], labels[known].to(device))) * int(known.sum())
             loss_n += int(known.sum())
-        probs = torch.softmax(logits, 1).cpu().numpy()
-        idx = videos.numpy()
-        np.add.at(sums, idx, probs)
-        np.add.at(votes, (idx, probs.argmax(1)), 1)
+        probs = torch.softmax(segments, -1).cpu().numpy()  # (B, K, C)
+        idx = np.repeat(videos.numpy(), probs.shape[1])
+        flat = probs.reshape(-1, n_classes)
+        np.add.at(sums, idx, flat)
+        np.add.at(votes, (idx, flat.argmax(1)), 1)
         np.add.at(counts, idx, 1)
     mean = sums / counts[:, None]
     if vote:
@@ -348,6 +365,11 @@ def train(config: dict, log=print) -> dict:
     model = build_model(config, num_classes).to(device)
     if config["init"]:
         log(load_init(model, config["init"]))
+    if config["weights"]:
+        if config["pretrained"]:
+            raise ValueError("give --weights NAME or --pretrained PATH, not both")
+        # an online convenience: torchvision's published file, downloaded once into torch's cache and checksummed
+        log(load_pretrained(model, cached_download(torchvision_weights_url(config["weights"]))))
     if config["pretrained"]:
         log(load_pretrained(model, config["pretrained"]))
     model.partial_bn = config["partial_bn"]

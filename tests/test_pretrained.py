@@ -140,3 +140,44 @@ def test_partial_bn_freezes_every_batchnorm_statistic_but_the_first():
     model(torch.randn(2, 3, 3, 48, 48) * 3 + 1)
     assert not torch.equal(layers[0].running_mean, before[0])  # the first still adapts to the new input
     assert all(torch.equal(layer.running_mean, old) for layer, old in zip(layers[1:], before[1:]))
+
+
+def test_weights_by_name_are_cached_once_and_checked_against_their_published_checksum(resnet18_file, tmp_path):
+    """--weights NAME: torchvision's address for the name, the file fetched once into a cache folder, and checked
+    against the SHA-256 prefix in its name on every use. The "server" here is a local file:// address."""
+    import hashlib
+    import shutil
+
+    from streams.checkpoints import cached_download, torchvision_weights_url
+
+    assert torchvision_weights_url("ResNet18_Weights.IMAGENET1K_V1").endswith("/resnet18-f37072fd.pth")
+    assert torchvision_weights_url("R2Plus1D_18_Weights.KINETICS400_V1").endswith("/r2plus1d_18-91a641e6.pth")
+    with pytest.raises(ValueError, match="not one of torchvision's weight names"):
+        torchvision_weights_url("ResNet18_Weights.NOPE")
+    prefix = hashlib.sha256(resnet18_file.read_bytes()).hexdigest()[:8]
+    server = tmp_path / "server"
+    server.mkdir()
+    published = server / f"resnet18-{prefix}.pth"
+    shutil.copy(resnet18_file, published)
+    cache = tmp_path / "cache"
+    path = cached_download(published.as_uri(), cache)
+    assert path == cache / published.name and path.read_bytes() == published.read_bytes()
+    published.unlink()  # the second use needs no server
+    assert cached_download(published.as_uri(), cache) == path
+    model = create_rgb_model(num_classes=4, preset="resnet18")
+    own = len(model.backbone.state_dict())
+    assert f"loaded {own} of {own} backbone tensors" in load_pretrained(model, path)
+    path.write_bytes(path.read_bytes()[:-100])  # truncated in the cache
+    with pytest.raises(DataError, match="does not match the published"):
+        cached_download(published.as_uri(), cache)
+    path.unlink()
+    with pytest.raises(DataError, match="offline, pass the file with --pretrained PATH"):
+        cached_download(published.as_uri(), cache)  # nothing to download from
+
+
+def test_an_unknown_weights_name_is_a_one_line_error(tiny_work, tmp_path):
+    result = run_bin(
+        "train", "rgb", tiny_work, tmp_path / "run", "--preset", "resnet18", "--weights", "ResNet18_Weights.NOPE"
+    )
+    assert result.returncode != 0 and "not one of torchvision's weight names" in result.stderr
+    assert "Traceback" not in result.stderr

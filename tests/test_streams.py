@@ -346,3 +346,23 @@ def test_macro_averages_count_a_predicted_class_absent_from_the_labels():
     assert metrics["macro_precision"] == pytest.approx(2 / 3)  # 1, 1, 0
     assert metrics["macro_recall"] == pytest.approx(1 / 2)  # 1/2, 1, 0
     assert metrics["top1"] == pytest.approx(3 / 4) and metrics["top5"] is None
+
+
+def test_vote_is_frame_by_frame_every_sampled_frame_votes(tiny_work):
+    """--vote: each frame of each view is classified on its own (not the view's segment average) and votes."""
+    from streams.train import evaluate
+
+    torch.manual_seed(0)
+    model = create_rgb_model(num_classes=10, preset="small").eval()
+    dataset = RGBSegments(tiny_work, "test", train=False, views=2, segments=3, size=48)
+    scores, _, _ = evaluate(model, dataset, torch.device("cpu"), vote=True)
+    frames = 2 * 3
+    for v in range(len(dataset.videos)):
+        with torch.no_grad():
+            per_frame = torch.cat([model.segment_logits(dataset[v * 2 + view][0][None])[0] for view in range(2)])
+        expected = np.bincount(per_frame.argmax(1).numpy(), minlength=10) / frames
+        assert np.allclose(scores[v], expected, atol=1e-4), (scores[v], expected)
+    # votes are whole frames: fractions in sixths, unlike averaged probabilities
+    assert np.allclose(scores * frames, np.round(scores * frames), atol=1e-3)
+    averaged, _, _ = evaluate(model, dataset, torch.device("cpu"), vote=False)
+    assert not np.allclose(averaged * frames, np.round(averaged * frames), atol=1e-3)

@@ -103,11 +103,13 @@ class SegmentConsensus(nn.Module):
         self.dropout = nn.Dropout(dropout)
         self.fc = nn.Linear(backbone.out_features, num_classes)
 
-    def forward(self, x):
+    def segment_logits(self, x):
+        """(N, K, C): each segment's (frame's, stack's) own logits, before the consensus."""
         n, k = x.shape[:2]
-        features = self.backbone(x.flatten(0, 1))
-        logits = self.fc(self.dropout(features))
-        return logits.view(n, k, -1).mean(1)
+        return self.fc(self.dropout(self.backbone(x.flatten(0, 1)))).view(n, k, -1)
+
+    def forward(self, x):
+        return self.segment_logits(x).mean(1)
 
 
 def create_rgb_model(*, num_classes: int, preset: str = "small", dropout: float = 0.5) -> nn.Module:
