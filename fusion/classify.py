@@ -85,7 +85,10 @@ def classify(
     for stream, run in runs.items():
         run = Path(run)
         config = read_json(run / "config.json")
-        stage, make_task = STAGE_OF[stream]
+        kind = config["stream"]  # the run's stream (its fusion name may say more: pose-stgcn-bone)
+        if kind not in STAGE_OF:
+            raise DataError(run / "config.json", f"bin/classify does not preprocess new videos for a {kind} stream yet")
+        stage, make_task = STAGE_OF[kind]
         params = stage_params(Path(config["work"]), stage)
         summary = run_batch(make_task(params), manifest, scratch, workers=workers)
         for failure in summary.failed:
@@ -99,7 +102,7 @@ def classify(
         if not ok:
             return [], failures
         dataset = create_dataset(
-            stream, scratch, "test", train=False, options=config, views=config["views"], video_ids=ok
+            kind, scratch, "test", train=False, options=config, views=config["views"], video_ids=ok
         )
         probs, _, _ = evaluate(model, dataset, dev, batch_size=config["batch_size"], vote=config["vote"])
         for video, p in zip(dataset.videos, probs):

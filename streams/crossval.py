@@ -51,13 +51,42 @@ def group_folds(labels: list[str], groups: list[str], folds: int, seed: int) -> 
     return [test for _, test in splitter.split(np.zeros(len(labels)), labels, groups)]
 
 
-def validation_groups(labels: list[str], groups: list[str], seed: int) -> np.ndarray:
-    """Indices (into the given lists) of the groups a fold's training keeps for validation: about a fifth of its
-    groups, one at least, never a group it trains on."""
-    count = len(set(groups))
-    if count < 2:
-        raise ValueError("a fold's training part has one group: nothing left to validate on")
-    return group_folds(labels, groups, min(5, count), seed + 1)[0]
+def validation_split(labels: list[str], groups: list[str], seed: int, fraction: float = 0.2) -> tuple[np.ndarray, str]:
+    """(indices kept for validation, how they were chosen) within a fold's training part.
+
+    Whole groups, so that early stopping is judged on groups the model does not train on: groups are taken in a
+    seeded random order while the validation holds under ``fraction`` of the clips, skipping any group whose removal
+    would leave its class with less than half of its training clips (real collections are lopsided: one source
+    video can hold nearly all of a style). When no group can be spared, a stratified fifth of the clips is used
+    instead, and the summary says that validation shares groups with training."""
+    labels_a, groups_a = np.asarray(labels), np.asarray(groups)
+    remaining = {c: int((labels_a == c).sum()) for c in set(labels)}
+    total = dict(remaining)
+    chosen: list[str] = []
+    size = 0
+    order = np.random.default_rng(seed).permutation(sorted(set(groups)))
+    for g in order:
+        members = groups_a == g
+        lost = {c: int((labels_a[members] == c).sum()) for c in set(labels_a[members])}
+        if size + members.sum() > fraction * len(labels):
+            continue
+        if any(remaining[c] - n < max(1, total[c] / 2) for c, n in lost.items()):
+            continue
+        chosen.append(str(g))
+        size += int(members.sum())
+        for c, n in lost.items():
+            remaining[c] -= n
+    if chosen:
+        return np.flatnonzero(np.isin(groups_a, chosen)), f"{len(chosen)} groups"
+    from sklearn.model_selection import StratifiedShuffleSplit
+
+    count = max(len(set(labels)), int(round(fraction * len(labels))))
+    try:
+        splitter = StratifiedShuffleSplit(n_splits=1, test_size=count, random_state=seed)
+        _, held = next(splitter.split(np.zeros(len(labels)), labels))
+    except ValueError:  # a class with a single clip cannot be stratified
+        held = np.random.default_rng(seed).permutation(len(labels))[:count]
+    return np.sort(held), "clips (no group could be spared: validation shares groups with training)"
 
 
 def fold_work(work: Path, folder: Path, splits: dict[str, str]) -> Path:
@@ -121,7 +150,8 @@ def crossval(config: dict, *, folds: int, seeds: list[int], pool: str = "trainva
     rows = []
     for k, test in enumerate(tests):
         rest = np.setdiff1d(np.arange(len(videos)), test)
-        inner = rest[validation_groups([labels[i] for i in rest], [groups[i] for i in rest], config["seed"] + k)]
+        picked, how = validation_split([labels[i] for i in rest], [groups[i] for i in rest], config["seed"] + k)
+        inner = rest[picked]
         splits = {videos[i].video_id: "train" for i in rest}
         splits.update({videos[i].video_id: "val" for i in inner})
         splits.update({videos[i].video_id: "test" for i in test})
@@ -129,7 +159,7 @@ def crossval(config: dict, *, folds: int, seeds: list[int], pool: str = "trainva
         held = sorted({groups[i] for i in test})
         log(
             f"fold {k + 1}/{len(tests)}: test groups {', '.join(held)} ({len(test)} videos); "
-            f"validation {len({groups[i] for i in inner})} groups ({len(inner)} videos); train {len(rest) - len(inner)}"
+            f"validation by {how} ({len(inner)} videos); train {len(rest) - len(inner)}"
         )
         index = {videos[i].video_id: i for i in test}
         for seed in seeds:
@@ -148,6 +178,7 @@ def crossval(config: dict, *, folds: int, seeds: list[int], pool: str = "trainva
                     "seed": seed,
                     "test_groups": held,
                     "test_videos": int(len(test)),
+                    "validation": how,
                     "top1": result["test"]["top1"],
                     "macro_f1": result["test"]["macro_f1"],
                 }
@@ -228,12 +259,12 @@ def crossval_markdown(s: dict) -> str:
             else ""
         ),
         "",
-        "| fold | seed | test groups | videos | top-1 % | macro-F1 % |",
-        "|---|---|---|---|---|---|",
+        "| fold | seed | test groups | videos | early stopping on | top-1 % | macro-F1 % |",
+        "|---|---|---|---|---|---|---|",
     ]
     for r in s["per_fold"]:
         lines.append(
-            f"| {r['fold']} | {r['seed']} | {', '.join(r['test_groups'])} | {r['test_videos']} | "
+            f"| {r['fold']} | {r['seed']} | {', '.join(r['test_groups'])} | {r['test_videos']} | {r['validation']} | "
             f"{100 * r['top1']:.1f} | {100 * r['macro_f1']:.1f} |"
         )
     return "\n".join(lines) + "\n"

@@ -23,6 +23,7 @@ from preprocess.batch import read_json
 from preprocess.flow import checked_params, to_pixels
 from preprocess.pose import flip_permutation
 
+from .augment import SKELETON_AUGMENTS, random_skeleton_augment
 from .sampling import clip_duration, item_times, items_at, window_starts
 
 RGB_MEAN = np.array([0.45, 0.45, 0.45], np.float32)
@@ -286,9 +287,13 @@ class PoseSequences(_ClipDataset):
 
     stage = "pose"
 
-    def __init__(self, work, split, *, frames: int = 32, **kw):
+    def __init__(self, work, split, *, frames: int = 32, augment: str = "light", sampling: str = "window", **kw):
         super().__init__(work, split, **kw)
-        self.frames = frames
+        if augment not in SKELETON_AUGMENTS:
+            raise ValueError(f"unknown skeleton augmentation {augment!r}: {', '.join(SKELETON_AUGMENTS)}")
+        if sampling not in ("window", "uniform"):
+            raise ValueError(f"unknown pose sampling {sampling!r}: window or uniform")
+        self.frames, self.augment, self.sampling = frames, augment, sampling
         self.cache: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         self.frame_times: dict[int, np.ndarray] = {}
 
@@ -308,6 +313,9 @@ class PoseSequences(_ClipDataset):
     def picks(self, i, rng, view):
         """One window of ``frames`` instants a sampling period apart; a clip shorter than that is spread over
         ``frames`` evenly spaced instants instead (pyskl's uniform sampling)."""
+        if self.sampling == "uniform":
+            # pyskl's UniformSample: one instant per equal segment of the whole clip (random within it in training)
+            return [np.concatenate(self.windows(i, self.frames, 1, rng, view))]
         times = self.times(i)
         duration = clip_duration(times, self.fps(i))
         if duration + 1e-9 >= self.frames * self.step_s(i):
@@ -319,7 +327,10 @@ class PoseSequences(_ClipDataset):
         idx = self.picks(i, rng, view)[0]
         x, m = features[idx], mask[idx]
         if rng is not None:
-            x = x * np.float32(rng.uniform(0.9, 1.1))  # small scale jitter of coordinates and position
+            if self.augment == "light":
+                x = x * np.float32(rng.uniform(0.9, 1.1))  # small scale jitter of coordinates and position
+            else:
+                x, m = random_skeleton_augment(x, m, rng, **SKELETON_AUGMENTS[self.augment])
             if self.flip and rng.random() < 0.5:
                 x = flip_pose_features(x)
         return torch.from_numpy(np.ascontiguousarray(x, np.float32)), torch.from_numpy(np.ascontiguousarray(m))
@@ -432,5 +443,12 @@ def create_dataset(
             work, split, segments=options["segments"], stack=options["stack"], size=options["size"], **common
         )
     if stream == "pose":
-        return PoseSequences(work, split, frames=options["frames"], **common)
+        return PoseSequences(
+            work,
+            split,
+            frames=options["frames"],
+            augment=options.get("skeleton_augment", "light"),
+            sampling=options.get("pose_sampling", "window"),
+            **common,
+        )
     raise ValueError(f"unknown stream {stream!r}: {', '.join(STREAMS)}")

@@ -31,6 +31,13 @@ OPTIONS = [
     click.option("--schedule", type=click.Choice(["cosine", "step"]), default=D["schedule"], show_default=True),
     click.option("--weight-decay", type=float, default=D["weight_decay"], show_default=True),
     click.option("--dropout", type=float, default=D["dropout"], show_default=True),
+    click.option(
+        "--class-weights",
+        type=click.Choice(["balanced", "none"]),
+        default=D["class_weights"],
+        show_default=True,
+        help="Loss weight per class: balanced = inverse frequency in the training videos (1 on a balanced set).",
+    ),
     click.option("--label-smoothing", type=float, default=D["label_smoothing"], show_default=True),
     click.option(
         "--patience",
@@ -105,10 +112,34 @@ OPTIONS = [
     ),
     click.option(
         "--head",
-        type=click.Choice(["tcn", "lstm", "lstm_attention"]),
+        type=click.Choice(["tcn", "lstm", "lstm_attention", "stgcn"]),
         default=D["head"],
         show_default=True,
         help="Temporal model (pose, rgb --arch sequence, features, features-pose).",
+    ),
+    click.option(
+        "--pose-input",
+        type=click.Choice(["joint", "bone", "motion"]),
+        default=D["pose_input"],
+        show_default=True,
+        help="pose --head stgcn: joints, bones (joint minus its parent in the COCO tree) or motion (frame "
+        "difference); train one run each and fuse them (the joint/bone ensemble).",
+    ),
+    click.option(
+        "--skeleton-augment",
+        type=click.Choice(["light", "strong"]),
+        default=D["skeleton_augment"],
+        show_default=True,
+        help="pose: light = scale jitter and flip; strong = also rotation ±15°, shear ±0.15, scale ±15 % and "
+        "dropping a dancer (p 0.15).",
+    ),
+    click.option(
+        "--pose-sampling",
+        type=click.Choice(["window", "uniform"]),
+        default=D["pose_sampling"],
+        show_default=True,
+        help="pose: one window of --frames consecutive samples, or --frames instants spread over the whole clip "
+        "(pyskl's UniformSample).",
     ),
     click.option(
         "--features",

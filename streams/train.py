@@ -43,6 +43,7 @@ from .models import (
     create_rgb3d_model,
     create_rgb_model,
     create_sequence_model,
+    create_stgcn_model,
     freeze_batchnorm_but_first,
 )
 from .sampling import reference_fps
@@ -78,7 +79,38 @@ DEFAULTS = {
     "sample_fps": None,
     "features": "resnet18",
     "weights": None,
+    "class_weights": "balanced",
+    "pose_input": "joint",
+    "skeleton_augment": "light",
+    "pose_sampling": "window",
 }
+
+
+def stream_name(config: dict) -> str:
+    """The name a run's scores carry into fusion: the stream, and for pose a head other than the default TCN and
+    an input other than joints (pose-stgcn, pose-stgcn-bone ...), so that variants fuse side by side."""
+    name = config["stream"]
+    if name == "pose":
+        if config.get("head", "tcn") != "tcn":
+            name += f"-{config['head']}"
+        if config.get("pose_input", "joint") != "joint":
+            name += f"-{config['pose_input']}"
+    return name
+
+
+def class_weights(labels: np.ndarray, num_classes: int, mode: str) -> torch.Tensor:
+    """Loss weight per class. ``balanced``: inverse frequency in the training videos (n / (classes x count)), so a
+    style with few training clips (a fold that holds out most of its source videos) still counts as much as the
+    others; equal to 1 on a balanced set. ``none``: all 1."""
+    if mode == "none":
+        return torch.ones(num_classes)
+    if mode != "balanced":
+        raise ValueError(f"unknown class weighting {mode!r}: balanced or none")
+    counts = np.bincount(labels[labels >= 0], minlength=num_classes).astype(np.float64)
+    present = counts > 0
+    weights = np.zeros(num_classes)
+    weights[present] = counts.sum() / (present.sum() * counts[present])
+    return torch.tensor(weights, dtype=torch.float32)
 
 
 def build_model(config: dict, num_classes: int) -> nn.Module:
@@ -102,6 +134,12 @@ def build_model(config: dict, num_classes: int) -> nn.Module:
         return create_flow_model(
             num_classes=num_classes, stack=config["stack"], preset=config["preset"], dropout=config["dropout"]
         )
+    if stream == "pose" and config["head"] == "stgcn":
+        return create_stgcn_model(
+            num_classes=num_classes, inputs=config["pose_input"], dropout=min(config["dropout"], 0.1)
+        )
+    if stream == "pose" and config["pose_input"] != "joint":
+        raise ValueError(f"--pose-input {config['pose_input']} needs --head stgcn")
     if stream == "pose":
         return create_pose_model(
             num_classes=num_classes, features=POSE_FEATURES, head=config["head"], dropout=min(config["dropout"], 0.3)
@@ -331,7 +369,7 @@ def write_scores(
     write_json(
         run / f"scores_{split}.json",
         {
-            "stream": config["stream"],
+            "stream": stream_name(config),
             "split": split,
             "checkpoint": checkpoint,
             "config": config,
@@ -373,7 +411,10 @@ def train(config: dict, log=print) -> dict:
     if config["pretrained"]:
         log(load_pretrained(model, config["pretrained"]))
     model.partial_bn = config["partial_bn"]
-    criterion = nn.CrossEntropyLoss(label_smoothing=config["label_smoothing"])
+    criterion = nn.CrossEntropyLoss(
+        weight=class_weights(train_set.labels, num_classes, config["class_weights"]).to(device),
+        label_smoothing=config["label_smoothing"],
+    )
     optimizer = _make_optimizer(config, model.parameters())
     schedule = _make_schedule(config, optimizer)
     state = {"epoch": 0, "best_f1": -1.0, "best_epoch": 0, "stale": 0}
@@ -386,7 +427,11 @@ def train(config: dict, log=print) -> dict:
     if last.is_file():
         checkpoint = load_checkpoint(last)
         saved = json.loads(checkpoint_entry(checkpoint, "config", last))
-        differs = {k for k in config if k not in RESUMABLE_CHANGES and saved.get(k) != config[k]}
+        # an option newer than the run is not a difference: the run goes on with its default
+        newer = sorted(k for k in config if k not in saved and k not in RESUMABLE_CHANGES)
+        if newer:
+            log(f"{last}: made before options {', '.join(newer)} existed; going on with their defaults")
+        differs = {k for k in config if k not in RESUMABLE_CHANGES and k in saved and saved[k] != config[k]}
         # The data must be the same, not its path: a moved work directory (or run folder) resumes.
         same_data = (
             (checkpoint["manifest_sha256"] == data_digest)
