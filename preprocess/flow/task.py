@@ -17,6 +17,7 @@ import numpy as np
 from ..batch import DataError, NpyStreamWriter, Task, atomic_path, check_npy, write_sidecar
 from ..dataset.manifest import VideoRecord
 from ..video import Resize, Sampling, prefetch, read_frames
+from .camera import CAMERA_MOTIONS, compensate
 from .farneback import FarnebackParams
 from .storage import FLOW_VERSION, quantize
 
@@ -31,6 +32,7 @@ def flow_params(
     engine: str = "opencv",
     device: str = "cpu",
     batch: int = 32,
+    camera_motion: str = "none",
 ) -> dict:
     """The JSON parameters of a flow run (what the sidecar records and resume compares). ``engine="torch"`` runs
     ``farneback_torch`` on ``device`` over ``batch`` frame pairs at a time."""
@@ -50,6 +52,10 @@ def flow_params(
         "storage": storage,
         "bound": float(bound) if storage == "uint8" else None,
     }
+    if camera_motion not in CAMERA_MOTIONS:
+        raise ValueError(f"camera motion must be one of {', '.join(CAMERA_MOTIONS)}, not {camera_motion!r}")
+    if camera_motion != "none":  # only then in the parameters, so existing outputs stay valid
+        params["camera_motion"] = camera_motion
     if engine == "torch":  # only then in the parameters, so existing OpenCV outputs stay valid
         params.update(engine="torch", device=device, batch=int(batch))
     return params
@@ -68,8 +74,10 @@ def compute_video_flow(video: VideoRecord, out_dir: Path, params: dict) -> int:
     path = out_dir / f"{video.video_id}.npy"
     decoded = 0
     with atomic_path(path, suffix=".npy") as tmp, NpyStreamWriter(tmp, (pairs, height, width, 2), dtype) as out:
+        camera = params.get("camera_motion", "none")
 
         def store(flow: np.ndarray) -> None:
+            flow = compensate(flow, camera)
             stored = flow.astype(np.float16) if dtype == np.float16 else None
             # NaN would quantise to a silent value, and float16 overflows to inf: refuse, never store
             if not np.isfinite(flow).all() or (stored is not None and not np.isfinite(stored).all()):
