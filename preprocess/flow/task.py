@@ -17,6 +17,7 @@ import numpy as np
 from ..batch import DataError, NpyStreamWriter, Task, atomic_path, check_npy, write_sidecar
 from ..dataset.manifest import VideoRecord
 from ..video import Resize, Sampling, prefetch, read_frames
+from ..video.crop import crop_params, crop_to_window, read_dancer_windows
 from .camera import CAMERA_MOTIONS, compensate
 from .farneback import FarnebackParams
 from .storage import FLOW_VERSION, quantize
@@ -33,6 +34,9 @@ def flow_params(
     device: str = "cpu",
     batch: int = 32,
     camera_motion: str = "none",
+    crop: str = "none",
+    crop_size: int = 128,
+    crop_margin: float = 0.15,
 ) -> dict:
     """The JSON parameters of a flow run (what the sidecar records and resume compares). ``engine="torch"`` runs
     ``farneback_torch`` on ``device`` over ``batch`` frame pairs at a time."""
@@ -56,6 +60,7 @@ def flow_params(
         raise ValueError(f"camera motion must be one of {', '.join(CAMERA_MOTIONS)}, not {camera_motion!r}")
     if camera_motion != "none":  # only then in the parameters, so existing outputs stay valid
         params["camera_motion"] = camera_motion
+    params.update(crop_params(crop, crop_size, crop_margin))
     if engine == "torch":  # only then in the parameters, so existing OpenCV outputs stay valid
         params.update(engine="torch", device=device, batch=int(batch))
     return params
@@ -71,13 +76,25 @@ def compute_video_flow(video: VideoRecord, out_dir: Path, params: dict) -> int:
     if pairs < 1:
         raise DataError(video.source, f"{video.frame_count} frames: too short for flow with offset k={k}")
     dtype = np.uint8 if params["storage"] == "uint8" else np.float16
+    windows = None
+    if params.get("crop") == "dancers":
+        # flow is computed on whole frames (a window that moves between two frames would add its own motion), then
+        # each field is cut to its first frame's window; resizing the cut scales its displacements too
+        windows = read_dancer_windows(out_dir.parent / "pose", video, margin=params["crop_margin"])
+        scale = (width / video.width, height / video.height)
+        stored_size = (params["crop_size"], params["crop_size"])
+    else:
+        stored_size = (height, width)
     path = out_dir / f"{video.video_id}.npy"
     decoded = 0
-    with atomic_path(path, suffix=".npy") as tmp, NpyStreamWriter(tmp, (pairs, height, width, 2), dtype) as out:
+    with atomic_path(path, suffix=".npy") as tmp, NpyStreamWriter(tmp, (pairs, *stored_size, 2), dtype) as out:
         camera = params.get("camera_motion", "none")
 
         def store(flow: np.ndarray) -> None:
             flow = compensate(flow, camera)
+            if windows is not None:
+                x0, _, x1, _ = windows[out.count] * scale[0]
+                flow = crop_to_window(flow, windows[out.count], scale, stored_size[0]) * (stored_size[0] / (x1 - x0))
             stored = flow.astype(np.float16) if dtype == np.float16 else None
             # NaN would quantise to a silent value, and float16 overflows to inf: refuse, never store
             if not np.isfinite(flow).all() or (stored is not None and not np.isfinite(stored).all()):
@@ -110,7 +127,7 @@ def compute_video_flow(video: VideoRecord, out_dir: Path, params: dict) -> int:
             raise DataError(
                 video.source, f"{decoded} frames decode, the manifest says {video.frame_count} (re-run ingest)"
             )
-    write_sidecar(out_dir, video, params, shape=[pairs, height, width, 2], dtype=np.dtype(dtype).name)
+    write_sidecar(out_dir, video, params, shape=[pairs, *stored_size, 2], dtype=np.dtype(dtype).name)
     return decoded
 
 

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ..batch import DataError, NpyStreamWriter, Task, atomic_path, check_npy, write_sidecar
+from .crop import crop_params, crop_to_window, read_dancer_windows
 from .reader import Resize, Sampling, prefetch, read_frames
 
 if TYPE_CHECKING:
@@ -21,15 +22,29 @@ if TYPE_CHECKING:
 FRAMES_VERSION = 1
 
 
-def frames_params(*, resize: str = "short:128", step: int = 1) -> dict:
+def frames_params(
+    *, resize: str = "short:128", step: int = 1, crop: str = "none", crop_size: int = 128, crop_margin: float = 0.15
+) -> dict:
+    """With ``crop="dancers"`` every frame is the dancers' window (``crop.py``, from WORK/pose) resized to
+    crop_size × crop_size, taken from the frame resized by ``resize``."""
     if step < 1:
         raise ValueError(f"step must be at least 1, not {step}")
-    return {"version": FRAMES_VERSION, "resize": str(Resize.parse(resize)), "step": step}
+    return {
+        "version": FRAMES_VERSION,
+        "resize": str(Resize.parse(resize)),
+        "step": step,
+        **crop_params(crop, crop_size, crop_margin),
+    }
 
 
 def cache_video_frames(video: VideoRecord, out_dir: Path, params: dict) -> int:
     resize = Resize.parse(params["resize"])
     width, height = resize.output_size(video.width, video.height)
+    windows = None
+    if params.get("crop") == "dancers":
+        windows = read_dancer_windows(out_dir.parent / "pose", video, margin=params["crop_margin"])
+        scale = (width / video.width, height / video.height)
+        width = height = params["crop_size"]
     sampling = Sampling(step=params["step"])
     count = sampling.expected_count(video.frame_count)
     indices = []
@@ -38,7 +53,10 @@ def cache_video_frames(video: VideoRecord, out_dir: Path, params: dict) -> int:
         for frame in prefetch(read_frames(video.to_source(), sampling, resize, colour="rgb")):
             if len(indices) >= count:
                 raise DataError(video.source, f"more frames decode than the manifest's {video.frame_count}")
-            out.write(frame.image)
+            image = frame.image
+            if windows is not None:
+                image = crop_to_window(image, windows[min(frame.index, len(windows) - 1)], scale, width)
+            out.write(image)
             indices.append(frame.index)
         if len(indices) != count:
             raise DataError(video.source, f"{len(indices)} frames decode, expected {count} (re-run ingest)")

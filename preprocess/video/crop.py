@@ -1,0 +1,103 @@
+"""Dancer-centred crops: a square window per frame around the people the pose stage found, so that the RGB and
+flow streams see the dancers rather than the venue (as pose-guided action models do).
+
+The window is the union of the tracked persons' boxes (``WORK/pose/<id>.npz``, in source pixels), widened by a
+margin, made square, smoothed over time (a centred moving average of its centre and size, so it does not jitter with
+the detector) and kept inside the frame. A frame where nobody is found keeps the previous frame's window; frames
+before anybody is found use the whole frame (its centred square).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from ..batch import DataError, read_npz
+
+CROPS = ("none", "dancers")
+
+
+def crop_params(crop: str, size: int, margin: float) -> dict:
+    """The parameters a crop adds to a stage's sidecar (nothing for ``none``, so existing outputs stay valid)."""
+    if crop not in CROPS:
+        raise ValueError(f"crop must be one of {', '.join(CROPS)}, not {crop!r}")
+    if crop == "none":
+        return {}
+    if size < 8 or not 0 <= margin <= 2:
+        raise ValueError(f"crop size {size} (at least 8) or margin {margin} (0 to 2) out of range")
+    return {"crop": crop, "crop_size": int(size), "crop_margin": float(margin)}
+
+
+def dancer_windows(
+    boxes: np.ndarray,
+    mask: np.ndarray,
+    frame_indices: np.ndarray,
+    frame_count: int,
+    width: int,
+    height: int,
+    *,
+    margin: float = 0.15,
+    smooth: int = 9,
+) -> np.ndarray:
+    """(frame_count, 4) float windows x0, y0, x1, y1 (square, inside the frame, source pixels) from per-pose-frame
+    person boxes (T, P, 4) with a (T, P) mask at source frames ``frame_indices``."""
+    side_max = float(min(width, height))
+    full = np.array([width / 2, height / 2, side_max / 2])  # centre x, centre y, half side
+    found = np.full((frame_count, 3), np.nan)
+    for t, index in enumerate(np.asarray(frame_indices)):
+        present = mask[t].astype(bool)
+        if not present.any() or not 0 <= index < frame_count:
+            continue
+        b = boxes[t][present]
+        x0, y0, x1, y1 = b[:, 0].min(), b[:, 1].min(), b[:, 2].max(), b[:, 3].max()
+        half = max(x1 - x0, y1 - y0) * (1 + 2 * margin) / 2
+        found[index] = [(x0 + x1) / 2, (y0 + y1) / 2, half]
+    # every frame: the last window found so far (pose may run on every n-th frame), the whole frame before any
+    filled = np.empty_like(found)
+    last = full
+    for t in range(frame_count):
+        if not np.isnan(found[t]).any():
+            last = found[t]
+        filled[t] = last
+    if smooth > 1 and frame_count > 1:
+        pad = smooth // 2
+        padded = np.pad(filled, ((pad, pad), (0, 0)), mode="edge")
+        kernel = np.ones(smooth) / smooth
+        filled = np.stack([np.convolve(padded[:, c], kernel, mode="valid") for c in range(3)], -1)
+    half = np.clip(filled[:, 2], 4.0, side_max / 2)
+    cx = np.clip(filled[:, 0], half, width - half)
+    cy = np.clip(filled[:, 1], half, height - half)
+    return np.stack([cx - half, cy - half, cx + half, cy + half], -1)
+
+
+def read_dancer_windows(pose_dir: Path, video, *, margin: float) -> np.ndarray:
+    """``dancer_windows`` of one manifest video from its pose output, or a named error when there is none."""
+    path = pose_dir / f"{video.video_id}.npz"
+    if not path.is_file():
+        raise DataError(
+            path, f"--crop dancers needs the video's pose (run bin/preprocess pose first): {video.video_id}"
+        )
+    pose = read_npz(path)
+    return dancer_windows(
+        pose["boxes"],
+        pose["mask"],
+        pose["frame_indices"],
+        video.frame_count,
+        video.width,
+        video.height,
+        margin=margin,
+    )
+
+
+def crop_to_window(image: np.ndarray, window: np.ndarray, scale: tuple[float, float], size: int) -> np.ndarray:
+    """The ``window`` (source pixels) of an image resized by ``scale`` (x, y) from the source, resized to
+    size × size (area interpolation when shrinking)."""
+    x0, y0, x1, y1 = window * np.array([scale[0], scale[1], scale[0], scale[1]])
+    h, w = image.shape[:2]
+    x0, y0 = int(np.clip(np.floor(x0), 0, w - 1)), int(np.clip(np.floor(y0), 0, h - 1))
+    x1, y1 = int(np.clip(np.ceil(x1), x0 + 1, w)), int(np.clip(np.ceil(y1), y0 + 1, h))
+    patch = image[y0:y1, x0:x1]
+    shrink = patch.shape[0] > size
+    return cv2.resize(patch, (size, size), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
