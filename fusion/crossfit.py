@@ -4,7 +4,8 @@ When a whole dataset is cross-validated (``bin/crossval --pool all``) there is n
 validation and score on test. Each fold's videos are instead fused by a method fitted on the other folds'
 out-of-fold scores (cross-fitting), so no fused prediction comes from weights that saw its group. The table gives
 every subset of streams x method this way, and ``selected`` is the honest figure for "the best fusion": in each fold
-the subset and method are chosen by cross-validated accuracy on the other folds alone (nested), then applied.
+the subset and method are chosen by their cross-fitted accuracy over the other folds alone (nested, by fold as
+well), then applied.
 """
 
 from __future__ import annotations
@@ -21,7 +22,6 @@ from streams.metrics import classification_metrics
 
 from .methods import create_method
 from .scores import align, load_scores
-from .stats import cross_validated_top1
 
 
 def _load(runs: dict[str, str | Path]):
@@ -75,14 +75,14 @@ def crossfit(runs: dict[str, str | Path], *, methods=("mean", "weighted", "stack
         keep, held = fold != k, fold == k
 
         def inner(subset, method, keep=keep):
-            if method == "single":
-                return float((probs[subset[0]][keep].argmax(1) == labels[keep]).mean())
-            return cross_validated_top1(
-                lambda m=method: create_method(m),
-                {s: probs[s][keep] for s in subset},
-                labels[keep],
-                seed=seed,
-            )
+            # judged by groups as well: each of the other folds fused by weights fitted on the rest of them (a
+            # random split would reward methods that learn the class mix of the groups they were fitted on)
+            inner_folds = np.unique(fold[keep])
+            hits = []
+            for j in inner_folds:
+                fit, judge = keep & (fold != j), keep & (fold == j)
+                hits.append(fused(subset, method, fit, judge).argmax(1) == labels[judge])
+            return float(np.concatenate(hits).mean())
 
         subset, method = max(candidates, key=lambda c: (inner(*c), len(c[0])))
         picks.append({"fold": int(k), "streams": list(subset), "method": method})

@@ -142,3 +142,33 @@ def test_fitting_on_out_of_fold_scores_does_not_pick_the_scene_shortcut(tmp_path
         name: next(r for r in rep["results"] if r.get("chosen")) for name, rep in (("val", on_val), ("oof", on_oof))
     }
     assert chosen["oof"]["top1"] > chosen["val"]["top1"]
+
+
+def test_crossfit_fuses_each_fold_with_weights_fitted_on_the_others(tmp_path):
+    from fusion.crossfit import crossfit
+
+    rng = np.random.default_rng(1)
+    n, n_classes = 160, 4
+    labels = rng.integers(0, n_classes, n)
+    ids = [f"v{i:03d}" for i in range(n)]
+    groups = {v: f"g{i % 8}" for i, v in enumerate(ids)}
+    folds = {v: int(groups[v][1:]) % 4 for v in ids}
+    runs = {}
+    for stream, skill in (("good", 0.85), ("noise", 0.25)):
+        right = rng.random(n) < skill
+        guess = np.where(right, labels, rng.integers(0, n_classes, n))
+        probs = rng.dirichlet(np.ones(n_classes), n) * 0.4
+        probs[np.arange(n), guess] += 0.6
+        write_run(tmp_path / stream, stream, "oof", probs, labels, ids, classes=CLASSES[:n_classes])
+        (tmp_path / stream / "scores_oof.json").write_text(
+            json.dumps({"stream": stream, "split": "oof", "folds": folds, "groups": groups})
+        )
+        runs[stream] = tmp_path / stream
+    result = crossfit(runs)
+    assert result["videos"] == n and result["groups"] == 8 and result["folds"] == 4
+    rows = {(tuple(r["streams"]), r["method"]): r for r in result["rows"]}
+    good = rows[(("good",), "single")]["top1"]
+    assert good == pytest.approx(float(np.mean(load_scores(runs["good"], "oof").probs.argmax(1) == labels)))
+    # the noise stream earns no weight: the selected fusion is as good as the good stream alone, give or take
+    assert result["selected"]["top1"] > good - 0.05 and len(result["selected"]["picks"]) == 4
+    assert rows[(("good", "noise"), "weighted")]["top1"] > rows[(("good", "noise"), "mean")]["top1"] - 0.02
