@@ -99,7 +99,7 @@ def test_uniform_pose_sampling_spreads_over_the_whole_clip(tiny_work):
     assert torch.equal(x, y) and torch.equal(m, n)
 
 
-FAST = {"epochs": 10, "batch_size": 5, "frames": 12, "views": 1, "min_epoch_clips": 1, "patience": 30, "lr": 3e-3}
+FAST = {"epochs": 6, "batch_size": 5, "frames": 8, "views": 1, "min_epoch_clips": 1, "patience": 30, "lr": 3e-3}
 
 
 @pytest.fixture(scope="module")

@@ -192,7 +192,10 @@ def test_each_stream_trains_and_its_loss_falls(tiny_features, tmp_path, stream, 
         assert s["labels"].dtype == np.int64 and s["probs"].dtype == np.float32 and s["probs"].shape == (10, 10)
         assert np.allclose(s["probs"].sum(1), 1, atol=1e-4) and (s["probs"] >= 0).all()
         side = json.loads((tmp_path / f"scores_{split}.json").read_text())
-        assert side["stream"] == stream and side["checkpoint"].endswith("best.pt")
+        # the name fusion reads: the stream, and for pose a head other than the default TCN
+        head = extra.get("head", "tcn")
+        assert side["stream"] == (f"pose-{head}" if stream == "pose" and head != "tcn" else stream)
+        assert side["checkpoint"].endswith("best.pt")
         assert side["metrics"]["top1"] == pytest.approx(classification_metrics(s["labels"], s["probs"])["top1"])
     assert (tmp_path / "training_curves.png").stat().st_size > 10_000
     assert json.loads((tmp_path / "config.json").read_text())["stream"] == stream
