@@ -26,7 +26,7 @@ FEATURES_VERSION = 1
 
 def _backbone(preset: str, pretrained: str | None):
     """(frozen backbone, description of its weights)."""
-    from .checkpoints import load_backbone, load_checkpoint, load_state_dict_file
+    from .checkpoints import load_backbone, load_state_dict_file
     from .models import create_backbone_2d
 
     if pretrained is None:
@@ -38,7 +38,7 @@ def _backbone(preset: str, pretrained: str | None):
     if "model" in state and isinstance(state["model"], dict):  # a run of ours: its own backbone
         from .train import build_model
 
-        checkpoint = load_checkpoint(path)
+        checkpoint = state  # read once: the file is a run's checkpoint
         config = json.loads(checkpoint["config"])
         if config.get("stream") != "rgb" or config.get("arch", "tsn") == "3d":
             raise DataError(path, "features come from a 2D RGB run (bin/train rgb, --arch tsn or sequence)")
