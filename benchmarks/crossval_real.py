@@ -22,6 +22,7 @@ def models(synthetic_runs: str | None) -> dict[str, dict]:
         "flow": {"stream": "flow"},
         "pose": {"stream": "pose"},
         "pose-lstm": {"stream": "pose", "head": "lstm"},
+        "pose-lstm-attention": {"stream": "pose", "head": "lstm_attention"},
         "pose-strong": {"stream": "pose", "skeleton_augment": "strong"},
         "pose-uniform": {"stream": "pose", "pose_sampling": "uniform"},
         "pose-stgcn": {"stream": "pose", "head": "stgcn"},

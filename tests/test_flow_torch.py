@@ -137,3 +137,48 @@ def test_the_engine_runs_in_full_float32_whatever_the_tf32_settings():
         assert torch.backends.cudnn.allow_tf32 and torch.backends.cuda.matmul.allow_tf32  # restored after
     finally:
         torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = cudnn, matmul
+
+
+def _kinetics_gray(count):
+    clip = shared_asset("data/clips/arm_wrestling_kinetics_340x256.mp4")
+    return np.stack([f.image for f, _ in zip(read_frames(str(clip), colour="gray"), range(count))])
+
+
+@pytest.mark.parametrize("offset", [1, 2])
+def test_a_sequence_expands_each_frame_once_and_equals_its_pairs(offset):
+    from preprocess.flow.farneback_torch import FarnebackTorch
+
+    frames = torch.from_numpy(_kinetics_gray(7)[:, ::2, ::2].copy())
+    engine = FarnebackTorch()
+    seq = engine.sequence(frames, offset=offset)
+    pairs = farneback_torch(frames[:-offset], frames[offset:])
+    assert seq.shape == (7 - offset, 128, 170, 2)
+    assert torch.allclose(seq, pairs, atol=1e-4)
+    # the batch command's engine sends frames in batches of 3 and carries the last `offset` expansions over
+    from preprocess.flow.task import _TorchEngine
+
+    streamed = _TorchEngine(FarnebackParams(), {"device": "cpu", "offset": offset, "batch": 3})
+    out = [flow for frame in frames.numpy() for flow in streamed.add(frame)] + streamed.flush()
+    assert len(out) == 7 - offset
+    assert np.allclose(np.stack(out), seq.numpy(), atol=1e-3)  # batch sizes change convolution algorithms only
+
+
+def test_a_warm_call_copies_nothing_from_the_host():
+    # on a GPU every tensor built from host data inside a call is a blocking copy: constants live on the device,
+    # built once per frame size; profile a warm call and look for tensors made from host data or read back
+    from torch.profiler import ProfilerActivity, profile
+
+    from preprocess.flow.farneback_torch import FarnebackTorch
+
+    frames = torch.from_numpy(_kinetics_gray(3))
+    engine = FarnebackTorch()
+    engine.sequence(frames)
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        engine.sequence(frames)
+    names = [event.name for event in prof.events()]
+    assert "aten::conv2d" in names  # the profile saw the computation
+    host = [n for n in names if n in ("aten::lift_fresh", "aten::_local_scalar_dense", "aten::item")]
+    assert host == []
+    with profile(activities=[ProfilerActivity.CPU]) as cold:
+        FarnebackTorch().sequence(frames)
+    assert any(event.name == "aten::lift_fresh" for event in cold.events())  # the first call builds its constants

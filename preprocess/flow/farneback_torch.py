@@ -20,6 +20,7 @@ It follows OpenCV's CPU implementation step by step (our own code, written from 
 
 from __future__ import annotations
 
+import functools
 from contextlib import contextmanager
 
 import cv2
@@ -36,16 +37,6 @@ BORDER_WEIGHTS = (0.14, 0.14, 0.4472, 0.4472, 0.4472)
 def _cv_round(x: float) -> int:
     """OpenCV's cvRound: round half to even."""
     return int(np.rint(x))
-
-
-def _separable(x: torch.Tensor, ky: torch.Tensor, kx: torch.Tensor, mode: str) -> torch.Tensor:
-    """Correlate every channel of x (N, C, H, W) with ky along y then kx along x, with padding ``mode``."""
-    c = x.shape[1]
-    ry, rx = (ky.numel() - 1) // 2, (kx.numel() - 1) // 2
-    x = F.pad(x, (0, 0, ry, ry), mode=mode)
-    x = F.conv2d(x, ky.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
-    x = F.pad(x, (rx, rx, 0, 0), mode=mode)
-    return F.conv2d(x, kx.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
 
 
 def _poly_constants(n: int, sigma: float):
@@ -70,24 +61,6 @@ def _poly_constants(n: int, sigma: float):
     return g, xg, xxg, (inv[1, 1], inv[0, 3], inv[3, 3], inv[5, 5])
 
 
-def _poly_expansion(image: torch.Tensor, n: int, sigma: float) -> torch.Tensor:
-    """(N, 1, H, W) → (N, 5, H, W) coefficients in OpenCV's channel order."""
-    g, xg, xxg, (ig11, ig03, ig33, ig55) = _poly_constants(n, sigma)
-    opts = dict(dtype=image.dtype, device=image.device)
-    g, xg, xxg = (torch.tensor(k, **opts) for k in (g, xg, xxg))
-    rows = torch.cat([_separable(image, k, torch.ones(1, **opts), "replicate") for k in (g, xg, xxg)], 1)
-    r0, r1, r2 = rows[:, 0:1], rows[:, 1:2], rows[:, 2:3]
-    one = torch.ones(1, **opts)
-
-    def horizontal(r, k):
-        return _separable(r, one, k, "replicate")
-
-    b1, b2, b4 = horizontal(r0, g), horizontal(r0, xg), horizontal(r0, xxg)
-    b3, b6 = horizontal(r1, g), horizontal(r1, xg)
-    b5 = horizontal(r2, g)
-    return torch.cat([b3 * ig11, b2 * ig11, b1 * ig03 + b5 * ig33, b1 * ig03 + b4 * ig33, b6 * ig55], 1)
-
-
 def _border_weight(height: int, width: int, **opts) -> torch.Tensor:
     """OpenCV's down-weighting of the outer 5 pixels: the product of the factors of both edges a pixel is near."""
 
@@ -98,50 +71,6 @@ def _border_weight(height: int, width: int, **opts) -> torch.Tensor:
         return near_start * near_end
 
     return torch.tensor(axis(height)[:, None] * axis(width)[None, :], **opts)
-
-
-def _update_matrices(r0: torch.Tensor, r1: torch.Tensor, flow: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    """The (N, 5, H, W) matrix M from R0, R1 and the current flow (N, 2, H, W)."""
-    n, _, h, w = r0.shape
-    dx, dy = flow[:, 0], flow[:, 1]
-    ys = torch.arange(h, device=r0.device, dtype=r0.dtype).view(1, h, 1)
-    xs = torch.arange(w, device=r0.device, dtype=r0.dtype).view(1, 1, w)
-    fx, fy = xs + dx, ys + dy
-    x1, y1 = torch.floor(fx), torch.floor(fy)
-    ax, ay = fx - x1, fy - y1
-    inside = (x1 >= 0) & (x1 < w - 1) & (y1 >= 0) & (y1 < h - 1)
-    xi = x1.clamp(0, w - 2).long()
-    yi = y1.clamp(0, h - 2).long()
-    flat = r1.reshape(n, 5, h * w)
-
-    def tap(oy, ox):
-        index = ((yi + oy) * w + (xi + ox)).view(n, 1, h * w).expand(n, 5, h * w)
-        return flat.gather(2, index).view(n, 5, h, w)
-
-    ax, ay = ax.unsqueeze(1), ay.unsqueeze(1)
-    sampled = (
-        (1 - ax) * (1 - ay) * tap(0, 0) + ax * (1 - ay) * tap(0, 1) + (1 - ax) * ay * tap(1, 0) + ax * ay * tap(1, 1)
-    )
-    inside = inside.unsqueeze(1)
-    r2 = torch.where(inside, sampled[:, 0:1], torch.zeros_like(sampled[:, 0:1]))
-    r3 = torch.where(inside, sampled[:, 1:2], torch.zeros_like(sampled[:, 1:2]))
-    r4 = torch.where(inside, (r0[:, 2:3] + sampled[:, 2:3]) * 0.5, r0[:, 2:3])
-    r5 = torch.where(inside, (r0[:, 3:4] + sampled[:, 3:4]) * 0.5, r0[:, 3:4])
-    r6 = torch.where(inside, (r0[:, 4:5] + sampled[:, 4:5]) * 0.25, r0[:, 4:5] * 0.5)
-    r2 = (r0[:, 0:1] - r2) * 0.5
-    r3 = (r0[:, 1:2] - r3) * 0.5
-    dx, dy = dx.unsqueeze(1), dy.unsqueeze(1)
-    r2 = r2 + r4 * dy + r6 * dx
-    r3 = r3 + r6 * dy + r5 * dx
-    s = weight.view(1, 1, h, w)
-    r2, r3, r4, r5, r6 = r2 * s, r3 * s, r4 * s, r5 * s, r6 * s
-    return torch.cat([r4 * r4 + r6 * r6, (r4 + r5) * r6, r5 * r5 + r6 * r6, r4 * r2 + r6 * r3, r6 * r2 + r5 * r3], 1)
-
-
-def _solve(m: torch.Tensor) -> torch.Tensor:
-    g11, g12, g22, h1, h2 = m.unbind(1)
-    idet = 1.0 / (g11 * g22 - g12 * g12 + 1e-3)
-    return torch.stack([(g11 * h2 - g12 * h1) * idet, (g22 * h1 - g12 * h2) * idet], 1)
 
 
 @contextmanager
@@ -163,6 +92,257 @@ def full_float32():
             conv.fp32_precision = saved[2]
 
 
+def _separable_valid(x: torch.Tensor, ky: torch.Tensor, kx: torch.Tensor) -> torch.Tensor:
+    """Correlate every channel of an already padded x (N, C, H, W) with ky along y then kx along x (no padding)."""
+    c = x.shape[1]
+    x = F.conv2d(x, ky.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
+    return F.conv2d(x, kx.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
+
+
+class FarnebackTorch:
+    """OpenCV's Farneback on a device, for batches of pairs and for whole frame sequences.
+
+    ::
+
+        frames (F, H, W) ──expand──► per level (coarsest first): blur → resize → polynomial expansion (F, 5, h, w)
+                                      (once per frame: a video's frame t is "next" of pair t-1 and "prev" of pair t)
+        prev/next expansions ──flow_between──► per level: upsample the flow, then `iterations` times
+                                      [update matrix (one gather of 4 bilinear taps) → window blur → 2×2 solve]
+
+    Everything a call needs besides the frames (kernels, border weights, pixel grids, index tensors) is built once
+    per frame size and kept on the device, so a call makes no host-to-device copy and no host sync; the expansion's
+    Gaussian-weighted least squares is two convolutions with the inverse Gram matrix folded into the weights; the box
+    window is two 1D average poolings. ``compile=True`` runs the per-level iteration through ``torch.compile``
+    (fused kernels; on a GPU add ``mode="reduce-overhead"`` for CUDA graphs).
+    """
+
+    def __init__(
+        self,
+        pyr_scale: float = 0.5,
+        levels: int = 3,
+        winsize: int = 15,
+        iterations: int = 3,
+        poly_n: int = 5,
+        poly_sigma: float = 1.2,
+        flags: int = 0,
+        *,
+        device: str | torch.device = "cpu",
+        dtype: torch.dtype = torch.float32,
+        compile: bool | str = False,
+    ):
+        if poly_n not in (5, 7):
+            raise ValueError(f"poly_n must be 5 or 7, not {poly_n}")
+        if not 0 < pyr_scale < 1:
+            raise ValueError(f"pyr_scale must be in (0, 1), not {pyr_scale}")
+        if winsize < 1 or iterations < 1 or levels < 0:
+            raise ValueError(
+                f"winsize and iterations must be >= 1 and levels >= 0, not {winsize}, {iterations}, {levels}"
+            )
+        self.pyr_scale, self.levels, self.winsize, self.iterations = pyr_scale, levels, winsize, iterations
+        self.poly_n, self.poly_sigma, self.flags = poly_n, poly_sigma, flags
+        self.device, self.dtype = torch.device(device), dtype
+        self._plans: dict[tuple[int, int], list[dict]] = {}
+        self._opts = dict(dtype=dtype, device=self.device)
+        self._shared = self._shared_constants()
+        self._iterate = self._iterate_eager
+        if compile:
+            mode = compile if isinstance(compile, str) else None
+            self._iterate = torch.compile(self._iterate_eager, mode=mode, dynamic=None)
+
+    # ---- constants, built once ----------------------------------------------------------------------------------
+
+    def _shared_constants(self) -> dict:
+        opts = self._opts
+        g, xg, xxg, (ig11, ig03, ig33, ig55) = _poly_constants(self.poly_n, self.poly_sigma)
+        size = 2 * self.poly_n + 1
+        vertical = np.stack([g, xg, xxg]).reshape(3, 1, size, 1)
+        # rows (r0, r1, r2) = the image correlated along y with g, x·g, x²·g; the five coefficients are each a sum of
+        # rows correlated along x, with OpenCV's inverse-Gram factors folded into the weights (channel order as hers)
+        horizontal = np.zeros((5, 3, 1, size))
+        horizontal[0, 1, 0] = g * ig11
+        horizontal[1, 0, 0] = xg * ig11
+        horizontal[2, 0, 0], horizontal[2, 2, 0] = g * ig03, g * ig33
+        horizontal[3, 0, 0] = g * ig03 + xxg * ig33
+        horizontal[4, 1, 0] = xg * ig55
+        half = self.winsize // 2
+        if self.flags & OPTFLOW_FARNEBACK_GAUSSIAN:
+            sig = half * 0.3
+            t = (
+                np.exp(-(np.arange(-half, half + 1) ** 2) / (2 * sig * sig))
+                if sig > 0
+                else np.eye(1, 2 * half + 1, half)[0]
+            )
+            window = torch.tensor(t / t.sum(), **opts)
+        else:
+            window = None  # box: average pooling
+        return {
+            "poly_vertical": torch.tensor(vertical, **opts),
+            "poly_horizontal": torch.tensor(horizontal, **opts),
+            # the update reads R0 and R1 pre-scaled (powers of two: exact) so that one `where` gives all five values
+            "r0_inside": torch.tensor([0.5, 0.5, 0.5, 0.5, 0.25], **opts).view(1, 5, 1, 1),
+            "r0_outside": torch.tensor([0.5, 0.5, 1.0, 1.0, 0.5], **opts).view(1, 5, 1, 1),
+            "r1_sampled": torch.tensor([-0.5, -0.5, 0.5, 0.5, 0.25], **opts).view(1, 5, 1, 1),
+            "window": window,
+            # M = w[i1]·w[i2] + w[i3]·w[i4] over w = (r2, r3, r4, r5, r6): the five products of OpenCV's update
+            "products": torch.tensor([2, 2, 3, 2, 4, 2, 4, 3, 0, 0, 4, 3, 4, 1, 1, 4, 4, 4, 4, 3], device=self.device),
+            "solve_a": torch.tensor([0, 2], device=self.device),
+            "solve_b": torch.tensor([4, 3], device=self.device),
+        }
+
+    def _plan(self, height: int, width: int) -> list[dict]:
+        """Per pyramid level (coarsest first): its size and the constants that depend on it, on the device."""
+        key = (height, width)
+        if key in self._plans:
+            return self._plans[key]
+        opts, plan = self._opts, []
+        for k in range(usable_levels(width, height, self.pyr_scale, self.levels), -1, -1):
+            scale = self.pyr_scale**k
+            sigma = (1.0 / scale - 1) * 0.5
+            size = max(_cv_round(sigma * 5) | 1, 3)
+            w, h = _cv_round(width * scale), _cv_round(height * scale)
+            grid = np.stack(np.meshgrid(np.arange(w), np.arange(h), indexing="xy"))[None]  # (1, 2, h, w): x, y
+            plan.append(
+                {
+                    "size": (h, w),
+                    "scale": scale,
+                    "blur": torch.tensor(cv2.getGaussianKernel(size, sigma, cv2.CV_64F).ravel(), **opts),
+                    # OpenCV multiplies R0..R6 by the border weight s before the products: s² on the products
+                    "weight2": _border_weight(h, w, **opts).pow(2).view(1, 1, h, w),
+                    "grid": torch.tensor(grid, **opts),
+                    "upper": torch.tensor([w - 1, h - 1], **opts).view(1, 2, 1, 1),
+                    "clamp": torch.tensor([w - 2, h - 2], **opts).view(1, 2, 1, 1),
+                    "stride": torch.tensor([1, w], device=self.device).view(1, 2, 1, 1),
+                    "taps": torch.tensor([0, 1, w, w + 1], device=self.device).view(1, 4, 1, 1),
+                }
+            )
+        self._plans[key] = plan
+        return plan
+
+    # ---- the algorithm ------------------------------------------------------------------------------------------
+
+    def expand(self, frames) -> list[torch.Tensor]:
+        """(F, H, W) grayscale frames → per level, coarsest first, their (F, 5, h, w) polynomial coefficients."""
+        with full_float32():
+            return self._expand(torch.as_tensor(frames).to(**self._opts))
+
+    def _expand(self, frames: torch.Tensor) -> list[torch.Tensor]:
+        if frames.dim() != 3:
+            raise ValueError(f"frames must be (F, H, W), got {tuple(frames.shape)}")
+        count, height, width = frames.shape
+        frames = frames.reshape(count, 1, height, width)
+        shared, n = self._shared, self.poly_n
+        out = []
+        for level in self._plan(height, width):
+            r = (level["blur"].numel() - 1) // 2
+            blurred = _separable_valid(F.pad(frames, (r, r, r, r), mode="reflect"), level["blur"], level["blur"])
+            image = (
+                blurred
+                if level["size"] == (height, width)
+                else F.interpolate(blurred, size=level["size"], mode="bilinear", align_corners=False)
+            )
+            rows = F.conv2d(F.pad(image, (n, n, n, n), mode="replicate"), shared["poly_vertical"])
+            out.append(F.conv2d(rows, shared["poly_horizontal"]))
+        return out
+
+    def flow_between(self, prev: list[torch.Tensor], nxt: list[torch.Tensor], init=None) -> torch.Tensor:
+        """Flow from expansions ``prev`` to ``nxt`` (``expand``'s output, N frames each) → (N, H, W, 2) float32."""
+        with full_float32():
+            return self._flow_between(prev, nxt, init)
+
+    def _flow_between(self, prev, nxt, init):
+        shared = self._shared
+        current = None
+        plan = self._plan(*self._full_size(prev))
+        for level, r0, r1 in zip(plan, prev, nxt, strict=True):
+            n = r0.shape[0]
+            if current is None:
+                if init is not None:
+                    height, width = plan[-1]["size"]
+                    first = torch.as_tensor(init).to(**self._opts).reshape(n, height, width, 2).permute(0, 3, 1, 2)
+                    current = (
+                        F.interpolate(first, size=level["size"], mode="bilinear", align_corners=False) * level["scale"]
+                    )
+                else:
+                    current = torch.zeros(n, 2, *level["size"], **self._opts)
+            else:
+                current = (
+                    F.interpolate(current, size=level["size"], mode="bilinear", align_corners=False) / self.pyr_scale
+                )
+            current = self._iterate(
+                r0 * shared["r0_inside"], r0 * shared["r0_outside"], r1 * shared["r1_sampled"], current, level
+            )
+        return current.permute(0, 2, 3, 1).to(torch.float32).contiguous()
+
+    def _full_size(self, expansions: list[torch.Tensor]) -> tuple[int, int]:
+        return tuple(expansions[-1].shape[-2:])
+
+    def _iterate_eager(self, r0_in, r0_out, r1_sampled, flow, level):
+        # OpenCV rebuilds the matrix after every iteration but the last: the same as building it before each one
+        for _ in range(self.iterations):
+            flow = self._solve(self._blur(self._update(r0_in, r0_out, r1_sampled, flow, level)))
+        return flow
+
+    def _update(self, r0_in, r0_out, r1_sampled, flow, level):
+        """OpenCV's update matrix (N, 5, H, W) at the current flow: R1 sampled bilinearly at x + flow (R0 alone
+        outside the frame), the five products, the border weight."""
+        n, _, h, w = r0_in.shape
+        where = level["grid"] + flow
+        base = torch.floor(where)
+        frac = where - base
+        inside = ((base >= 0) & (base < level["upper"])).all(1, keepdim=True)
+        index = (torch.minimum(base.clamp(min=0), level["clamp"]).long() * level["stride"]).sum(1, keepdim=True)
+        index = (index + level["taps"]).view(n, 1, 4 * h * w).expand(n, 5, 4 * h * w)
+        taps = r1_sampled.reshape(n, 5, h * w).gather(2, index).view(n, 5, 4, h, w)
+        wx = torch.cat([1 - frac[:, 0:1], frac[:, 0:1]], 1)  # (N, 2, h, w) for taps x, x + 1
+        wy = torch.cat([1 - frac[:, 1:2], frac[:, 1:2]], 1)
+        weights = (wy.unsqueeze(2) * wx.unsqueeze(1)).view(n, 1, 4, h, w)  # taps (0,0), (0,1), (1,0), (1,1)
+        v = torch.where(inside, r0_in + (taps * weights).sum(2), r0_out)  # (r2, r3, r4, r5, r6) of OpenCV
+        # r2 += r4·dy + r6·dx, r3 += r5·dx + r6·dy
+        v = torch.cat([v[:, 0:2] + v[:, 2:4] * flow.flip(1) + v[:, 4:5] * flow, v[:, 2:5]], 1)
+        pairs = v.index_select(1, self._shared["products"]).view(n, 4, 5, h, w)
+        return (pairs[:, 0] * pairs[:, 1] + pairs[:, 2] * pairs[:, 3]) * level["weight2"]
+
+    def _blur(self, m):
+        half = self.winsize // 2
+        padded = F.pad(m, (half, half, half, half), mode="replicate")
+        window = self._shared["window"]
+        if window is None:
+            return F.avg_pool2d(F.avg_pool2d(padded, (self.winsize, 1), stride=1), (1, self.winsize), stride=1)
+        return _separable_valid(padded, window, window)
+
+    def _solve(self, m):
+        """The 2×2 system per pixel with OpenCV's idet = 1 / (det + 1e-3) → (N, 2, H, W) flow."""
+        g11, g12, g22 = m[:, 0:1], m[:, 1:2], m[:, 2:3]
+        idet = 1.0 / (g11 * g22 - g12 * g12 + 1e-3)
+        shared = self._shared
+        # (g11·h2 − g12·h1, g22·h1 − g12·h2) · idet
+        return (m.index_select(1, shared["solve_a"]) * m.index_select(1, shared["solve_b"]) - g12 * m[:, 3:5]) * idet
+
+    # ---- entry points -------------------------------------------------------------------------------------------
+
+    def pairs(self, prev, nxt, flow=None) -> torch.Tensor:
+        """Flow of each pair ``prev[i] → nxt[i]``: (N, H, W) (or (H, W)) → (N, H, W, 2) float32."""
+        prev, nxt = torch.as_tensor(prev), torch.as_tensor(nxt)
+        single = prev.dim() == 2
+        if single:
+            prev, nxt = prev[None], nxt[None]
+        if prev.shape != nxt.shape or prev.dim() != 3:
+            raise ValueError(
+                f"prev and next must be (N, H, W) of one shape, got {tuple(prev.shape)} and {tuple(nxt.shape)}"
+            )
+        init = flow if self.flags & OPTFLOW_USE_INITIAL_FLOW else None
+        n = prev.shape[0]
+        levels = self.expand(torch.cat([prev, nxt.to(prev.device)]))
+        out = self.flow_between([x[:n] for x in levels], [x[n:] for x in levels], init)
+        return out[0] if single else out
+
+    def sequence(self, frames, offset: int = 1) -> torch.Tensor:
+        """Flow of a frame sequence: ``frames[t] → frames[t + offset]`` for every t, (F, H, W) → (F − offset, H, W, 2),
+        each frame expanded once."""
+        levels = self.expand(frames)
+        return self.flow_between([x[:-offset] for x in levels], [x[offset:] for x in levels])
+
+
 def farneback_torch(
     prev,
     next,
@@ -180,73 +360,16 @@ def farneback_torch(
 
     ``flow`` (N, H, W, 2) is the initial flow with ``flags & OPTFLOW_USE_INITIAL_FLOW``, as in OpenCV. Runs in full
     float32 whatever the process's TF32 settings (``full_float32``); ``dtype`` picks a lower precision on purpose.
+    A thin wrapper over ``FarnebackTorch.pairs``; engines (and their constants on the device) are kept per setting.
     """
-    with full_float32():
-        return _farneback(prev, next, pyr_scale, levels, winsize, iterations, poly_n, poly_sigma, flags, flow, dtype)
-
-
-def _farneback(prev, next, pyr_scale, levels, winsize, iterations, poly_n, poly_sigma, flags, flow, dtype):
     prev, nxt = torch.as_tensor(prev), torch.as_tensor(next)
-    single = prev.dim() == 2
-    if single:
-        prev, nxt = prev[None], nxt[None]
-    if prev.shape != nxt.shape or prev.dim() != 3:
-        raise ValueError(
-            f"prev and next must be (N, H, W) of one shape, got {tuple(prev.shape)} and {tuple(nxt.shape)}"
-        )
-    if poly_n not in (5, 7):
-        raise ValueError(f"poly_n must be 5 or 7, not {poly_n}")
-    if not 0 < pyr_scale < 1:
-        raise ValueError(f"pyr_scale must be in (0, 1), not {pyr_scale}")
-    frames = torch.stack([prev, nxt]).to(dtype)  # (2, N, H, W): both images of every pair go through together
-    two, n, height, width = frames.shape
-    frames = frames.reshape(2 * n, 1, height, width)
-    opts = dict(dtype=dtype, device=frames.device)
+    engine = _cached_engine((pyr_scale, levels, winsize, iterations, poly_n, poly_sigma, flags), prev.device, dtype)
+    return engine.pairs(prev, nxt, flow=flow)
 
-    levels = usable_levels(width, height, pyr_scale, levels)
 
-    current = None
-    for k in range(levels, -1, -1):
-        scale = pyr_scale**k
-        sigma = (1.0 / scale - 1) * 0.5
-        size = max(_cv_round(sigma * 5) | 1, 3)
-        w, h = _cv_round(width * scale), _cv_round(height * scale)
-        kernel = torch.tensor(cv2.getGaussianKernel(size, sigma, cv2.CV_64F).ravel(), **opts)
-        blurred = _separable(frames, kernel, kernel, "reflect")
-        level = (
-            blurred
-            if (w, h) == (width, height)
-            else F.interpolate(blurred, size=(h, w), mode="bilinear", align_corners=False)
-        )
-        poly = _poly_expansion(level, poly_n, poly_sigma)
-        r0, r1 = poly[:n], poly[n:]
-        if current is None:
-            if flags & OPTFLOW_USE_INITIAL_FLOW and flow is not None:
-                init = torch.as_tensor(flow, **opts).reshape(n, height, width, 2).permute(0, 3, 1, 2)
-                current = F.interpolate(init, size=(h, w), mode="bilinear", align_corners=False) * scale
-            else:
-                current = torch.zeros(n, 2, h, w, **opts)
-        else:
-            current = F.interpolate(current, size=(h, w), mode="bilinear", align_corners=False) / pyr_scale
-        weight = _border_weight(h, w, **opts)
-        m = _update_matrices(r0, r1, current, weight)
-        half = winsize // 2
-        if flags & OPTFLOW_FARNEBACK_GAUSSIAN:
-            sig = half * 0.3
-            t = (
-                np.exp(-(np.arange(-half, half + 1) ** 2) / (2 * sig * sig))
-                if sig > 0
-                else np.eye(1, 2 * half + 1, half)[0]
-            )
-            window, area = torch.tensor(t / t.sum(), **opts), 1.0
-        else:
-            window, area = torch.ones(2 * half + 1, **opts), 1.0 / (winsize * winsize)
-        for i in range(iterations):
-            current = _solve(_separable(m, window, window, "replicate") * area)
-            if i < iterations - 1:
-                m = _update_matrices(r0, r1, current, weight)
-    out = current.permute(0, 2, 3, 1).to(torch.float32).contiguous()
-    return out[0] if single else out
+@functools.lru_cache(maxsize=8)
+def _cached_engine(params: tuple, device: torch.device, dtype: torch.dtype) -> FarnebackTorch:
+    return FarnebackTorch(*params, device=device, dtype=dtype)
 
 
 def usable_levels(width: int, height: int, pyr_scale: float, levels: int) -> int:
@@ -259,4 +382,10 @@ def usable_levels(width: int, height: int, pyr_scale: float, levels: int) -> int
     return levels
 
 
-__all__ = ["farneback_torch", "OPTFLOW_FARNEBACK_GAUSSIAN", "OPTFLOW_USE_INITIAL_FLOW", "usable_levels"]
+__all__ = [
+    "FarnebackTorch",
+    "farneback_torch",
+    "OPTFLOW_FARNEBACK_GAUSSIAN",
+    "OPTFLOW_USE_INITIAL_FLOW",
+    "usable_levels",
+]

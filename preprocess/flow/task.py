@@ -9,7 +9,7 @@ memory does not grow with the video's length.
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import asdict
+from dataclasses import asdict, astuple
 from pathlib import Path
 
 import numpy as np
@@ -110,16 +110,16 @@ def compute_video_flow(video: VideoRecord, out_dir: Path, params: dict) -> int:
                     f"frame {frame.index} is {frame.image.shape[1]}x{frame.image.shape[0]}, "
                     f"expected {width}x{height} (size changes mid-video)",
                 )
-            recent.append(frame.image)
             decoded += 1
+            if decoded - k - 1 >= pairs:
+                raise DataError(video.source, f"more frames decode than the manifest's {video.frame_count}")
+            if engine is not None:
+                for flow in engine.add(frame.image):
+                    store(flow)
+                continue
+            recent.append(frame.image)
             if len(recent) == k + 1:
-                if decoded - k - 1 >= pairs:
-                    raise DataError(video.source, f"more frames decode than the manifest's {video.frame_count}")
-                if engine is None:
-                    store(farneback.compute(recent[0], recent[-1]))
-                else:
-                    for flow in engine.add(recent[0], recent[-1]):
-                        store(flow)
+                store(farneback.compute(recent[0], recent[-1]))
         if engine is not None:
             for flow in engine.flush():
                 store(flow)
@@ -132,45 +132,67 @@ def compute_video_flow(video: VideoRecord, out_dir: Path, params: dict) -> int:
 
 
 class _TorchEngine:
-    """Collects frame pairs and runs ``farneback_torch`` on a batch of them at a time."""
+    """Runs ``FarnebackTorch`` over a video's frames ``batch`` at a time: each frame is moved to the device and
+    expanded once (as the "next" of one pair and the "prev" of another), and the last ``offset`` expansions carry
+    over to the next batch."""
 
     def __init__(self, farneback: FarnebackParams, params: dict):
         import torch
 
-        from .farneback_torch import farneback_torch
+        from .farneback_torch import FarnebackTorch
 
-        self.torch, self.run = torch, farneback_torch
+        self.torch = torch
         self.device = torch.device(params["device"])
         if self.device.type == "cuda" and not torch.cuda.is_available():
             raise DataError("--device cuda", "no CUDA device is available to this process")
-        self.kwargs = dict(
-            pyr_scale=farneback.pyr_scale,
-            levels=farneback.levels,
-            winsize=farneback.winsize,
-            iterations=farneback.iterations,
-            poly_n=farneback.poly_n,
-            poly_sigma=farneback.poly_sigma,
-            flags=farneback.flags,
-        )
-        self.batch = max(1, params["batch"])
-        self.prev: list[np.ndarray] = []
-        self.next: list[np.ndarray] = []
+        self.engine = _torch_engine(FarnebackTorch, farneback, self.device, params.get("compile", False))
+        self.offset, self.batch = params["offset"], max(1, params["batch"])
+        self.frames: list[np.ndarray] = []
+        self.carry = None  # expansions of the last `offset` frames already sent
 
-    def add(self, prev: np.ndarray, nxt: np.ndarray) -> list[np.ndarray]:
-        self.prev.append(prev)
-        self.next.append(nxt)
-        return self.flush() if len(self.prev) >= self.batch else []
+    def add(self, frame: np.ndarray) -> list[np.ndarray]:
+        self.frames.append(frame)
+        return self.flush() if len(self.frames) >= self.batch else []
 
     def flush(self) -> list[np.ndarray]:
-        if not self.prev:
+        if not self.frames:
             return []
-        to = dict(device=self.device, non_blocking=True)
-        prev = self.torch.from_numpy(np.stack(self.prev)).to(**to)
-        nxt = self.torch.from_numpy(np.stack(self.next)).to(**to)
-        self.prev, self.next = [], []
+        host = self.torch.from_numpy(np.stack(self.frames))
+        self.frames = []
+        if self.device.type == "cuda":  # page-locked, so the copy runs asynchronously beside decoding
+            host = host.pin_memory()
         with self.torch.no_grad():
-            flow = self.run(prev, nxt, **self.kwargs).cpu().numpy()
-        return list(flow)
+            levels = self.engine.expand(host.to(self.device, non_blocking=True))
+            if self.carry is not None:
+                levels = [self.torch.cat([old, new]) for old, new in zip(self.carry, levels, strict=True)]
+            k = self.offset
+            self.carry = [level[-k:] for level in levels]
+            if levels[0].shape[0] <= k:
+                return []
+            flow = self.engine.flow_between([level[:-k] for level in levels], [level[k:] for level in levels])
+        return list(flow.cpu().numpy())
+
+
+_ENGINES: dict = {}
+
+
+def _torch_engine(cls, farneback: FarnebackParams, device, compile: bool):
+    """One engine per setting and process (its constants and compiled kernels outlive a video)."""
+    key = (astuple(farneback), str(device), compile)
+    if key not in _ENGINES:
+        f = farneback
+        _ENGINES[key] = cls(
+            f.pyr_scale,
+            f.levels,
+            f.winsize,
+            f.iterations,
+            f.poly_n,
+            f.poly_sigma,
+            f.flags,
+            device=device,
+            compile=compile,
+        )
+    return _ENGINES[key]
 
 
 def verify_flow(data: Path, sidecar: dict) -> str | None:
