@@ -41,6 +41,7 @@ class Task:
     worker_init: Callable | None = None
     # verify(data file, sidecar) → what is wrong with a finished output, or None when it is whole
     verify: Callable[[Path, dict], str | None] | None = None
+    gpu: bool = False  # runs on a GPU: on Ray, each worker asks for a fraction of one
 
 
 @dataclass
@@ -73,10 +74,21 @@ class Summary:
         )
 
 
-def parse_shard(text: str | None) -> tuple[int, int]:
-    """``"i/N"`` with 0 <= i < N."""
+def parse_shard(text: str | None, environ=None) -> tuple[int, int]:
+    """``"i/N"`` with 0 <= i < N; ``"auto"``: this job's place in a SLURM job array (``SLURM_ARRAY_TASK_ID`` minus
+    ``SLURM_ARRAY_TASK_MIN``, of ``SLURM_ARRAY_TASK_COUNT``) or a torchrun/MPI-style launch (``RANK`` of
+    ``WORLD_SIZE``), else the whole manifest (0/1)."""
     if not text:
         return (0, 1)
+    if text.strip().lower() == "auto":
+        env = os.environ if environ is None else environ
+        if "SLURM_ARRAY_TASK_ID" in env and "SLURM_ARRAY_TASK_COUNT" in env:
+            index = int(env["SLURM_ARRAY_TASK_ID"]) - int(env.get("SLURM_ARRAY_TASK_MIN", 0))
+            text = f"{index}/{env['SLURM_ARRAY_TASK_COUNT']}"
+        elif "RANK" in env and "WORLD_SIZE" in env:
+            text = f"{env['RANK']}/{env['WORLD_SIZE']}"
+        else:
+            return (0, 1)
     try:
         i, n = (int(p) for p in text.split("/"))
     except ValueError:
@@ -177,8 +189,16 @@ def run_batch(
     shard: tuple[int, int] = (0, 1),
     force: bool = False,
     video_ids: list[str] | None = None,
+    executor: str = "pool",
+    ray_address: str | None = None,
+    gpus_per_worker: float = 0.25,
 ) -> Summary:
-    """Run ``task`` over the (sharded) manifest; writes ``WORK/<task>/summary[-i-of-N].json`` and returns it."""
+    """Run ``task`` over the (sharded) manifest; writes ``WORK/<task>/summary[-i-of-N].json`` and returns it.
+
+    ``executor="pool"`` runs videos in ``workers`` local processes; ``"ray"`` on ``workers`` actors of a Ray cluster
+    (``ray_address``: None starts a local one; GPU tasks take ``gpus_per_worker`` of a GPU each)."""
+    if executor not in ("pool", "ray"):
+        raise ValueError(f"executor must be pool or ray, not {executor!r}")
     out_dir = Path(work) / task.name
     out_dir.mkdir(parents=True, exist_ok=True)
     videos = shard_videos(manifest.videos, shard)
@@ -209,7 +229,23 @@ def run_batch(
 
         # Always in worker processes, even one: a native crash (a decoder's segfault) then fails its video only.
         jobs = [(task, v, out_dir) for v in todo]
-        collect(map_surviving_crashes(_run_job, jobs, workers, crashed=_crashed, initializer=task.worker_init))
+        if executor == "ray":
+            from .ray_pool import map_on_ray
+
+            gpus = gpus_per_worker if task.gpu else 0.0
+            collect(
+                map_on_ray(
+                    _run_job,
+                    jobs,
+                    workers,
+                    crashed=_crashed,
+                    initializer=task.worker_init,
+                    address=ray_address,
+                    gpus_per_worker=gpus,
+                )
+            )
+        else:
+            collect(map_surviving_crashes(_run_job, jobs, workers, crashed=_crashed, initializer=task.worker_init))
     summary.seconds = time.monotonic() - start
     name = "summary.json" if shard == (0, 1) else f"summary-{shard[0]}-of-{shard[1]}.json"
     write_json(out_dir / name, {"params": task.params, **summary.to_json()})

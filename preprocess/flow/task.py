@@ -37,9 +37,11 @@ def flow_params(
     crop: str = "none",
     crop_size: int = 128,
     crop_margin: float = 0.15,
+    compile: bool = False,
 ) -> dict:
     """The JSON parameters of a flow run (what the sidecar records and resume compares). ``engine="torch"`` runs
-    ``farneback_torch`` on ``device`` over ``batch`` frame pairs at a time."""
+    ``FarnebackTorch`` on ``device`` over ``batch`` frames at a time (``compile``: its iterations through
+    ``torch.compile``)."""
     if engine not in ("opencv", "torch"):
         raise ValueError(f"engine must be opencv or torch, not {engine!r}")
     if offset < 1:
@@ -63,6 +65,8 @@ def flow_params(
     params.update(crop_params(crop, crop_size, crop_margin))
     if engine == "torch":  # only then in the parameters, so existing OpenCV outputs stay valid
         params.update(engine="torch", device=device, batch=int(batch))
+        if compile:
+            params["compile"] = True
     return params
 
 
@@ -203,4 +207,5 @@ def verify_flow(data: Path, sidecar: dict) -> str | None:
 
 
 def flow_task(params: dict) -> Task:
-    return Task(name="flow", params=params, run=compute_video_flow, data_suffix=".npy", verify=verify_flow)
+    gpu = params.get("engine") == "torch" and str(params.get("device", "cpu")).startswith("cuda")
+    return Task(name="flow", params=params, run=compute_video_flow, data_suffix=".npy", verify=verify_flow, gpu=gpu)
