@@ -171,11 +171,11 @@ def _end_to_end(kernel_rate: float | None, workers: int, log) -> None:
 
 
 def _training_rows(log) -> None:
-    from .gpu_smoke import _tiny_work
+    from .gpu_smoke import tiny_work
     from .training import training
 
     with tempfile.TemporaryDirectory() as tmp:
-        work = _tiny_work(Path(tmp))
+        work = tiny_work(Path(tmp))
         training(
             str(work),
             device="cuda",

@@ -42,7 +42,7 @@ TRAIN_OPTIONS = [
 ]
 
 
-def _tiny_work(root: Path) -> Path:
+def tiny_work(root: Path) -> Path:
     """The tiny synthetic preset, preprocessed: flow and frames by OpenCV, pose imported from its ground truth."""
     from preprocess.batch import run_batch
     from preprocess.dataset import ingest
@@ -130,7 +130,7 @@ def gpu_smoke(*, log=print) -> bool:
     results = []
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        work = _tiny_work(root)
+        work = tiny_work(root)
         for stream in ("rgb", "flow", "pose"):
             run = root / f"ddp_{stream}"
             done = _train(stream, work, run, epochs=1, processes=gpus)

@@ -155,9 +155,9 @@ def test_a_sequence_expands_each_frame_once_and_equals_its_pairs(offset):
     assert seq.shape == (7 - offset, 128, 170, 2)
     assert torch.allclose(seq, pairs, atol=1e-4)
     # the batch command's engine sends frames in batches of 3 and carries the last `offset` expansions over
-    from preprocess.flow.task import _TorchEngine
+    from preprocess.flow.task import StreamingFlowEngine
 
-    streamed = _TorchEngine(FarnebackParams(), {"device": "cpu", "offset": offset, "batch": 3})
+    streamed = StreamingFlowEngine(FarnebackParams(), {"device": "cpu", "offset": offset, "batch": 3})
     out = [flow for frame in frames.numpy() for flow in streamed.add(frame)] + streamed.flush()
     assert len(out) == 7 - offset
     assert np.allclose(np.stack(out), seq.numpy(), atol=1e-3)  # batch sizes change convolution algorithms only

@@ -105,7 +105,7 @@ def compute_video_flow(video: VideoRecord, out_dir: Path, params: dict) -> int:
                 raise DataError(video.source, f"flow of frame pair {out.count} is not finite (NaN or beyond float16)")
             out.write(quantize(flow, params["bound"]) if stored is None else stored)
 
-        engine = _TorchEngine(farneback, params) if params.get("engine") == "torch" else None
+        engine = StreamingFlowEngine(farneback, params) if params.get("engine") == "torch" else None
         recent: deque[np.ndarray] = deque(maxlen=k + 1)
         for frame in prefetch(read_frames(video.to_source(), Sampling(), resize, colour="gray")):
             if frame.image.shape != (height, width):
@@ -135,7 +135,7 @@ def compute_video_flow(video: VideoRecord, out_dir: Path, params: dict) -> int:
     return decoded
 
 
-class _TorchEngine:
+class StreamingFlowEngine:
     """Runs ``FarnebackTorch`` over a video's frames ``batch`` at a time: each frame is moved to the device and
     expanded once (as the "next" of one pair and the "prev" of another), and the last ``offset`` expansions carry
     over to the next batch."""
