@@ -92,3 +92,16 @@ def test_the_gpu_benchmark_says_when_there_is_no_gpu_and_still_gives_the_cpu_row
     assert all(float(row.split("|")[5].split()[0]) > 0 for row in rows)  # a measured rate
     parity = [line for line in result.stdout.splitlines() if line.startswith("| parity |")]
     assert len(parity) == 1 and float(parity[0].split("mean")[1].split(",")[0]) < 0.002
+
+
+def test_a_ray_worker_that_dies_fails_its_video_not_the_batch(tiny_synth, tmp_path):
+    pytest.importorskip("ray", reason="ray is not installed (pip install 'dance-streams[ray]')")
+    from preprocess.batch import Task
+    from tests.test_hardening import crash_on_tango_0001
+
+    manifest = ingest(_small_dataset(tiny_synth, tmp_path, per_style=3))
+    task = Task(name="crashy", params={"v": 1}, run=crash_on_tango_0001, data_suffix=".txt")
+    summary = run_batch(task, manifest, tmp_path / "work", workers=2, executor="ray")
+    assert sorted(summary.done) == sorted(v.video_id for v in manifest.videos if v.video_id != "tango_0001")
+    assert [f["video_id"] for f in summary.failed] == ["tango_0001"]
+    assert "worker process died" in summary.failed[0]["error"]
