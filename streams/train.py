@@ -83,6 +83,7 @@ DEFAULTS = {
     "pose_input": "joint",
     "skeleton_augment": "light",
     "pose_sampling": "window",
+    "exclude": [],
 }
 
 
@@ -380,8 +381,11 @@ def write_scores(
     return path
 
 
-def train(config: dict, log=print) -> dict:
-    """Train one stream per ``config`` (DEFAULTS plus stream, work, run); returns the test metrics on rank 0."""
+def train(config: dict, log=print, *, on_epoch=None, splits=("val", "test")) -> dict:
+    """Train one stream per ``config`` (DEFAULTS plus stream, work, run); returns {split: metrics} on rank 0 for
+    ``splits`` (scored with the best checkpoint at the end). ``on_epoch(epoch, validation metrics)`` is called after
+    each epoch's validation (a hyperparameter search reports to its pruner there; an exception stops training).
+    ``config["exclude"]``: training videos left out (``--exclude-list``)."""
     config = {**DEFAULTS, **config}
     rank, world, device = _distributed(config)
     run = Path(config["run"])
@@ -392,7 +396,20 @@ def train(config: dict, log=print) -> dict:
         # one sampling rate for the run, so that a window spans the same time in every video (streams.sampling)
         config["sample_fps"] = reference_fps(v.fps for v in load_manifest(work).by_split("train"))
 
-    train_set = create_dataset(config["stream"], work, "train", train=True, options=config, seed=config["seed"])
+    train_ids = None
+    if config["exclude"]:
+        known = [v.video_id for v in load_manifest(work).by_split("train")]
+        unknown = sorted(set(config["exclude"]) - set(known))
+        if unknown:
+            raise DataError(
+                config.get("exclude_list") or "--exclude-list",
+                f"{len(unknown)} excluded ids are not training videos of {work}: {', '.join(unknown[:5])}",
+            )
+        train_ids = [v for v in known if v not in set(config["exclude"])]
+        log(f"training without {len(known) - len(train_ids)} excluded videos ({len(train_ids)} left)")
+    train_set = create_dataset(
+        config["stream"], work, "train", train=True, options=config, seed=config["seed"], video_ids=train_ids
+    )
     # A small training set is gone over several times per epoch, so that an epoch is enough optimiser steps for
     # the schedule and early stopping to mean something (24 videos at batch 16 would be one step).
     train_set.repeats = max(1, -(-config["min_epoch_clips"] // len(train_set.videos)))
@@ -509,6 +526,8 @@ def train(config: dict, log=print) -> dict:
                 f"val top-1 {metrics['top1']:.3f}, val macro-F1 {metrics['macro_f1']:.3f}"
                 f"{' (best)' if improved else ''}, {stats['train_clips_per_s']:.1f} clips/s"
             )
+            if on_epoch is not None:
+                on_epoch(epoch + 1, metrics)
             _save_checkpoint(
                 last,
                 model=model.state_dict(),
@@ -530,22 +549,22 @@ def train(config: dict, log=print) -> dict:
     if rank == 0:
         plot_curves(history, run / "training_curves.png", f"{config['stream']} stream: {run.name}")
         model.load_state_dict(checkpoint_entry(load_checkpoint(run / "best.pt"), "model", run / "best.pt"))
-        for split, dataset in (
-            ("val", val_set),
-            (
-                "test",
-                create_dataset(config["stream"], work, "test", train=False, options=config, views=config["views"]),
-            ),
-        ):
+        for split in splits:
+            dataset = (
+                val_set
+                if split == "val"
+                else create_dataset(config["stream"], work, split, train=False, options=config, views=config["views"])
+            )
             probs, labels, _ = evaluate(
                 model, dataset, device, batch_size=config["batch_size"], workers=config["workers"], vote=config["vote"]
             )
             metrics = classification_metrics(labels, probs)
             write_scores(run, split, dataset, probs, labels, config, str(run / "best.pt"), metrics)
             result[split] = metrics
+        shown = splits[-1]
         log(
-            f"{config['stream']}: best epoch {state['best_epoch']}, test top-1 {result['test']['top1']:.3f}, "
-            f"macro-F1 {result['test']['macro_f1']:.3f} (chance {1 / num_classes:.3f}); scores in {run}"
+            f"{config['stream']}: best epoch {state['best_epoch']}, {shown} top-1 {result[shown]['top1']:.3f}, "
+            f"macro-F1 {result[shown]['macro_f1']:.3f} (chance {1 / num_classes:.3f}); scores in {run}"
         )
     if world > 1:
         dist.barrier()

@@ -1,0 +1,139 @@
+"""Analysis as researchers do it: hyperparameter search (Optuna), per-video losses and high-loss removal, saliency
+maps, the error gallery."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from streams.inspect import guided_relus, saliency_2d
+from streams.train import train
+from tests.conftest import run_bin
+
+FAST = ["--epochs", "3", "--min-epoch-clips", "1", "--views", "1", "--size", "48", "--segments", "2", "--stack", "3"]
+
+
+def test_tune_runs_three_trials_then_resumes_and_never_scores_test(tiny_work, tmp_path):
+    pytest.importorskip("optuna", reason="optuna is not installed (pip install 'dance-streams[tune]')")
+    out = tmp_path / "tune"
+    first = run_bin("tune", "pose", tiny_work, out, "--trials", "3", *FAST)
+    assert first.returncode == 0, first.stderr
+    best = json.loads((out / "best.json").read_text())
+    assert best["trials"]["complete"] + best["trials"]["pruned"] == 3
+    assert best["command"].startswith(f"bin/train pose {tiny_work} ")
+    assert set(best["params"]) >= {"lr", "weight_decay", "dropout", "optimizer", "batch_size", "head", "frames"}
+    assert (out / "study.png").stat().st_size > 10_000
+    values = {line.split(":")[0]: line for line in first.stdout.splitlines() if line.startswith("trial ")}
+    assert len(values) == 3
+    # rerunning continues the same study: three trials kept, one more run
+    second = run_bin("tune", "pose", tiny_work, out, "--trials", "4", *FAST)
+    assert second.returncode == 0, second.stderr
+    assert "3 trials finished, running up to 4" in second.stdout
+    again = json.loads((out / "best.json").read_text())
+    assert again["trials"]["complete"] + again["trials"]["pruned"] == 4
+    assert [line for line in second.stdout.splitlines() if line.startswith("trial ")][0].startswith("trial 3:")
+    trials = sorted((out / "trials").iterdir())
+    assert len(trials) == 4 and all((t / "scores_val.npz").is_file() for t in trials)
+    assert not list((out / "trials").glob("*/scores_test.*"))  # test is never scored
+
+
+def test_guided_relu_passes_only_positive_gradients_where_the_input_was_positive():
+    x = torch.tensor([-1.0, 0.5, 2.0, 3.0], requires_grad=True)
+    w = torch.tensor([1.0, -2.0, 3.0, 0.5])
+    with guided_relus():
+        (w * torch.relu(x)).sum().backward()
+    assert torch.equal(x.grad, torch.tensor([0.0, 0.0, 3.0, 0.5]))  # clamp(w, 0) · (x > 0)
+    x.grad = None
+    (w * torch.relu(x)).sum().backward()  # outside the block: the ordinary gradient
+    assert torch.equal(x.grad, torch.tensor([0.0, -2.0, 3.0, 0.5]))
+
+
+class LeftHalfOnly(nn.Module):
+    """A TSN-shaped model that looks only at the left half of its image."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.backbone = nn.Sequential(
+            nn.Conv2d(3, 8, 3, padding=1),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(8, 8, 3, padding=1),
+            nn.ReLU(),
+            nn.AdaptiveAvgPool2d(1),
+            nn.Flatten(),
+        )
+        self.fc = nn.Linear(8, 3)
+
+    def forward_backbone(self, x):
+        return self.backbone(x)
+
+
+def test_saliency_finds_what_the_model_looks_at():
+    model = LeftHalfOnly()
+    inner = model.backbone
+    mask = torch.zeros(1, 1, 32, 32)
+    mask[..., :16] = 1
+    model.backbone = nn.Sequential(_Mask(mask), *inner)
+    image = torch.rand(3, 32, 32)
+    target = int(model.fc(model.backbone(image[None])).argmax())
+    cam, guided = saliency_2d(model, image, target)
+    assert cam.shape == guided.shape == (32, 32)
+    assert guided[:, 16:].max() == 0 and guided[:, :16].max() == 1.0  # normalised, and nothing from the right half
+    assert cam.min() >= 0 and cam.max() <= 1
+
+
+class _Mask(nn.Module):
+    def __init__(self, mask):
+        super().__init__()
+        self.register_buffer("mask", mask)
+
+    def forward(self, x):
+        return x * self.mask
+
+
+@pytest.mark.parametrize("stream", ["flow", "pose"])
+def test_inspect_lists_losses_draws_saliency_and_gallery_and_high_loss_removal_retrains(tiny_work, tmp_path, stream):
+    run = tmp_path / "run"
+    options = {"epochs": 2, "batch_size": 8, "size": 48, "segments": 2, "stack": 3, "frames": 12, "views": 1}
+    train({"stream": stream, "work": str(tiny_work), "run": str(run), "min_epoch_clips": 1, **options}, log=print)
+    result = run_bin("inspect", run)
+    assert result.returncode == 0, result.stderr
+    out = run / "inspect"
+    losses = json.loads((out / "losses.json").read_text())
+    assert [r["loss"] for r in losses] == sorted((r["loss"] for r in losses), reverse=True)
+    with np.load(run / "scores_val.npz", allow_pickle=False) as scores:  # the same model and views as training's
+        expected = {str(v): -np.log(p[y]) for v, y, p in zip(scores["video_ids"], scores["labels"], scores["probs"])}
+    val = {r["video_id"]: r["loss"] for r in losses if r["split"] == "val"}
+    assert val.keys() == expected.keys()
+    assert all(abs(val[v] - expected[v]) < 1e-4 for v in val)
+    assert {r["split"] for r in losses} == {"train", "val"}
+    picture = "saliency.png" if stream == "flow" else "pose_importance.png"
+    for name in ("high_loss.png", picture, "gallery.png"):
+        assert (out / name).stat().st_size > 10_000, name
+    report = (out / "inspect.md").read_text()
+    assert "| video | split | true | predicted |" in report
+    if stream == "pose":
+        return
+    candidates = (out / "exclude_candidates.txt").read_text().split()
+    train_losses = [r for r in losses if r["split"] == "train"]
+    assert candidates == [r["video_id"] for r in train_losses][: len(candidates)] and len(candidates) >= 2
+    exclude = tmp_path / "exclude.txt"
+    exclude.write_text("# the two highest-loss training videos\n" + "\n".join(candidates[:2]) + "\n")
+    retrained = tmp_path / "retrained"
+    args = [str(a) for kv in options.items() for a in (f"--{kv[0].replace('_', '-')}", kv[1])]
+    result = run_bin("train", stream, tiny_work, retrained, *args, "--min-epoch-clips", "1", "--exclude-list", exclude)
+    assert result.returncode == 0, result.stderr
+    assert "training without 2 excluded videos" in result.stdout
+    assert json.loads((retrained / "config.json").read_text())["exclude"] == sorted(candidates[:2])
+    after = run_bin("inspect", retrained, "--baseline", run)
+    assert after.returncode == 0, after.stderr
+    report = (retrained / "inspect" / "inspect.md").read_text()
+    assert "before (baseline)" in report and "trained without 2 excluded videos" in report
+    retrained_losses = json.loads((retrained / "inspect" / "losses.json").read_text())
+    assert not {r["video_id"] for r in retrained_losses if r["split"] == "train"} & set(candidates[:2])
+    wrong = tmp_path / "wrong.txt"
+    wrong.write_text("no_such_video\n")
+    refused = run_bin("train", stream, tiny_work, tmp_path / "r2", *args, "--exclude-list", wrong)
+    assert refused.returncode != 0 and "Traceback" not in refused.stderr and "no_such_video" in refused.stderr
