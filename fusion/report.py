@@ -22,11 +22,20 @@ import numpy as np
 from preprocess import DataError
 from preprocess.batch import atomic_path, write_json, write_text
 from preprocess.dataset import load_manifest
+from streams.crossval import group_bootstrap_ci
 from streams.metrics import classification_metrics, confusion_matrix, per_class_prf
 
 from .methods import METHODS, create_method
 from .scores import align, load_scores
-from .stats import bootstrap_ci, cross_validated_top1, mcnemar_exact, paired_bootstrap_difference, wilson_interval
+from .stats import (
+    bootstrap_ci,
+    cross_validated_top1,
+    group_bootstrap_difference,
+    holm,
+    mcnemar_exact,
+    paired_bootstrap_difference,
+    wilson_interval,
+)
 
 REFERENCE = (
     "Reference, **from another dataset** (Castro et al., *Let's Dance*, 2018; 10 styles, 1,000 real YouTube clips), "
@@ -47,8 +56,10 @@ def label(streams) -> str:
 
 
 def _dataset_info(runs: list[Path]) -> dict:
+    """What the manifest says about the data: sizes, and each video's group (performer, source video) when the
+    manifest has groups (``group_of`` is None otherwise)."""
     side = json.loads((runs[0] / "scores_test.json").read_text())
-    info = {"work": side.get("work")}
+    info = {"work": side.get("work"), "group_of": None}
     try:
         manifest = load_manifest(side["work"])
         info.update(
@@ -57,18 +68,49 @@ def _dataset_info(runs: list[Path]) -> dict:
             splits={s: len(manifest.by_split(s)) for s in ("train", "val", "test")},
             groups=len({v.group for v in manifest.videos}),
         )
+        if all(v.group not in (None, "") for v in manifest.videos):
+            info["group_of"] = {v.video_id: v.group for v in manifest.videos}
+            info["split_groups"] = {
+                s: sorted({v.group for v in manifest.by_split(s)}) for s in ("train", "val", "test")
+            }
     except Exception:  # noqa: BLE001 - the report still stands on the score files alone
         pass
     return info
 
 
+def carrying_streams(row: dict, threshold: float = 0.05) -> list[str]:
+    """The streams of a fusion that carry weight: all of them, unless fitted weights leave some below
+    ``threshold`` of the total (then the fusion is, in effect, of the others)."""
+    weights = row.get("params", {}).get("weights")
+    if not weights:
+        return sorted(row["streams"], key=stream_key)
+    total = sum(abs(w) for w in weights.values()) or 1.0
+    return sorted((s for s, w in weights.items() if abs(w) / total >= threshold), key=stream_key)
+
+
 def _entry(
-    streams, method, probs, labels, classes, best_single_hits, resamples, seed, params=None, cv_top1=None, val_top1=None
+    streams,
+    method,
+    probs,
+    labels,
+    classes,
+    best_single_hits,
+    resamples,
+    seed,
+    params=None,
+    cv_top1=None,
+    val_top1=None,
+    groups=None,
 ):
     metrics = classification_metrics(labels, probs)
     hits = probs.argmax(1) == labels
-    lo, hi = bootstrap_ci(hits, resamples=resamples, seed=seed)
-    diff, dlo, dhi = paired_bootstrap_difference(hits, best_single_hits, resamples=resamples, seed=seed)
+    if groups is not None:  # clips of one performer / source video are not independent: resample whole groups
+        lo, hi = group_bootstrap_ci(hits, groups, resamples=resamples, seed=seed)
+        diff = float(hits.mean() - best_single_hits.mean())
+        dlo, dhi = group_bootstrap_difference(hits, best_single_hits, groups, resamples=resamples, seed=seed)
+    else:
+        lo, hi = bootstrap_ci(hits, resamples=resamples, seed=seed)
+        diff, dlo, dhi = paired_bootstrap_difference(hits, best_single_hits, resamples=resamples, seed=seed)
     precision, recall, f1 = per_class_prf(labels, probs.argmax(1), len(classes))
     return {
         # streams sorted by name: the contract other tools rely on
@@ -125,51 +167,70 @@ def plot_confusion(matrix: np.ndarray, classes: list[str], title: str, path: Pat
     plt.close(fig)
 
 
-def plot_subsets(results: list[dict], best_single: dict, path: Path) -> None:
+def plot_subsets(results: list[dict], best_single: dict, path: Path, intervals: dict | None = None) -> None:
+    """Test top-1 (%) of every subset × method, subsets in the canonical order (by size, then rgb, flow, pose), the
+    fusions chosen on validation marked."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    subsets = sorted({tuple(r["streams"]) for r in results}, key=lambda s: (len(s), [stream_key(n) for n in s]))
+    subsets = sorted(
+        {tuple(sorted(r["streams"], key=stream_key)) for r in results},
+        key=lambda s: (len(s), [stream_key(n) for n in s]),
+    )
     methods = [m for m in ("single", *METHODS) if any(r["method"] == m for r in results)]
     colours = dict(zip(methods, plt.cm.tab10.colors))
-    fig, ax = plt.subplots(figsize=(3.2 + 1.3 * len(subsets), 4.2))
+    fig, ax = plt.subplots(figsize=(3.2 + 1.3 * len(subsets), 4.4))
     width = 0.8 / max(len(methods) - 1, 1)
     for x, subset in enumerate(subsets):
-        rows = [r for r in results if tuple(r["streams"]) == subset]
+        rows = [r for r in results if tuple(sorted(r["streams"], key=stream_key)) == subset]
+        rows.sort(key=lambda r: methods.index(r["method"]))
         for k, r in enumerate(rows):
             offset = 0 if r["method"] == "single" else (k - (len(rows) - 1) / 2) * width
             lo, hi = r["top1_ci95"]
+            top1 = 100 * r["top1"]
             ax.bar(
                 x + offset,
-                r["top1"],
+                top1,
                 width * 0.95,
                 color=colours[r["method"]],
-                label=r["method"] if x == len(subsets) - 1 or r["method"] == "single" else None,
+                edgecolor="black" if r.get("chosen") else "none",
+                linewidth=1.6 if r.get("chosen") else 0,
+                label=r["method"],
             )
             ax.errorbar(
-                x + offset,
-                r["top1"],
-                yerr=[[r["top1"] - lo], [hi - r["top1"]]],
-                color="black",
-                capsize=2,
-                linewidth=0.8,
+                x + offset, top1, yerr=[[top1 - 100 * lo], [100 * hi - top1]], color="black", capsize=2, linewidth=0.8
             )
+            if r.get("chosen"):
+                ax.annotate(
+                    "chosen",
+                    (x + offset, 100 * hi),
+                    xytext=(0, 4),
+                    textcoords="offset points",
+                    ha="center",
+                    fontsize=7,
+                    fontweight="bold",
+                )
     ax.axhline(
-        best_single["top1"],
+        100 * best_single["top1"],
         color="grey",
         linestyle="--",
         linewidth=1,
-        label=f"best single ({label(best_single['streams'])})",
+        label=f"best single on validation ({label(best_single['streams'])})",
     )
     ax.set_xticks(range(len(subsets)), [label(s) for s in subsets])
-    ax.set_ylabel("test top-1 (95 % bootstrap interval)")
-    ax.set_ylim(0, 1.05)
+    what = (
+        f"resampling {intervals['test_groups']} test groups"
+        if intervals and intervals.get("resample") == "groups"
+        else "resampling test videos"
+    )
+    ax.set_ylabel(f"test top-1 % (95 % interval, {what})", fontsize=9)
+    ax.set_ylim(0, 110)
     handles, labels = ax.get_legend_handles_labels()
     unique = dict(zip(labels, handles))
     ax.legend(unique.values(), unique.keys(), fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
-    ax.set_title("Fusion ablation: stream subsets × methods")
+    ax.set_title("Fusion ablation: stream subsets × methods (outlined: chosen on validation)")
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
     with atomic_path(path, suffix=".png") as tmp:
@@ -221,6 +282,19 @@ def run_ablation(
     if (test_labels < 0).any():
         raise ValueError("test labels are unknown (-1): an ablation needs labelled test videos")
 
+    info = _dataset_info(runs)
+    group_of = info.pop("group_of")
+    test_groups = None
+    if group_of is not None and all(v in group_of for v in test_ids):
+        test_groups = np.array([group_of[v] for v in test_ids])
+        if len(set(test_groups)) < 2 or len(set(test_groups)) == len(test_groups):
+            test_groups = None  # one group (no spread to resample) or every clip its own group (the clip bootstrap)
+    shared = None
+    if fit_on == "val" and "split_groups" in info:
+        train_groups = set(info["split_groups"]["train"])
+        val_groups = {group_of[v] for v in val_ids if v in group_of}
+        shared = {"shared": len(val_groups & train_groups), "val_groups": len(val_groups)}
+
     # Best single stream, chosen on validation.
     val_top1 = {s: float((val_probs[s].argmax(1) == val_labels).mean()) for s in names}
     val_f1 = {s: classification_metrics(val_labels, val_probs[s])["macro_f1"] for s in names}
@@ -241,6 +315,7 @@ def run_ablation(
                 seed,
                 val_top1=val_top1[s],
                 cv_top1=val_top1[s],
+                groups=test_groups,
             )
         )
     for size in range(2, len(names) + 1):
@@ -266,6 +341,7 @@ def run_ablation(
                         params=method.params(),
                         cv_top1=cv,
                         val_top1=float((method.predict(v) == val_labels).mean()),
+                        groups=test_groups,
                     )
                 )
 
@@ -281,8 +357,19 @@ def run_ablation(
     best_three = chosen([r for r in fusions if len(r["streams"]) == len(names)])
     for r in results:
         r["chosen"] = r is best_fusion or r is best_three
+    # many comparisons against the best single stream: Holm's adjustment of their McNemar p-values
+    compared = [r for r in results if r is not best_single]
+    for r, adjusted in zip(compared, holm([r["p_vs_best_single"] for r in compared])):
+        r["p_holm"] = adjusted
+    best_single["p_holm"] = 1.0
+    ties = {}
+    for key, row in (("best_fusion", best_fusion), ("best_all_streams", best_three)):
+        if row is not None:
+            pool = fusions if key == "best_fusion" else [r for r in fusions if len(r["streams"]) == len(names)]
+            tied = [r for r in pool if abs(r["val_cv_top1"] - row["val_cv_top1"]) < 1e-12]
+            ties[key] = [f"{label(r['streams'])} {r['method']}" for r in tied]
+    single_ties = [s for s in names if val_top1[s] == val_top1[best_name]]
 
-    info = _dataset_info(runs)
     report = {
         "date": date.today().isoformat(),
         "runs": [str(r) for r in runs],
@@ -296,8 +383,33 @@ def run_ablation(
         "bootstrap_resamples": resamples,
         "seed": seed,
         "best_single": best_name,
-        "best_fusion": {"streams": best_fusion["streams"], "method": best_fusion["method"]} if best_fusion else None,
-        "best_all_streams": {"streams": best_three["streams"], "method": best_three["method"]} if best_three else None,
+        "best_single_ties": single_ties,
+        "best_fusion": (
+            {
+                "streams": best_fusion["streams"],
+                "method": best_fusion["method"],
+                "carrying": carrying_streams(best_fusion),
+                "ties": ties["best_fusion"],
+            }
+            if best_fusion
+            else None
+        ),
+        "best_all_streams": (
+            {
+                "streams": best_three["streams"],
+                "method": best_three["method"],
+                "carrying": carrying_streams(best_three),
+                "ties": ties["best_all_streams"],
+            }
+            if best_three
+            else None
+        ),
+        "intervals": (
+            {"resample": "groups", "test_groups": int(len(set(test_groups)))}
+            if test_groups is not None
+            else {"resample": "videos"}
+        ),
+        "validation_shares_groups": shared,
         "reference": REFERENCE,
         "results": results,
     }
@@ -323,7 +435,7 @@ def run_ablation(
             out / f"confusion_{name}.png",
         )
         pictures[name] = f"confusion_{name}.png"
-    plot_subsets(results, best_single, out / "subsets.png")
+    plot_subsets(results, best_single, out / "subsets.png", report["intervals"])
     if best_three is not None:
         method = fitted[(tuple(sorted(best_three["streams"], key=stream_key)), best_three["method"])]
         write_json(
@@ -356,6 +468,7 @@ def _write_csv(path: Path, results: list[dict]) -> None:
         "diff_ci_low",
         "diff_ci_high",
         "p_vs_best_single",
+        "p_holm",
         "val_top1",
         "val_cv_top1",
         "params",
@@ -375,6 +488,7 @@ def _write_csv(path: Path, results: list[dict]) -> None:
                 r["diff_vs_best_single"],
                 *r["diff_vs_best_single_ci95"],
                 r["p_vs_best_single"],
+                r["p_holm"],
                 r["val_top1"],
                 r["val_cv_top1"],
                 json.dumps(r["params"]),
@@ -392,14 +506,36 @@ def _markdown(report, best_single, best_fusion, best_three, pictures) -> str:
             f"Dataset `{d['root']}`: {d['classes']} classes, {d['groups']} groups; split train {sp['train']} / "
             f"val {sp['val']} / test {sp['test']} videos (work directory `{d['work']}`)."
         )
+    intervals = report.get("intervals", {"resample": "videos"})
+    over = (
+        f"resampling whole groups ({intervals['test_groups']} test groups: clips of one performer or source video "
+        "are not independent)"
+        if intervals["resample"] == "groups"
+        else "over test videos"
+    )
     lines += [
         f"Streams: {', '.join(report['streams'])} (runs: {', '.join(f'`{r}`' for r in report['runs'])}). "
         f"Every method is fitted on {_fit_description(report)} and scored on the "
-        f"{report['test_videos']} test videos. Intervals: 95 % bootstrap over test videos "
-        f"({report['bootstrap_resamples']} resamples); p: exact McNemar test against the best single stream.",
+        f"{report['test_videos']} test videos. Intervals: 95 % bootstrap {over} "
+        f"({report['bootstrap_resamples']} resamples); p: exact McNemar test against the best single stream, "
+        "Holm-adjusted over every comparison in the table.",
         "",
     ]
     headline = []
+    shared = report.get("validation_shares_groups")
+    if shared and shared["shared"]:
+        headline.append(
+            f"**Caution: validation shares {shared['shared']} of its {shared['val_groups']} groups (performers, "
+            "source videos) with training.** Every choice below was made on those validation scores — the best "
+            "single stream (validation top-1), each fusion's method and its fitted weights — and they flatter "
+            "whatever training and validation groups have in common (a scene, a camera, a performer), not the "
+            "dance. Fit on out-of-fold scores instead (`bin/crossval` per stream, then `bin/fuse --fit-on oof`)."
+        )
+    if len(report.get("best_single_ties", [])) > 1:
+        headline.append(
+            f"Validation top-1 ties between single streams {', '.join(report['best_single_ties'])}: the best single "
+            f"stream ({report['best_single']}) is the tie-break (validation macro-F1, then name)."
+        )
     if len(report["streams"]) == 1:
         headline.append(
             f"**One stream given ({report['streams'][0]}): nothing was fused.** Its test top-1 is "
@@ -408,13 +544,22 @@ def _markdown(report, best_single, best_fusion, best_three, pictures) -> str:
             "`bin/classify` works from this report."
         )
     if best_three:
+        meta = report["best_all_streams"]
+        given = f"All {len(best_three['streams'])} streams"
+        if meta["carrying"] != sorted(best_three["streams"], key=stream_key):
+            weights = best_three["params"].get("weights", {})
+            idle = [s for s in best_three["streams"] if s not in meta["carrying"]]
+            given = (
+                f"All {len(best_three['streams'])} streams given, in effect {label(meta['carrying'])} "
+                f"({', '.join(f'{s} weight {weights.get(s, 0):.2f}' for s in idle)})"
+            )
         sign = (
             "excludes"
             if best_three["diff_vs_best_single_ci95"][0] > 0 or best_three["diff_vs_best_single_ci95"][1] < 0
             else "includes"
         )
         headline.append(
-            f"**All {len(best_three['streams'])} streams ({best_three['method']} fusion, chosen by cross-validated "
+            f"**{given} ({best_three['method']} fusion, chosen by cross-validated "
             f"validation top-1): {_pct(best_three['top1'])} % test top-1 "
             f"[{_pct(best_three['top1_ci95'][0])}, {_pct(best_three['top1_ci95'][1])}]** "
             f"against the best single stream, "
@@ -423,8 +568,14 @@ def _markdown(report, best_single, best_fusion, best_three, pictures) -> str:
             f"{100 * best_three['diff_vs_best_single']:+.1f} points "
             f"[{100 * best_three['diff_vs_best_single_ci95'][0]:+.1f}, "
             f"{100 * best_three['diff_vs_best_single_ci95'][1]:+.1f}] (its interval {sign} zero), McNemar p = "
-            f"{best_three['p_vs_best_single']:.3g}."
+            f"{best_three['p_vs_best_single']:.3g} (Holm-adjusted {best_three['p_holm']:.3g})."
         )
+        if len(meta["ties"]) > 1:
+            headline.append(
+                f"Validation could not tell {len(meta['ties'])} fusions of all streams apart (cross-validated top-1 "
+                f"{_pct(best_three['val_cv_top1'])} % each: {', '.join(meta['ties'])}); the chosen one is the "
+                "tie-break (the method order mean, weighted, product, max, stacking), not a finding."
+            )
     if report["test_videos"] < 50 and best_three:
         wl, wh = best_three["top1_wilson95"]
         sl, sh = best_single["top1_wilson95"]
@@ -438,10 +589,11 @@ def _markdown(report, best_single, best_fusion, best_three, pictures) -> str:
             f"Best fusion of any subset: {label(best_fusion['streams'])} with {best_fusion['method']}, "
             f"{_pct(best_fusion['top1'])} % test top-1."
         )
-    lines += headline + [
-        "",
+    for paragraph in headline:
+        lines += [paragraph, ""]
+    lines += [
         "| streams | method | top-1 % [95 % CI] | top-5 % | macro P | macro R | macro F1 | "
-        "Δ vs best single, points [95 % CI] | p | val CV top-1 % | fitted |",
+        "Δ vs best single, points [95 % CI] | p (Holm) | val CV top-1 % | fitted |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in report["results"]:
@@ -451,7 +603,7 @@ def _markdown(report, best_single, best_fusion, best_three, pictures) -> str:
             f"{_pct(r['top1_ci95'][1])}] | {_pct(r['top5'])} | {_pct(r['macro_precision'])} | "
             f"{_pct(r['macro_recall'])} | {_pct(r['macro_f1'])} | {100 * r['diff_vs_best_single']:+.1f} "
             f"[{100 * r['diff_vs_best_single_ci95'][0]:+.1f}, {100 * r['diff_vs_best_single_ci95'][1]:+.1f}] | "
-            f"{r['p_vs_best_single']:.3g} | {_pct(r['val_cv_top1'])} | "
+            f"{r['p_holm']:.3g} | {_pct(r['val_cv_top1'])} | "
             f"{_fmt_params(r['params'])} |"
         )
     lines += ["", "◀ marks the fusions chosen on validation (best of all subsets, and best with every stream).", ""]

@@ -87,3 +87,36 @@ def cross_validated_top1(
         method = make_method().fit({s: p[keep] for s, p in probs_by_stream.items()}, labels[keep])
         hits[held] = method.predict({s: p[held] for s, p in probs_by_stream.items()}) == labels[held]
     return float(hits.mean())
+
+
+def group_bootstrap_difference(
+    correct_a: np.ndarray,
+    correct_b: np.ndarray,
+    groups: np.ndarray,
+    *,
+    resamples: int = 2000,
+    seed: int = 0,
+    level: float = 0.95,
+) -> tuple[float, float]:
+    """Percentile interval of accuracy(a) − accuracy(b) resampling whole groups (performers, source videos) with
+    replacement, the same groups for both: clips of one group are not independent."""
+    names, inverse = np.unique(np.asarray(groups), return_inverse=True)
+    a = np.bincount(inverse, weights=np.asarray(correct_a, float), minlength=len(names))
+    b = np.bincount(inverse, weights=np.asarray(correct_b, float), minlength=len(names))
+    total = np.bincount(inverse, minlength=len(names)).astype(float)
+    picks = np.random.default_rng(seed).integers(0, len(names), size=(resamples, len(names)))
+    difference = (a[picks].sum(1) - b[picks].sum(1)) / total[picks].sum(1)
+    tail = (1 - level) / 2
+    return float(np.quantile(difference, tail)), float(np.quantile(difference, 1 - tail))
+
+
+def holm(pvalues: list[float]) -> list[float]:
+    """Holm's step-down adjustment of p-values for many comparisons (family-wise error), in the input order."""
+    p = np.asarray(pvalues, float)
+    order = np.argsort(p)
+    adjusted = np.empty_like(p)
+    running = 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (len(p) - rank) * p[i]))
+        adjusted[i] = running
+    return adjusted.tolist()

@@ -326,27 +326,43 @@ def _make_schedule(config, optimizer):
     raise ValueError(f"unknown schedule {config['schedule']!r}: cosine or step")
 
 
-def plot_curves(history: list[dict], path: Path, title: str) -> None:
+def plot_curves(
+    history: list[dict], path: Path, title: str, *, best_epoch: int | None = None, stopped_early: bool = False
+) -> None:
+    """Loss and accuracy per epoch (integer ticks, percent), the best epoch (the checkpoint kept) and an early stop
+    marked."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     epochs = [h["epoch"] for h in history]
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.8))
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.9))
     ax1.plot(epochs, [h["train_loss"] for h in history], "o-", label="train")
     ax1.plot(epochs, [h["val_loss"] for h in history], "s-", label="validation")
-    ax1.set_xlabel("epoch")
     ax1.set_ylabel("cross-entropy loss")
-    ax1.legend()
-    ax1.grid(alpha=0.3)
-    ax2.plot(epochs, [h["train_top1"] for h in history], "o-", label="train top-1")
-    ax2.plot(epochs, [h["val_top1"] for h in history], "s-", label="val top-1")
-    ax2.plot(epochs, [h["val_macro_f1"] for h in history], "^-", label="val macro-F1")
-    ax2.set_ylim(0, 1.02)
-    ax2.set_xlabel("epoch")
-    ax2.legend(loc="lower right")
-    ax2.grid(alpha=0.3)
+    ax1.set_title("loss", fontsize=10)
+    ax2.plot(epochs, [100 * h["train_top1"] for h in history], "o-", label="train top-1")
+    ax2.plot(epochs, [100 * h["val_top1"] for h in history], "s-", label="validation top-1")
+    ax2.plot(epochs, [100 * h["val_macro_f1"] for h in history], "^-", label="validation macro-F1")
+    ax2.set_ylim(0, 102)
+    ax2.set_ylabel("%")
+    ax2.set_title("accuracy", fontsize=10)
+    for ax in (ax1, ax2):
+        ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+        if best_epoch:
+            ax.axvline(
+                best_epoch, color="#2a9d8f", linestyle="--", linewidth=1.2, label=f"best epoch {best_epoch} (kept)"
+            )
+        if stopped_early and epochs:
+            ax.axvline(
+                epochs[-1], color="#e76f51", linestyle=":", linewidth=1.2, label=f"early stop after {epochs[-1]}"
+            )
+    ax1.legend(fontsize=8)
+    ax2.legend(loc="lower right", fontsize=8)
     fig.suptitle(title)
     fig.tight_layout()
     with atomic_path(path, suffix=".png") as tmp:
@@ -547,7 +563,13 @@ def train(config: dict, log=print, *, on_epoch=None, splits=("val", "test")) -> 
 
     result = {}
     if rank == 0:
-        plot_curves(history, run / "training_curves.png", f"{config['stream']} stream: {run.name}")
+        plot_curves(
+            history,
+            run / "training_curves.png",
+            f"{stream_name(config)} stream, run {run.name}: training and validation by epoch",
+            best_epoch=state["best_epoch"],
+            stopped_early=state["epoch"] < config["epochs"],
+        )
         model.load_state_dict(checkpoint_entry(load_checkpoint(run / "best.pt"), "model", run / "best.pt"))
         for split in splits:
             dataset = (
