@@ -14,7 +14,7 @@ import numpy as np
 from preprocess import DataError, Manifest, Source, VideoRecord, probe
 from preprocess.batch import atomic_path, read_json, run_batch
 from preprocess.flow import flow_task, stored_params, to_pixels
-from preprocess.flow.visualize import flow_to_rgb
+from preprocess.flow.visualize import flow_to_rgb, wheel_legend
 from preprocess.pose import pose_task
 from preprocess.video import frames_task, read_frames
 from streams.checkpoints import checkpoint_entry, load_checkpoint
@@ -38,10 +38,52 @@ def stage_params(work: Path, stage: str) -> dict:
     raise DataError(work / stage, f"no {stage} parameters recorded in the training work directory")
 
 
+CAUTION_PROBABILITY = 0.5
+
+
+def caution(fused: dict, streams: dict) -> str | None:
+    """Why a prediction should not be trusted, or None. The rule: the fused top probability is below 50 %, or fewer
+    than half of the streams put the fused prediction first (the video may be unlike anything in training: another
+    style, camera or framing)."""
+    top = max(fused, key=fused.get)
+    reasons = []
+    if fused[top] < CAUTION_PROBABILITY:
+        reasons.append(f"fused top probability {100 * fused[top]:.0f} % < {100 * CAUTION_PROBABILITY:.0f} %")
+    firsts = {s: max(p, key=p.get) for s, p in streams.items()}
+    agree = sum(1 for c in firsts.values() if c == top)
+    if len(firsts) > 1 and agree < len(firsts) / 2:
+        reasons.append(
+            f"only {agree} of {len(firsts)} streams put {top} first ("
+            + ", ".join(f"{s}: {c}" for s, c in firsts.items())
+            + ")"
+        )
+    return "; ".join(reasons) or None
+
+
+def scratch_params(params: dict, training_short_side: int | None, ratio: float = 1.5) -> dict:
+    """A stage's parameters for new videos: the training run's, except that a training resize of ``none`` becomes
+    ``short:N`` at the training videos' median short side N, so that a 1080p video is not processed at native size
+    when the training videos were 160 × 120 (flow magnitudes, pose input and frame caches all follow the size)."""
+    if params.get("resize") == "none" and training_short_side:
+        return {**params, "resize": f"short:{int(training_short_side)}"}
+    return params
+
+
+def _training_short_side(work: Path) -> int | None:
+    from preprocess import load_manifest
+
+    try:
+        videos = load_manifest(work).videos
+    except DataError:
+        return None
+    return int(np.median([min(v.width, v.height) for v in videos])) if videos else None
+
+
 def classify(
     videos: list[str], report: str | Path, scratch: str | Path, *, device: str = "auto", workers: int = 1
 ) -> tuple[list[dict], list[str]]:
-    """Per video: {video, prediction, probability, fused {class: p}, streams {stream: {class: p}}}; and failures."""
+    """Per video: {video (the path as given), prediction, probability, caution (why not to trust it, or None), fused
+    {class: p}, streams {stream: {class: p}}}; and failures."""
     report = Path(report)
     fusion_file = report / "fusion.json"
     if not fusion_file.is_file():
@@ -55,13 +97,14 @@ def classify(
         raise DataError(fusion_file, f"not a fitted fusion of bin/fuse ({type(err).__name__}: {err})") from None
     scratch = Path(scratch)
 
-    records, failures = [], []
+    records, failures, typed = [], [], {}
     for i, path in enumerate(videos):
         try:
             info = probe(Source(str(Path(path).resolve())))
         except DataError as err:
             failures.append(str(err))
             continue
+        typed[f"v{i:04d}_{Path(path).stem}"] = str(path)
         records.append(
             VideoRecord(
                 f"v{i:04d}_{Path(path).stem}",
@@ -90,6 +133,8 @@ def classify(
             raise DataError(run / "config.json", f"bin/classify does not preprocess new videos for a {kind} stream yet")
         stage, make_task = STAGE_OF[kind]
         params = stage_params(Path(config["work"]), stage)
+        if stage in ("flow", "frames"):  # (pose keypoints are stored in each video's own pixels either way)
+            params = scratch_params(params, _training_short_side(Path(config["work"])))
         summary = run_batch(make_task(params), manifest, scratch, workers=workers)
         for failure in summary.failed:
             failed_ids.add(failure["video_id"])
@@ -124,15 +169,19 @@ def classify(
     results = []
     for k, r in enumerate(done):
         top = int(fused[k].argmax())
+        per_class = {c: float(v) for c, v in zip(classes, fused[k])}
+        per_stream = {s: {c: float(v) for c, v in zip(classes, stacked[s][k])} for s in stacked}
         results.append(
             {
-                "video": r.source,
+                "video": typed[r.video_id],
+                "source": r.source,
                 "video_id": r.video_id,
                 "fps": r.fps,
                 "prediction": classes[top],
                 "probability": float(fused[k, top]),
-                "fused": {c: float(v) for c, v in zip(classes, fused[k])},
-                "streams": {s: {c: float(v) for c, v in zip(classes, stacked[s][k])} for s in stacked},
+                "caution": caution(per_class, per_stream),
+                "fused": per_class,
+                "streams": per_stream,
             }
         )
     return results, failures
@@ -181,17 +230,22 @@ def write_overlay(result: dict, scratch: str | Path, out: str | Path) -> Path:
     out = Path(out)
     writer = None
     with atomic_path(out, suffix=".mp4") as tmp:
-        for frame in read_frames(result["video"]):
+        for frame in read_frames(result.get("source", result["video"])):
             image = frame.image
             h, w = image.shape[:2]
-            if writer is None:
-                writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*"mp4v"), result["fps"], (w, h))
             scale = max(max(h, w) / 480, 0.45)  # legible on small videos too
+            # nothing is drawn over the video but the skeletons: the caption goes in a bar above it, the flow
+            # picture and its colour-wheel legend in a panel beside it
+            bar, panel = int(34 * scale), max(w // 4, 96)
+            if writer is None:
+                size = (w + panel, h + bar)
+                writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*"mp4v"), result["fps"], size)
+            canvas = np.zeros((h + bar, w + panel, 3), np.uint8)
             if frame.index in pose_row:
                 row = pose_row[frame.index]
                 for slot in np.nonzero(pose["mask"][row])[0]:
                     kp = pose["keypoints"][row, slot]
-                    colour = SLOT_COLOURS[slot % len(SLOT_COLOURS)]
+                    colour = SLOT_COLOURS[slot % len(SLOT_COLOURS)]  # a slot is one tracked dancer: one colour
                     for a, b in COCO_EDGES:
                         if kp[a, 2] > 0.2 and kp[b, 2] > 0.2:
                             cv2.line(
@@ -202,15 +256,19 @@ def write_overlay(result: dict, scratch: str | Path, out: str | Path) -> Path:
                                 max(1, round(2 * scale)),
                                 cv2.LINE_AA,
                             )
+            canvas[bar:, :w] = image
             if flow is not None and frame.index < len(flow):
                 field = to_pixels(flow[frame.index], flow_params)
                 inset = cv2.cvtColor(flow_to_rgb(field, (flow_params["bound"] or 20.0) / 2), cv2.COLOR_RGB2BGR)
-                iw = w // 4
-                ih = max(1, round(inset.shape[0] * iw / inset.shape[1]))
-                image[h - ih : h, w - iw : w] = cv2.resize(inset, (iw, ih))
-            cv2.rectangle(image, (0, 0), (w, int(34 * scale)), (0, 0, 0), -1)
+                ih = min(h, max(1, round(inset.shape[0] * panel / inset.shape[1])))
+                canvas[bar : bar + ih, w:] = cv2.resize(inset, (panel, ih))
+                side = min(panel - 8, max(h - ih - 8, 0))
+                if side >= 24:
+                    legend = cv2.cvtColor(wheel_legend(side), cv2.COLOR_RGB2BGR)
+                    y0, x0 = bar + ih + 4, w + (panel - side) // 2
+                    canvas[y0 : y0 + side, x0 : x0 + side] = legend
             cv2.putText(
-                image,
+                canvas,
                 caption,
                 (int(6 * scale), int(24 * scale)),
                 cv2.FONT_HERSHEY_SIMPLEX,
@@ -220,16 +278,16 @@ def write_overlay(result: dict, scratch: str | Path, out: str | Path) -> Path:
                 cv2.LINE_AA,
             )
             cv2.putText(
-                image,
+                canvas,
                 detail,
-                (int(w * 0.45), int(24 * scale)),
+                (int((w + panel) * 0.45), int(24 * scale)),
                 cv2.FONT_HERSHEY_SIMPLEX,
                 0.5 * scale,
                 (200, 200, 200),
                 1,
                 cv2.LINE_AA,
             )
-            writer.write(image)
+            writer.write(canvas)
         if writer is not None:
             writer.release()
     return out

@@ -345,6 +345,13 @@ def run_ablation(
                     )
                 )
 
+    for r in results:  # a run trained with several seeds (bin/train --seeds): its spread over seeds
+        if r["method"] == "single":
+            side = Path(run_of[r["streams"][0]]) / "scores_test.json"
+            per_seed = json.loads(side.read_text()).get("per_seed") if side.is_file() else None
+            if per_seed:
+                top1 = [m["top1"] for m in per_seed.values()]
+                r["seeds"] = {"n": len(top1), "top1_mean": float(np.mean(top1)), "top1_sd": float(np.std(top1, ddof=1))}
     best_single = next(r for r in results if r["method"] == "single" and r["streams"] == [best_name])
     results.sort(key=lambda r: (len(r["streams"]), [stream_key(n) for n in sorted(r["streams"], key=stream_key)]))
     fusions = [r for r in results if r["method"] != "single"]
@@ -607,6 +614,18 @@ def _markdown(report, best_single, best_fusion, best_three, pictures) -> str:
             f"{_fmt_params(r['params'])} |"
         )
     lines += ["", "◀ marks the fusions chosen on validation (best of all subsets, and best with every stream).", ""]
+    seeded = [r for r in report["results"] if r.get("seeds")]
+    if seeded:
+        lines += [
+            "Seeds: "
+            + "; ".join(
+                f"{r['streams'][0]} trained with {r['seeds']['n']} seeds, test top-1 {_pct(r['seeds']['top1_mean'])} ± "
+                f"{_pct(r['seeds']['top1_sd'])} % per seed"
+                for r in seeded
+            )
+            + ". Its row above (and every fusion) uses the seeds' mean probabilities (a seed ensemble).",
+            "",
+        ]
     focus = [best_single] + [r for r in (best_three,) if r]
     classes = report["classes"]
     lines += [

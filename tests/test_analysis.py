@@ -137,3 +137,32 @@ def test_inspect_lists_losses_draws_saliency_and_gallery_and_high_loss_removal_r
     wrong.write_text("no_such_video\n")
     refused = run_bin("train", stream, tiny_work, tmp_path / "r2", *args, "--exclude-list", wrong)
     assert refused.returncode != 0 and "Traceback" not in refused.stderr and "no_such_video" in refused.stderr
+
+
+def test_seeds_train_one_run_each_and_the_report_shows_their_spread(tiny_work, tmp_path):
+    from fusion.report import run_ablation
+    from streams.seeds import train_seeds
+
+    options = {"epochs": 2, "batch_size": 8, "frames": 12, "views": 1, "min_epoch_clips": 1}
+    config = {"stream": "pose", "work": str(tiny_work), "run": str(tmp_path / "pose"), **options}
+    result = train_seeds(config, [0, 1, 2], log=lambda *_: None)
+    seed_probs = []
+    for seed in (0, 1, 2):
+        with np.load(tmp_path / "pose" / f"seed-{seed}" / "scores_test.npz", allow_pickle=False) as f:
+            seed_probs.append(f["probs"])
+    assert not np.array_equal(seed_probs[0], seed_probs[1])  # the seeds differ
+    with np.load(tmp_path / "pose" / "scores_test.npz", allow_pickle=False) as f:
+        assert np.allclose(f["probs"], np.mean(seed_probs, axis=0), atol=1e-6)  # RUN holds their mean
+    side = json.loads((tmp_path / "pose" / "scores_test.json").read_text())
+    assert side["seeds"] == [0, 1, 2] and set(side["per_seed"]) == {"0", "1", "2"}
+    top1 = [result["per_seed"][s]["test"]["top1"] for s in ("0", "1", "2")]
+    md = (tmp_path / "pose" / "seeds.md").read_text()
+    assert f"{100 * np.mean(top1):.1f} ± {100 * np.std(top1, ddof=1):.1f}" in md
+    train(
+        {**config, "stream": "flow", "run": str(tmp_path / "flow"), "size": 48, "stack": 3, "segments": 2},
+        log=lambda *_: None,
+    )
+    report = run_ablation([tmp_path / "pose", tmp_path / "flow"], tmp_path / "report", resamples=200)
+    row = next(r for r in report["results"] if r["method"] == "single" and r["streams"] == ["pose"])
+    assert row["seeds"]["n"] == 3 and abs(row["seeds"]["top1_mean"] - np.mean(top1)) < 1e-9
+    assert "pose trained with 3 seeds" in (tmp_path / "report" / "ablation.md").read_text()

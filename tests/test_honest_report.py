@@ -119,3 +119,18 @@ def test_holm_and_carrying_streams():
     assert carrying_streams({"streams": ["pose", "rgb", "flow"], "params": {}}) == ["rgb", "flow", "pose"]
     weights = {"rgb": 0.02, "flow": 0.5, "pose": 0.48}
     assert carrying_streams({"streams": list(weights), "params": {"weights": weights}}) == ["flow", "pose"]
+
+
+def test_classify_caution_rule_and_resize_policy_for_new_videos():
+    from fusion.classify import caution, scratch_params
+
+    sure = {"ballet": 0.8, "tango": 0.2}
+    agree = {"rgb": {"ballet": 0.6, "tango": 0.4}, "flow": {"ballet": 0.9, "tango": 0.1}}
+    assert caution(sure, agree) is None
+    unsure = {"ballet": 0.45, "tango": 0.35, "waltz": 0.2}
+    assert "45 % < 50 %" in caution(unsure, agree)
+    split = {"rgb": {"ballet": 0.1, "tango": 0.9}, "flow": {"ballet": 0.2, "tango": 0.8}, "pose": sure}
+    assert "only 1 of 3 streams put ballet first" in caution(sure, split)
+    # a training resize of none means "the training videos' size", not "any size"
+    assert scratch_params({"resize": "none", "offset": 1}, 120) == {"resize": "short:120", "offset": 1}
+    assert scratch_params({"resize": "short:256"}, 120) == {"resize": "short:256"}
