@@ -54,6 +54,11 @@ OPTIONS = [
         help="A smaller training set is repeated (with fresh augmentation) to at least this many clips an epoch.",
     ),
     click.option("--seed", type=int, default=D["seed"], show_default=True),
+    click.option(
+        "--tensorboard",
+        is_flag=True,
+        help="Also log each epoch's metrics to RUN/tensorboard (pip install tensorboard).",
+    ),
     click.option("--workers", type=int, default=D["workers"], show_default=True, help="Data-loader worker processes."),
     click.option(
         "--device", default=D["device"], show_default=True, help="auto (CUDA when present), cpu, cuda, cuda:1 ..."

@@ -84,6 +84,7 @@ DEFAULTS = {
     "skeleton_augment": "light",
     "pose_sampling": "window",
     "exclude": [],
+    "tensorboard": False,
 }
 
 
@@ -295,7 +296,7 @@ def restore_rng_states(states) -> None:
 
 
 # Settings that may change between a run and its resumption: how long, how fast, and where things are.
-RESUMABLE_CHANGES = ("epochs", "workers", "device", "run", "work")
+RESUMABLE_CHANGES = ("epochs", "workers", "device", "run", "work", "tensorboard")
 
 
 def manifest_digest(work: str | Path) -> str:
@@ -397,6 +398,15 @@ def write_scores(
     return path
 
 
+def _tensorboard(run: Path):
+    """A TensorBoard writer for RUN/tensorboard (``--tensorboard``; the optional ``tensorboard`` package)."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        raise DataError(run, "--tensorboard needs TensorBoard: pip install 'dance-streams[tensorboard]'") from None
+    return SummaryWriter(str(run / "tensorboard"))
+
+
 def train(config: dict, log=print, *, on_epoch=None, splits=("val", "test")) -> dict:
     """Train one stream per ``config`` (DEFAULTS plus stream, work, run); returns {split: metrics} on rank 0 for
     ``splits`` (scored with the best checkpoint at the end). ``on_epoch(epoch, validation metrics)`` is called after
@@ -485,6 +495,7 @@ def train(config: dict, log=print, *, on_epoch=None, splits=("val", "test")) -> 
     if rank == 0:
         write_json(run / "config.json", config)
 
+    board = None  # a TensorBoard writer, opened at the first epoch when asked for
     net = model
     if world > 1:
         net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
@@ -542,6 +553,18 @@ def train(config: dict, log=print, *, on_epoch=None, splits=("val", "test")) -> 
                 f"val top-1 {metrics['top1']:.3f}, val macro-F1 {metrics['macro_f1']:.3f}"
                 f"{' (best)' if improved else ''}, {stats['train_clips_per_s']:.1f} clips/s"
             )
+            if config["tensorboard"]:
+                board = board or _tensorboard(run)
+                for name, value in (
+                    ("train/loss", row["train_loss"]),
+                    ("train/top1", row["train_top1"]),
+                    ("val/loss", row["val_loss"]),
+                    ("val/top1", row["val_top1"]),
+                    ("val/macro_f1", row["val_macro_f1"]),
+                    ("lr", row["lr"]),
+                ):
+                    board.add_scalar(name, value, epoch + 1)
+                board.flush()
             if on_epoch is not None:
                 on_epoch(epoch + 1, metrics)
             _save_checkpoint(
@@ -561,6 +584,8 @@ def train(config: dict, log=print, *, on_epoch=None, splits=("val", "test")) -> 
             dist.broadcast(flag, 0)
             state["stale"], state["best_epoch"] = int(flag[0]), int(flag[1])
 
+    if board is not None:
+        board.close()
     result = {}
     if rank == 0:
         plot_curves(
