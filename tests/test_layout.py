@@ -69,6 +69,17 @@ print(missing, torch_at_import, callable(farneback))
 
 def test_bin_commands_run_from_the_shell():
     # Line 2 of each bin/ script is a sh/python polyglot that finds .venv; run each as a user does, by its path.
-    for name in ("synth", "ingest", "preprocess", "train", "fuse", "classify", "benchmark"):
+    for name in (
+        "synth",
+        "ingest",
+        "preprocess",
+        "train",
+        "fuse",
+        "classify",
+        "benchmark",
+        "tune",
+        "inspect",
+        "export-scores",
+    ):
         result = subprocess.run([str(REPO / "bin" / name), "--help"], capture_output=True, text=True, timeout=120)
         assert result.returncode == 0 and "Usage:" in result.stdout, f"bin/{name}: {result.stderr}"

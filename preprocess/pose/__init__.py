@@ -10,6 +10,7 @@ importers of skeletons made elsewhere, and accuracy against ground truth.
     task.py       pose_params, pose_task: one video in, WORK/pose/<id>.npz out
     storage.py    the stored arrays, load_pose, pose_info
     importers.py  Let's Dance, OpenPose and COCO files into the stored format
+    export.py     the stored skeletons out to pyskl / mmaction2 annotation files
     evaluate.py   PCK on videos, OKS on COCO images
 """
 
