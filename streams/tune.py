@@ -203,7 +203,9 @@ def _plot(study, path: Path, stream: str) -> None:
     else:
         right.text(0.5, 0.5, "too few completed trials\nfor importances", ha="center", va="center")
         right.set_axis_off()
-    right.set_title("parameter importances")
+    right.set_title(
+        "parameter importances" + (f" (from {len(trials)} trials: indicative only)" if len(trials) < 20 else "")
+    )
     fig.suptitle(f"{stream} stream: {len(trials)} completed trials; objective validation macro-F1")
     fig.tight_layout()
     with atomic_path(path, suffix=".png") as tmp:
