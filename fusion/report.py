@@ -391,26 +391,8 @@ def run_ablation(
         "seed": seed,
         "best_single": best_name,
         "best_single_ties": single_ties,
-        "best_fusion": (
-            {
-                "streams": best_fusion["streams"],
-                "method": best_fusion["method"],
-                "carrying": carrying_streams(best_fusion),
-                "ties": ties["best_fusion"],
-            }
-            if best_fusion
-            else None
-        ),
-        "best_all_streams": (
-            {
-                "streams": best_three["streams"],
-                "method": best_three["method"],
-                "carrying": carrying_streams(best_three),
-                "ties": ties["best_all_streams"],
-            }
-            if best_three
-            else None
-        ),
+        "best_fusion": _choice(best_fusion, ties.get("best_fusion")),
+        "best_all_streams": _choice(best_three, ties.get("best_all_streams")),
         "intervals": (
             {"resample": "groups", "test_groups": int(len(set(test_groups)))}
             if test_groups is not None
@@ -456,6 +438,13 @@ def run_ablation(
         write_json(out / "fusion.json", {"classes": classes, "runs": run_of, **passthrough.to_json()})
     write_text(out / "ablation.md", _markdown(report, best_single, best_fusion, best_three, pictures))
     return report
+
+
+def _choice(row: dict | None, ties: list[str] | None) -> dict | None:
+    """A chosen fusion as the report's JSON records it: streams, method, the streams carrying weight, ties."""
+    if row is None:
+        return None
+    return {"streams": row["streams"], "method": row["method"], "carrying": carrying_streams(row), "ties": ties}
 
 
 def _write_csv(path: Path, results: list[dict]) -> None:
