@@ -79,6 +79,18 @@ def _training_short_side(work: Path) -> int | None:
     return int(np.median([min(v.width, v.height) for v in videos])) if videos else None
 
 
+def model_runs(run: Path) -> list[Path]:
+    """The run folders whose models score for RUN: RUN itself, or each seed's folder of a ``bin/train --seeds`` run
+    (whose scores are the seeds' mean)."""
+    if (run / "best.pt").is_file():
+        return [run]
+    side = run / "scores_test.json"
+    seeds = read_json(side).get("seed_runs") if side.is_file() else None
+    if not seeds:
+        raise DataError(run, "neither a trained run (no best.pt) nor a --seeds run (no seed_runs in scores_test.json)")
+    return [Path(folder) for folder in seeds.values()]
+
+
 def classify(
     videos: list[str], report: str | Path, scratch: str | Path, *, device: str = "auto", workers: int = 1
 ) -> tuple[list[dict], list[str]]:
@@ -126,11 +138,13 @@ def classify(
     probs_by_stream = {}
     failed_ids = set()
     for stream, run in runs.items():
-        run = Path(run)
-        config = read_json(run / "config.json")
+        members = model_runs(Path(run))
+        config = read_json(members[0] / "config.json")
         kind = config["stream"]  # the run's stream (its fusion name may say more: pose-stgcn-bone)
         if kind not in STAGE_OF:
-            raise DataError(run / "config.json", f"bin/classify does not preprocess new videos for a {kind} stream yet")
+            raise DataError(
+                members[0] / "config.json", f"bin/classify does not preprocess new videos for a {kind} stream yet"
+            )
         stage, make_task = STAGE_OF[kind]
         params = stage_params(Path(config["work"]), stage)
         if stage in ("flow", "frames"):  # (pose keypoints are stored in each video's own pixels either way)
@@ -139,17 +153,20 @@ def classify(
         for failure in summary.failed:
             failed_ids.add(failure["video_id"])
             failures.append(failure["error"])
-        model = build_model(config, len(classes))
-        model.load_state_dict(checkpoint_entry(load_checkpoint(run / "best.pt"), "model", run / "best.pt"))
         dev = pick_device({**config, "device": device}, 0)
-        model.to(dev)
         ok = [r.video_id for r in records if r.video_id not in failed_ids]
         if not ok:
             return [], failures
         dataset = create_dataset(
             kind, scratch, "test", train=False, options=config, views=config["views"], video_ids=ok
         )
-        probs, _, _ = evaluate(model, dataset, dev, batch_size=config["batch_size"], vote=config["vote"])
+        member_probs = []
+        for member in members:  # one model, or every seed of a --seeds run: their mean, as the run's scores are
+            model = build_model(config, len(classes))
+            model.load_state_dict(checkpoint_entry(load_checkpoint(member / "best.pt"), "model", member / "best.pt"))
+            model.to(dev)
+            member_probs.append(evaluate(model, dataset, dev, batch_size=config["batch_size"], vote=config["vote"])[0])
+        probs = np.mean(member_probs, axis=0)
         for video, p in zip(dataset.videos, probs):
             if np.isfinite(p).all():
                 probs_by_stream.setdefault(stream, {})[video.video_id] = p

@@ -423,7 +423,7 @@ def inspect_run(run, out=None, *, top: int = 12, baseline=None, device: str = "c
         count = plot_saliency_2d(model, config, classes, dev, out / "saliency.png")
         report["saliency"] = count
         lines += ["", f"`saliency.png`: Grad-CAM and guided backpropagation on {count} test videos (one per class)."]
-    elif config["stream"] == "pose" and config.get("head") != "stgcn":
+    elif config["stream"] == "pose":
         count = plot_pose_importance(model, config, classes, out / "pose_importance.png")
         report["saliency"] = count
         lines += ["", f"`pose_importance.png`: per-keypoint importance over time on {count} test videos."]

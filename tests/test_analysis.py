@@ -215,3 +215,22 @@ def test_tensorboard_logging_writes_every_epoch(tiny_work, tmp_path):
     assert [e.step for e in loss] == [1, 2, 3]
     assert [round(e.value, 5) for e in loss] == [round(h["train_loss"], 5) for h in history]
     assert [e.step for e in events.Scalars("val/macro_f1")] == [1, 2, 3]
+
+
+def test_classify_uses_every_seed_of_a_seeds_run(tiny_synth, tiny_work, tmp_path):
+    from streams.seeds import train_seeds
+
+    options = {"epochs": 1, "batch_size": 8, "size": 48, "stack": 3, "segments": 2, "views": 1, "min_epoch_clips": 1}
+    run = tmp_path / "flow"
+    train_seeds({"stream": "flow", "work": str(tiny_work), "run": str(run), **options}, [0, 1], log=lambda *_: None)
+    assert run_bin("fuse", run, "--out", tmp_path / "report").returncode == 0
+    video = next((tiny_synth / "videos" / "waltz").glob("*.mp4"))
+    answer = run_bin("classify", video, "--report", tmp_path / "report", "--json")
+    assert answer.returncode == 0, answer.stderr
+    ensemble = json.loads(answer.stdout)[0]["streams"]["flow"]
+    singles = []
+    for seed in (0, 1):
+        assert run_bin("fuse", run / f"seed-{seed}", "--out", tmp_path / f"report{seed}").returncode == 0
+        one = run_bin("classify", video, "--report", tmp_path / f"report{seed}", "--json")
+        singles.append(json.loads(one.stdout)[0]["streams"]["flow"])
+    assert ensemble == pytest.approx({c: (singles[0][c] + singles[1][c]) / 2 for c in ensemble}, abs=1e-6)
