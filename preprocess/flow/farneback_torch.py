@@ -252,7 +252,7 @@ class FarnebackTorch:
     def _flow_between(self, prev, nxt, init):
         shared = self._shared
         current = None
-        plan = self._plan(*self._full_size(prev))
+        plan = self._plan(*prev[-1].shape[-2:])  # the finest level has the frames' size
         for level, r0, r1 in zip(plan, prev, nxt, strict=True):
             n = r0.shape[0]
             if current is None:
@@ -272,9 +272,6 @@ class FarnebackTorch:
                 r0 * shared["r0_inside"], r0 * shared["r0_outside"], r1 * shared["r1_sampled"], current, level
             )
         return current.permute(0, 2, 3, 1).to(torch.float32).contiguous()
-
-    def _full_size(self, expansions: list[torch.Tensor]) -> tuple[int, int]:
-        return tuple(expansions[-1].shape[-2:])
 
     def _iterate_eager(self, r0_in, r0_out, r1_sampled, flow, level):
         # OpenCV rebuilds the matrix after every iteration but the last: the same as building it before each one
@@ -363,13 +360,17 @@ def farneback_torch(
     A thin wrapper over ``FarnebackTorch.pairs``; engines (and their constants on the device) are kept per setting.
     """
     prev, nxt = torch.as_tensor(prev), torch.as_tensor(next)
-    engine = _cached_engine((pyr_scale, levels, winsize, iterations, poly_n, poly_sigma, flags), prev.device, dtype)
+    engine = cached_engine(
+        pyr_scale, levels, winsize, iterations, poly_n, poly_sigma, flags, device=prev.device, dtype=dtype
+    )
     return engine.pairs(prev, nxt, flow=flow)
 
 
 @functools.lru_cache(maxsize=8)
-def _cached_engine(params: tuple, device: torch.device, dtype: torch.dtype) -> FarnebackTorch:
-    return FarnebackTorch(*params, device=device, dtype=dtype)
+def cached_engine(*params, device, dtype: torch.dtype = torch.float32, compile: bool | str = False) -> FarnebackTorch:
+    """One ``FarnebackTorch`` per setting and process: its constants (and compiled kernels) outlive a call or a
+    video. ``params`` are OpenCV's, in her order."""
+    return FarnebackTorch(*params, device=torch.device(device), dtype=dtype, compile=compile)
 
 
 def usable_levels(width: int, height: int, pyr_scale: float, levels: int) -> int:

@@ -9,7 +9,7 @@ memory does not grow with the video's length.
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import asdict, astuple
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -143,13 +143,24 @@ class StreamingFlowEngine:
     def __init__(self, farneback: FarnebackParams, params: dict):
         import torch
 
-        from .farneback_torch import FarnebackTorch
+        from .farneback_torch import cached_engine
 
         self.torch = torch
         self.device = torch.device(params["device"])
         if self.device.type == "cuda" and not torch.cuda.is_available():
             raise DataError("--device cuda", "no CUDA device is available to this process")
-        self.engine = _torch_engine(FarnebackTorch, farneback, self.device, params.get("compile", False))
+        f = farneback
+        self.engine = cached_engine(
+            f.pyr_scale,
+            f.levels,
+            f.winsize,
+            f.iterations,
+            f.poly_n,
+            f.poly_sigma,
+            f.flags,
+            device=self.device,
+            compile=params.get("compile", False),
+        )
         self.offset, self.batch = params["offset"], max(1, params["batch"])
         self.frames: list[np.ndarray] = []
         self.carry = None  # expansions of the last `offset` frames already sent
@@ -175,28 +186,6 @@ class StreamingFlowEngine:
                 return []
             flow = self.engine.flow_between([level[:-k] for level in levels], [level[k:] for level in levels])
         return list(flow.cpu().numpy())
-
-
-_ENGINES: dict = {}
-
-
-def _torch_engine(cls, farneback: FarnebackParams, device, compile: bool):
-    """One engine per setting and process (its constants and compiled kernels outlive a video)."""
-    key = (astuple(farneback), str(device), compile)
-    if key not in _ENGINES:
-        f = farneback
-        _ENGINES[key] = cls(
-            f.pyr_scale,
-            f.levels,
-            f.winsize,
-            f.iterations,
-            f.poly_n,
-            f.poly_sigma,
-            f.flags,
-            device=device,
-            compile=compile,
-        )
-    return _ENGINES[key]
 
 
 def verify_flow(data: Path, sidecar: dict) -> str | None:
