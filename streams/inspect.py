@@ -29,27 +29,18 @@ from .data import create_dataset
 from .train import build_model, evaluate, pick_device
 
 
-def load_run(run: Path, device: str = "cpu"):
-    """(config, model on device in eval mode, class names) of a run's best checkpoint."""
-    config = read_json(run / "config.json")
-    work = Path(config["work"])
-    from preprocess.dataset import load_manifest
-
-    classes = load_manifest(work).classes
+def load_run(run: Path, config: dict, classes: list[str], device: str = "cpu"):
+    """(model on device in eval mode, device) of a run's best checkpoint."""
     model = build_model(config, len(classes))
     model.load_state_dict(checkpoint_entry(load_checkpoint(run / "best.pt"), "model", run / "best.pt"))
     dev = pick_device({**config, "device": device}, 0)
-    return config, model.to(dev).eval(), classes, dev
+    return model.to(dev).eval(), dev
 
 
-def per_video_losses(model, config: dict, split: str, device) -> list[dict]:
-    """Every video of ``split``: cross-entropy of its averaged evaluation scores, true and predicted class."""
-    ids = None
-    if split == "train" and config.get("exclude"):
-        from preprocess.dataset import load_manifest
-
-        excluded = set(config["exclude"])
-        ids = [v.video_id for v in load_manifest(config["work"]).by_split("train") if v.video_id not in excluded]
+def per_video_losses(model, config: dict, split: str, device, video_ids: list[str] | None = None) -> list[dict]:
+    """Every video of ``split`` (or those of ``video_ids``): cross-entropy of its averaged evaluation scores, true
+    and predicted class."""
+    ids = video_ids
     dataset = create_dataset(
         config["stream"], config["work"], split, train=False, options=config, views=config["views"], video_ids=ids
     )
@@ -79,7 +70,7 @@ def thumbnail_strip(work: Path, video, count: int = 4, height: int = 72) -> np.n
     WORK has one, else decoded from the video."""
     import cv2
 
-    from preprocess.video import Resize, read_frames
+    from preprocess.video import Resize, Sampling, read_frames
 
     frames = None
     if (Path(work) / "frames" / f"{video.video_id}.json").is_file():
@@ -88,11 +79,10 @@ def thumbnail_strip(work: Path, video, count: int = 4, height: int = 72) -> np.n
         cached = load_frames(work, video.video_id)
         frames = [cached[int(i)] for i in np.linspace(0, len(cached) - 1, count)]
     else:
-        decoded = [
-            f.image for f in read_frames(video.to_source(), resize=Resize.parse(f"short:{height}"), colour="rgb")
-        ]
-        if decoded:
-            frames = [decoded[int(i)] for i in np.linspace(0, len(decoded) - 1, count)]
+        # only the frames shown are kept (a long video is never held in memory)
+        every = Sampling(step=max(1, video.frame_count // count), count=count)
+        resize = Resize.parse(f"short:{height}")
+        frames = [f.image for f in read_frames(video.to_source(), every, resize, colour="rgb")] or None
     if not frames:
         return np.full((height, height * count, 3), 200, np.uint8)
     width = max(1, round(frames[0].shape[1] * height / frames[0].shape[0]))
@@ -381,13 +371,17 @@ def inspect_run(run, out=None, *, top: int = 12, baseline=None, device: str = "c
         raise DataError(run, "not a finished run (no best.pt)")
     out = Path(out) if out else run / "inspect"
     out.mkdir(parents=True, exist_ok=True)
-    config, model, classes, dev = load_run(run, device)
-    work = Path(config["work"])
     from preprocess.dataset import load_manifest
 
-    videos = {v.video_id: v for v in load_manifest(work).videos}
+    config = read_json(run / "config.json")
+    manifest = load_manifest(config["work"])
+    model, dev = load_run(run, config, manifest.classes, device)
+    classes, work = manifest.classes, Path(config["work"])
+    videos = {v.video_id: v for v in manifest.videos}
+    excluded = set(config.get("exclude") or [])
+    training = [v.video_id for v in manifest.by_split("train") if v.video_id not in excluded]
     report = {"run": str(run), "stream": config["stream"]}
-    losses = per_video_losses(model, config, "train", dev) + per_video_losses(model, config, "val", dev)
+    losses = per_video_losses(model, config, "train", dev, training) + per_video_losses(model, config, "val", dev)
     losses.sort(key=lambda r: -r["loss"])
     write_json(out / "losses.json", losses)
     worst = losses[:top]
