@@ -18,6 +18,23 @@ def shared() -> Path:
     return shared_dir()
 
 
+def kinetics_gray(width: int, height: int, count: int | None = None):
+    """Consecutive grayscale frames of the shared Kinetics clip (340 × 256) resized to width × height, (F, H, W)
+    uint8: all of them, or ``count`` (repeating the clip when it is shorter) — the real frames every flow benchmark
+    measures on."""
+    import cv2
+    import numpy as np
+
+    from preprocess.video import read_frames
+
+    clip = shared() / "data/clips/arm_wrestling_kinetics_340x256.mp4"
+    frames = [f.image for f, _ in zip(read_frames(str(clip), colour="gray"), range(count or 10**9))]
+    while count and len(frames) < count:
+        frames += frames[: count - len(frames)]
+    shrink = cv2.INTER_AREA if width <= 340 else cv2.INTER_LINEAR
+    return np.stack([cv2.resize(f, (width, height), interpolation=shrink) for f in frames])
+
+
 def preprocess(*args, one_core: bool = False) -> float:
     """Wall seconds of one bin/preprocess run (a fresh process, as a user runs it); ``one_core`` pins it to CPU 0,
     so a single worker's decode-ahead thread cannot borrow a second core."""

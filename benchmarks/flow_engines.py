@@ -11,18 +11,13 @@ import torch
 
 from preprocess.batch import process_pool
 from preprocess.flow.farneback_torch import farneback_torch
-from preprocess.video import read_frames
 
-from .common import shared
+from .common import kinetics_gray
 
 
 def _flow_pairs(width: int, height: int, count: int) -> list:
-    """Consecutive grayscale frame pairs of the shared Kinetics clip resized to width x height."""
-    clip = shared() / "data/clips/arm_wrestling_kinetics_340x256.mp4"
-    frames = [
-        cv2.resize(f.image, (width, height), interpolation=cv2.INTER_AREA if width <= 340 else cv2.INTER_LINEAR)
-        for f in read_frames(str(clip), colour="gray")
-    ]
+    """``count`` consecutive frame pairs of the shared Kinetics clip at width x height (cycling over the clip)."""
+    frames = kinetics_gray(width, height)
     return [(frames[i % (len(frames) - 1)], frames[i % (len(frames) - 1) + 1]) for i in range(count)]
 
 

@@ -23,9 +23,8 @@ import numpy as np
 import torch
 
 from preprocess.flow.farneback_torch import FarnebackTorch, farneback_torch
-from preprocess.video import read_frames
 
-from .common import shared
+from .common import kinetics_gray
 
 VIEWS = {
     "aten::view",
@@ -53,14 +52,6 @@ VIEWS = {
 HOST = {"aten::lift_fresh", "aten::_local_scalar_dense", "aten::item"}
 
 
-def _frames(count: int, width: int, height: int) -> torch.Tensor:
-    import cv2
-
-    clip = shared() / "data/clips/arm_wrestling_kinetics_340x256.mp4"
-    frames = [f.image for f, _ in zip(read_frames(str(clip), colour="gray"), range(count))]
-    return torch.from_numpy(np.stack([cv2.resize(f, (width, height), interpolation=cv2.INTER_AREA) for f in frames]))
-
-
 def count_operations(call) -> dict:
     """Profile one warm ``call()``: aten events (all, top-level), compute operations, host syncs, seconds."""
     from torch.profiler import ProfilerActivity, profile
@@ -84,7 +75,7 @@ def count_operations(call) -> dict:
 
 def flow_ops(*, batch: int = 8, size: str = "340x256", reference: str | None = None, compile: bool = False, log=print):
     width, height = (int(v) for v in size.split("x"))
-    frames = _frames(batch + 1, width, height)
+    frames = torch.from_numpy(kinetics_gray(width, height, batch + 1))
     prev, nxt = frames[:-1], frames[1:]
     engine = FarnebackTorch()
     with torch.no_grad():

@@ -25,21 +25,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .common import REPO, shared
+from .common import REPO, kinetics_gray
 
 SIZES = ((340, 256), (640, 360), (1280, 720))
-
-
-def _clip_frames(width: int, height: int, count: int) -> np.ndarray:
-    import cv2
-
-    from preprocess.video import read_frames
-
-    clip = shared() / "data/clips/arm_wrestling_kinetics_340x256.mp4"
-    frames = [f.image for f, _ in zip(read_frames(str(clip), colour="gray"), range(count))]
-    while len(frames) < count:
-        frames += frames[: count - len(frames)]
-    return np.stack([cv2.resize(f, (width, height), interpolation=cv2.INTER_LINEAR) for f in frames])
 
 
 def _sync(device: torch.device) -> None:
@@ -90,7 +78,7 @@ def _kernel_rows(device: torch.device, sizes, batches, seconds: float, compile: 
     engine, rates = FarnebackTorch(device=device), {}
     for width, height in sizes:
         for batch in batches:
-            host = _clip_frames(width, height, batch + 1)
+            host = kinetics_gray(width, height, batch + 1)
             frames = torch.from_numpy(host).to(device)
             rates[(width, height, batch)] = rate = _rate(engine, frames, seconds, device)
             log(f"| kernel | {width}x{height} | {batch} | fp32 eager | {rate:.{0 if rate >= 100 else 2}f} pairs/s |")
@@ -130,7 +118,7 @@ def _end_to_end(kernel_rate: float | None, workers: int, log) -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        frames = _clip_frames(640, 360, 300)
+        frames = kinetics_gray(640, 360, 300)
         for i in range(16):  # real footage re-encoded at 640x360, so decoding costs what it would
             folder = root / "data" / ("a" if i % 2 else "b")
             folder.mkdir(parents=True, exist_ok=True)
