@@ -111,7 +111,8 @@ def test_statistics_against_known_values():
     assert diff == pytest.approx(0.1) and dlo > 0 and dhi < 0.2
 
 
-def write_run(folder, stream, split, probs, labels, ids, classes=CLASSES):
+def write_run(folder, stream, split, probs, labels, ids, classes=CLASSES, work=None):
+    """A run folder's score file and sidecar, as bin/train writes them (``work``: the manifest's directory)."""
     folder.mkdir(parents=True, exist_ok=True)
     np.savez(
         folder / f"scores_{split}.npz",
@@ -120,7 +121,9 @@ def write_run(folder, stream, split, probs, labels, ids, classes=CLASSES):
         probs=np.asarray(probs, np.float32),
         classes=np.array(classes, dtype=np.str_),
     )
-    (folder / f"scores_{split}.json").write_text(json.dumps({"stream": stream, "split": split, "work": None}))
+    (folder / f"scores_{split}.json").write_text(
+        json.dumps({"stream": stream, "split": split, "work": None if work is None else str(work)})
+    )
 
 
 def make_runs(tmp_path, test_labels=None, seed=0):

@@ -2,13 +2,13 @@
 carry weight, ties on validation, intervals over groups, Holm-adjusted p-values; and the pictures follow."""
 
 import dataclasses
-import json
 
 import numpy as np
 
 from fusion.report import carrying_streams, run_ablation
 from fusion.stats import holm
 from preprocess.dataset import Manifest, load_manifest
+from tests.test_fusion import write_run
 
 CLASSES = 4
 
@@ -31,18 +31,6 @@ def grouped_work(tiny_work, tmp_path, *, val_from_train_groups: bool):
     return work, records
 
 
-def write_scores(run, stream, split, ids, labels, probs, work, classes):
-    run.mkdir(parents=True, exist_ok=True)
-    np.savez(
-        run / f"scores_{split}.npz",
-        video_ids=np.array(ids, dtype=np.str_),
-        labels=np.asarray(labels, np.int64),
-        probs=np.asarray(probs, np.float32),
-        classes=np.array(classes, dtype=np.str_),
-    )
-    (run / f"scores_{split}.json").write_text(json.dumps({"stream": stream, "split": split, "work": str(work)}))
-
-
 def make_streams(tmp_path, work, records, classes, behaviour):
     """behaviour(stream, split, labels, groups, rng) → probs."""
     rng = np.random.default_rng(0)
@@ -54,7 +42,7 @@ def make_streams(tmp_path, work, records, classes, behaviour):
         groups = np.array([r.group for r in chosen])
         for stream in ("rgb", "flow", "pose"):
             probs = behaviour(stream, split, labels, groups, rng)
-            write_scores(tmp_path / stream, stream, split, ids, labels, probs, work, classes)
+            write_run(tmp_path / stream, stream, split, probs, labels, ids, classes, work=work)
             runs[stream] = tmp_path / stream
     return list(runs.values())
 
