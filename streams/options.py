@@ -17,26 +17,29 @@ def train_options(command):
     return command
 
 
+def _choice(name: str, choices, help: str | None) -> click.option:
+    """An option of fixed choices whose default is DEFAULTS' (its name without the dashes, dashes as underscores)."""
+    return click.option(
+        name, type=click.Choice(choices), default=D[name[2:].replace("-", "_")], show_default=True, help=help
+    )
+
+
 OPTIONS = [
     click.option("--epochs", type=int, default=D["epochs"], show_default=True),
     click.option("--batch-size", type=int, default=D["batch_size"], show_default=True),
     click.option("--lr", type=float, default=D["lr"], show_default=True),
-    click.option(
+    _choice(
         "--optimizer",
-        type=click.Choice(["adamw", "sgd"]),
-        default=D["optimizer"],
-        show_default=True,
-        help="AdamW, or SGD with Nesterov momentum 0.9.",
+        ["adamw", "sgd"],
+        "AdamW, or SGD with Nesterov momentum 0.9.",
     ),
-    click.option("--schedule", type=click.Choice(["cosine", "step"]), default=D["schedule"], show_default=True),
+    _choice("--schedule", ["cosine", "step"], None),
     click.option("--weight-decay", type=float, default=D["weight_decay"], show_default=True),
     click.option("--dropout", type=float, default=D["dropout"], show_default=True),
-    click.option(
+    _choice(
         "--class-weights",
-        type=click.Choice(["balanced", "none"]),
-        default=D["class_weights"],
-        show_default=True,
-        help="Loss weight per class: balanced = inverse frequency in the training videos (1 on a balanced set).",
+        ["balanced", "none"],
+        "Loss weight per class: balanced = inverse frequency in the training videos (1 on a balanced set).",
     ),
     click.option("--label-smoothing", type=float, default=D["label_smoothing"], show_default=True),
     click.option(
@@ -71,20 +74,16 @@ OPTIONS = [
         help="Views per video at evaluation, averaged (multi-view testing).",
     ),
     click.option("--vote", is_flag=True, help="Plurality vote over views instead of averaging (Castro's protocol)."),
-    click.option(
+    _choice(
         "--preset",
-        type=click.Choice([*PRESETS_2D, *PRESETS_3D[1:]]),
-        default=D["preset"],
-        show_default=True,
-        help="Backbone: small/medium (ours, CPUs) or torchvision's resnet18/34/50 (rgb, flow); small or torchvision's "
+        [*PRESETS_2D, *PRESETS_3D[1:]],
+        "Backbone: small/medium (ours, CPUs) or torchvision's resnet18/34/50 (rgb, flow); small or torchvision's "
         "r3d_18, r2plus1d_18, mc3_18, s3d (rgb --arch 3d).",
     ),
-    click.option(
+    _choice(
         "--arch",
-        type=click.Choice(["tsn", "3d", "sequence"]),
-        default=D["arch"],
-        show_default=True,
-        help="rgb: a 2D CNN with segment consensus (tsn), a 3D CNN over one short clip, or a CNN-LSTM (sequence: "
+        ["tsn", "3d", "sequence"],
+        "rgb: a 2D CNN with segment consensus (tsn), a 3D CNN over one short clip, or a CNN-LSTM (sequence: "
         "the CNN on --frames frames, then --head over them).",
     ),
     click.option(
@@ -115,35 +114,27 @@ OPTIONS = [
         help="Frames per sequence (pose; rgb --arch sequence; features, features-pose: one per equal segment of "
         "the clip).",
     ),
-    click.option(
+    _choice(
         "--head",
-        type=click.Choice(["tcn", "lstm", "lstm_attention", "stgcn"]),
-        default=D["head"],
-        show_default=True,
-        help="Temporal model (pose, rgb --arch sequence, features, features-pose).",
+        ["tcn", "lstm", "lstm_attention", "stgcn"],
+        "Temporal model (pose, rgb --arch sequence, features, features-pose).",
     ),
-    click.option(
+    _choice(
         "--pose-input",
-        type=click.Choice(["joint", "bone", "motion"]),
-        default=D["pose_input"],
-        show_default=True,
-        help="pose --head stgcn: joints, bones (joint minus its parent in the COCO tree) or motion (frame "
+        ["joint", "bone", "motion"],
+        "pose --head stgcn: joints, bones (joint minus its parent in the COCO tree) or motion (frame "
         "difference); train one run each and fuse them (the joint/bone ensemble).",
     ),
-    click.option(
+    _choice(
         "--skeleton-augment",
-        type=click.Choice(["light", "strong"]),
-        default=D["skeleton_augment"],
-        show_default=True,
-        help="pose: light = scale jitter and flip; strong = also rotation ±15°, shear ±0.15, scale ±15 % and "
+        ["light", "strong"],
+        "pose: light = scale jitter and flip; strong = also rotation ±15°, shear ±0.15, scale ±15 % and "
         "dropping a dancer (p 0.15).",
     ),
-    click.option(
+    _choice(
         "--pose-sampling",
-        type=click.Choice(["window", "uniform"]),
-        default=D["pose_sampling"],
-        show_default=True,
-        help="pose: one window of --frames consecutive samples, or --frames instants spread over the whole clip "
+        ["window", "uniform"],
+        "pose: one window of --frames consecutive samples, or --frames instants spread over the whole clip "
         "(pyskl's UniformSample).",
     ),
     click.option(
