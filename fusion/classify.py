@@ -70,6 +70,7 @@ def scratch_params(params: dict, training_short_side: int | None, ratio: float =
 
 
 def _training_short_side(work: Path) -> int | None:
+    """The training videos' median short side."""
     from preprocess import load_manifest
 
     try:
@@ -137,6 +138,7 @@ def classify(
 
     probs_by_stream = {}
     failed_ids = set()
+    short_sides: dict[Path, int | None] = {}
     for stream, run in runs.items():
         members = model_runs(Path(run))
         config = read_json(members[0] / "config.json")
@@ -148,7 +150,10 @@ def classify(
         stage, make_task = STAGE_OF[kind]
         params = stage_params(Path(config["work"]), stage)
         if stage in ("flow", "frames"):  # (pose keypoints are stored in each video's own pixels either way)
-            params = scratch_params(params, _training_short_side(Path(config["work"])))
+            work = Path(config["work"])
+            if work not in short_sides:  # read once per work directory, whatever the number of streams
+                short_sides[work] = _training_short_side(work)
+            params = scratch_params(params, short_sides[work])
         summary = run_batch(make_task(params), manifest, scratch, workers=workers)
         for failure in summary.failed:
             failed_ids.add(failure["video_id"])

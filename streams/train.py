@@ -418,20 +418,21 @@ def train(config: dict, log=print, *, on_epoch=None, splits=("val", "test")) -> 
     torch.manual_seed(config["seed"])
     np.random.seed(config["seed"])
     work = Path(config["work"])
+    training_videos = load_manifest(work).by_split("train")
     if config["sample_fps"] is None:
         # one sampling rate for the run, so that a window spans the same time in every video (streams.sampling)
-        config["sample_fps"] = reference_fps(v.fps for v in load_manifest(work).by_split("train"))
+        config["sample_fps"] = reference_fps(v.fps for v in training_videos)
 
     train_ids = None
     if config["exclude"]:
-        known = [v.video_id for v in load_manifest(work).by_split("train")]
-        unknown = sorted(set(config["exclude"]) - set(known))
+        known, excluded = [v.video_id for v in training_videos], set(config["exclude"])
+        unknown = sorted(excluded - set(known))
         if unknown:
             raise DataError(
-                config.get("exclude_list") or "--exclude-list",
+                "--exclude-list",
                 f"{len(unknown)} excluded ids are not training videos of {work}: {', '.join(unknown[:5])}",
             )
-        train_ids = [v for v in known if v not in set(config["exclude"])]
+        train_ids = [v for v in known if v not in excluded]
         log(f"training without {len(known) - len(train_ids)} excluded videos ({len(train_ids)} left)")
     train_set = create_dataset(
         config["stream"], work, "train", train=True, options=config, seed=config["seed"], video_ids=train_ids
