@@ -104,7 +104,7 @@ def crossval_real(
 
 
 def _defaults() -> dict:
-    from streams.train import DEFAULTS
+    from streams.registry import DEFAULTS
 
     return dict(DEFAULTS)
 

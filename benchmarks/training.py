@@ -8,8 +8,9 @@ import time
 import torch
 from torch.utils.data import DataLoader
 
-from streams.data import collate, create_dataset
-from streams.train import DEFAULTS, autocast, build_model, forward_batch, pick_device
+from streams.data import collate
+from streams.registry import create_dataset, create_model
+from streams.train import autocast, forward_batch, pick_device, prepare_config
 
 
 def training(
@@ -25,14 +26,15 @@ def training(
     """Per stream: data-loader-only clips/s against model-only training clips/s (forward, backward, step on batches
     already in memory), and the two together. Goal: the loader at least 2x the model, so it never starves it."""
     for stream in ("rgb", "flow", "pose"):
-        config = {
-            **DEFAULTS,
-            "stream": stream,
-            "work": work,
-            "device": device,
-            "preset": preset,
-            "batch_size": batch_size,
-        }
+        config = prepare_config(
+            {
+                "stream": stream,
+                "work": work,
+                "device": device,
+                "batch_size": batch_size,
+                **({"preset": preset} if stream != "pose" else {}),  # (a pose network has no CNN backbone)
+            }
+        )
         loader_rate, model_rate, both, dev = _measure(config, loader_workers, batches)
         log(
             f"{stream}: loader {loader_rate:.0f} clips/s ({loader_workers} workers), model {model_rate:.0f} clips/s "
@@ -45,7 +47,7 @@ class _Trainer:
 
     def __init__(self, config: dict, num_classes: int, device: torch.device):
         self.device = device
-        self.model = build_model(config, num_classes).to(device).train()
+        self.model = create_model(config, num_classes).to(device).train()
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=1e-3)
         self.criterion = torch.nn.CrossEntropyLoss()
 
@@ -71,7 +73,7 @@ def _clips_per_second(batch_size: int, batches: int, work) -> float:
 def _measure(config: dict, loader_workers: int, batches: int) -> tuple[float, float, float, torch.device]:
     batch_size = config["batch_size"]
     device = pick_device(config, 0)
-    dataset = create_dataset(config["stream"], config["work"], "train", train=True, options=config)
+    dataset = create_dataset(config, config["work"], "train", train=True)
     loader = DataLoader(
         dataset,
         batch_size=batch_size,

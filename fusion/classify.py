@@ -1,42 +1,32 @@
 """Classify new videos with trained streams and a fitted fusion: the whole path, from video to style.
 
-The videos are preprocessed into a scratch work directory with exactly the parameters the training work directory
-recorded (resize, Farneback, pose model, ...), each stream scores them with its best checkpoint and its evaluation
-views, and the fitted fusion (``REPORT/fusion.json`` from ``bin/fuse``) combines the scores.
+::
+
+    fusion.json ──► runs (streams.run.Run) ──► the stages they need, dependencies first (pose before dancer crops),
+                                               with their training parameters ──► a scratch work directory per
+                                               training work directory ──► each run's scores ──► fused
+
+The videos are preprocessed with exactly the parameters the training work directory recorded (resize, Farneback,
+pose model, crops, ...), each stream scores them with its best checkpoint (every seed's, for a --seeds run) and its
+evaluation views, and the fitted fusion (``REPORT/fusion.json`` from ``bin/fuse``) combines the scores.
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
 
 from preprocess import DataError, Manifest, Source, VideoRecord, probe
 from preprocess.batch import atomic_path, read_json, run_batch
-from preprocess.flow import flow_task, stored_params, to_pixels
+from preprocess.flow import stored_params, to_pixels
 from preprocess.flow.visualize import flow_to_rgb, wheel_legend
-from preprocess.pose import pose_task
-from preprocess.video import frames_task, read_frames
-from streams.checkpoints import checkpoint_entry, load_checkpoint
-from streams.data import create_dataset
-from streams.train import build_model, evaluate, pick_device
+from preprocess.stages import stage_task
+from preprocess.video import read_frames
+from streams.run import Run
 
 from .methods import FusionMethod
-
-STAGE_OF = {"rgb": ("frames", frames_task), "flow": ("flow", flow_task), "pose": ("pose", pose_task)}
-
-
-def stage_params(work: Path, stage: str) -> dict:
-    """The parameters a training work directory's stage ran with (its summary, else any video's sidecar)."""
-    summary = work / stage / "summary.json"
-    if summary.is_file():
-        return read_json(summary)["params"]
-    for side in sorted((work / stage).glob("*.json")):
-        data = read_json(side)
-        if "params" in data and "video_id" in data:
-            return data["params"]
-    raise DataError(work / stage, f"no {stage} parameters recorded in the training work directory")
-
 
 CAUTION_PROBABILITY = 0.5
 
@@ -80,34 +70,82 @@ def _training_short_side(work: Path) -> int | None:
     return int(np.median([min(v.width, v.height) for v in videos])) if videos else None
 
 
-def model_runs(run: Path) -> list[Path]:
-    """The run folders whose models score for RUN: RUN itself, or each seed's folder of a ``bin/train --seeds`` run
-    (whose scores are the seeds' mean)."""
-    if (run / "best.pt").is_file():
-        return [run]
-    side = run / "scores_test.json"
-    seeds = read_json(side).get("seed_runs") if side.is_file() else None
-    if not seeds:
-        raise DataError(run, "neither a trained run (no best.pt) nor a --seeds run (no seed_runs in scores_test.json)")
-    return [Path(folder) for folder in seeds.values()]
+def load_fusion(report: str | Path) -> tuple[FusionMethod, list[str], dict[str, Run]]:
+    """(the fitted method, its class names, {stream: Run}) of ``REPORT/fusion.json``, each run checked against the
+    stream it is named for and the classes."""
+    fusion_file = Path(report) / "fusion.json"
+    if not fusion_file.is_file():
+        raise DataError(fusion_file, "no fitted fusion here (run bin/fuse first)")
+    fitted = read_json(fusion_file)
+    try:
+        method = FusionMethod.from_json(fitted)
+        classes = [str(c) for c in fitted["classes"]]
+        paths = dict(fitted["runs"])
+    except (KeyError, TypeError, ValueError, AttributeError) as err:
+        raise DataError(fusion_file, f"not a fitted fusion of bin/fuse ({type(err).__name__}: {err})") from None
+    runs = {}
+    for stream, path in paths.items():
+        run = Run.load(path)
+        if run.name != stream:
+            raise DataError(fusion_file, f"runs.{stream}: {run.path} is a run of the {run.name} stream")
+        if run.classes != classes:
+            raise DataError(fusion_file, f"classes: {run.path} predicts {', '.join(run.classes)}, in that order")
+        runs[stream] = run
+    return method, classes, runs
+
+
+def preprocess_like(runs: list[Run], manifest: Manifest, scratch: Path, workers: int) -> tuple[dict, dict]:
+    """Preprocess ``manifest``'s videos for ``runs``: one scratch work directory per training work directory, its
+    stages run in dependency order with the training parameters. ({training work: scratch work}, {video id: the
+    first failure's line})."""
+    folders, failures = {}, {}
+    for run in runs:
+        if run.work in folders:
+            continue
+        folder = scratch / f"work{len(folders)}"
+        manifest.save(folder)
+        folders[run.work] = folder
+        stages = {}
+        for member in (r for r in runs if r.work == run.work):
+            if any(s not in ("pose", "frames", "flow") for s in member.spec.stages):
+                raise DataError(
+                    member.path / "config.json",
+                    f"bin/classify does not preprocess new videos for a {member.name} stream yet",
+                )
+            stages.update(member.stages())
+        short_side = _training_short_side(run.work)
+        for stage in ("pose", "frames", "flow"):  # dependency order (preprocess.stages.STAGE_ORDER)
+            if stage not in stages:
+                continue
+            params = stages[stage] if stage == "pose" else scratch_params(stages[stage], short_side)
+            summary = run_batch(stage_task(stage, params), manifest, folder, workers=workers)
+            for failure in summary.failed:
+                failures.setdefault(failure["video_id"], failure["error"])
+    return folders, failures
+
+
+def overlay_names(videos: list[str]) -> dict[str, str]:
+    """``<name>_overlay.mp4`` for each video path, unique: a stem that two videos share takes as many of its parent
+    folders as tell them apart (``a/clip.mp4`` → ``a_clip_overlay.mp4``, ``b/clip.mp4`` → ``b_clip_overlay.mp4``)."""
+    parts = {v: Path(os.path.abspath(v)).with_suffix("").parts for v in dict.fromkeys(videos)}
+    names = {}
+    for video, own in parts.items():
+        depth = 1
+        while depth < len(own):
+            clash = [o for v, o in parts.items() if v != video and o[-depth:] == own[-depth:]]
+            if not clash:
+                break
+            depth += 1
+        names[video] = "_".join(p.strip(os.sep) or "root" for p in own[-depth:]) + "_overlay.mp4"
+    return names
 
 
 def classify(
     videos: list[str], report: str | Path, scratch: str | Path, *, device: str = "auto", workers: int = 1
 ) -> tuple[list[dict], list[str]]:
     """Per video: {video (the path as given), prediction, probability, caution (why not to trust it, or None), fused
-    {class: p}, streams {stream: {class: p}}}; and failures."""
-    report = Path(report)
-    fusion_file = report / "fusion.json"
-    if not fusion_file.is_file():
-        raise DataError(fusion_file, "no fitted fusion here (run bin/fuse first)")
-    fitted = read_json(fusion_file)
-    try:
-        method = FusionMethod.from_json(fitted)
-        classes = list(fitted["classes"])
-        runs = dict(fitted["runs"])
-    except (KeyError, TypeError, ValueError, AttributeError) as err:
-        raise DataError(fusion_file, f"not a fitted fusion of bin/fuse ({type(err).__name__}: {err})") from None
+    {class: p}, streams {stream: {class: p}}, preprocessed {stage: its scratch work directory}}; and failures."""
+    method, classes, runs = load_fusion(report)
     scratch = Path(scratch)
 
     records, failures, typed = [], [], {}
@@ -117,61 +155,33 @@ def classify(
         except DataError as err:
             failures.append(str(err))
             continue
-        typed[f"v{i:04d}_{Path(path).stem}"] = str(path)
+        vid = f"v{i:04d}_{Path(path).stem}"
+        typed[vid] = str(path)
         records.append(
             VideoRecord(
-                f"v{i:04d}_{Path(path).stem}",
-                "",
-                "test",
-                None,
-                str(Path(path).resolve()),
-                info.frame_count,
-                info.fps,
-                info.width,
-                info.height,
+                vid, "", "test", None, str(Path(path).resolve()), info.frame_count, info.fps, info.width, info.height
             )
         )
     if not records:
         return [], failures
     manifest = Manifest(str(scratch), classes, records)
-    manifest.save(scratch)
+    folders, stage_failures = preprocess_like(list(runs.values()), manifest, scratch, workers)
+    failures += list(stage_failures.values())
+    failed_ids = set(stage_failures)
 
     probs_by_stream = {}
-    failed_ids = set()
-    short_sides: dict[Path, int | None] = {}
     for stream, run in runs.items():
-        members = model_runs(Path(run))
-        config = read_json(members[0] / "config.json")
-        kind = config["stream"]  # the run's stream (its fusion name may say more: pose-stgcn-bone)
-        if kind not in STAGE_OF:
-            raise DataError(
-                members[0] / "config.json", f"bin/classify does not preprocess new videos for a {kind} stream yet"
-            )
-        stage, make_task = STAGE_OF[kind]
-        params = stage_params(Path(config["work"]), stage)
-        if stage in ("flow", "frames"):  # (pose keypoints are stored in each video's own pixels either way)
-            work = Path(config["work"])
-            if work not in short_sides:  # read once per work directory, whatever the number of streams
-                short_sides[work] = _training_short_side(work)
-            params = scratch_params(params, short_sides[work])
-        summary = run_batch(make_task(params), manifest, scratch, workers=workers)
-        for failure in summary.failed:
-            failed_ids.add(failure["video_id"])
-            failures.append(failure["error"])
-        dev = pick_device({**config, "device": device}, 0)
-        ok = [r.video_id for r in records if r.video_id not in failed_ids]
+        folder = folders[run.work]
+        ok = [
+            r.video_id
+            for r in records
+            if r.video_id not in failed_ids
+            and all((folder / stage / f"{r.video_id}.json").is_file() for stage in run.spec.stages)
+        ]
+        failed_ids |= {r.video_id for r in records if r.video_id not in ok}
         if not ok:
             return [], failures
-        dataset = create_dataset(
-            kind, scratch, "test", train=False, options=config, views=config["views"], video_ids=ok
-        )
-        member_probs = []
-        for member in members:  # one model, or every seed of a --seeds run: their mean, as the run's scores are
-            model = build_model(config, len(classes))
-            model.load_state_dict(checkpoint_entry(load_checkpoint(member / "best.pt"), "model", member / "best.pt"))
-            model.to(dev)
-            member_probs.append(evaluate(model, dataset, dev, batch_size=config["batch_size"], vote=config["vote"])[0])
-        probs = np.mean(member_probs, axis=0)
+        probs, dataset = run.score(folder, "test", video_ids=ok, device=device)
         for video, p in zip(dataset.videos, probs):
             if np.isfinite(p).all():
                 probs_by_stream.setdefault(stream, {})[video.video_id] = p
@@ -188,6 +198,9 @@ def classify(
         return [], failures
     stacked = {s: np.stack([p[r.video_id] for r in done]) for s, p in probs_by_stream.items()}
     fused = method.predict_proba(stacked)
+    preprocessed = {
+        stage: str(folders[run.work]) for run in runs.values() for stage in run.stages() if stage in ("pose", "flow")
+    }
     results = []
     for k, r in enumerate(done):
         top = int(fused[k].argmax())
@@ -204,6 +217,7 @@ def classify(
                 "caution": caution(per_class, per_stream),
                 "fused": per_class,
                 "streams": per_stream,
+                "preprocessed": preprocessed,
             }
         )
     return results, failures
@@ -231,20 +245,19 @@ COCO_EDGES = (
 SLOT_COLOURS = ((0, 215, 255), (255, 128, 0), (80, 220, 80), (220, 80, 220), (0, 128, 255), (255, 255, 0))
 
 
-def write_overlay(result: dict, scratch: str | Path, out: str | Path) -> Path:
+def write_overlay(result: dict, out: str | Path) -> Path:
     """The video with each person slot's skeleton, a flow colour inset and the fused prediction, at the source's
-    frame rate (``result["fps"]``), so it plays in step with the original."""
+    frame rate (``result["fps"]``), so it plays in step with the original. Pose and flow come from the scratch work
+    directories ``classify`` made (``result["preprocessed"]``)."""
     import cv2
 
-    scratch, vid = Path(scratch), result["video_id"]
-    pose = (
-        np.load(scratch / "pose" / f"{vid}.npz", allow_pickle=False)
-        if (scratch / "pose" / f"{vid}.npz").is_file()
-        else None
-    )
-    flow_path = scratch / "flow" / f"{vid}.npy"
+    vid = result["video_id"]
+    pose_work, flow_work = (Path(result["preprocessed"].get(s, "/nonexistent")) for s in ("pose", "flow"))
+    pose_path = pose_work / "pose" / f"{vid}.npz"
+    pose = np.load(pose_path, allow_pickle=False) if pose_path.is_file() else None
+    flow_path = flow_work / "flow" / f"{vid}.npy"
     flow = np.load(flow_path, mmap_mode="r", allow_pickle=False) if flow_path.is_file() else None
-    flow_params = stored_params(scratch, vid) if flow is not None else None
+    flow_params = stored_params(flow_work, vid) if flow is not None else None
     pose_row = {int(f): i for i, f in enumerate(pose["frame_indices"])} if pose is not None else {}
     ranked = sorted(result["fused"].items(), key=lambda kv: -kv[1])[:3]
     caption = f"{result['prediction']} {100 * result['probability']:.0f}%"

@@ -17,8 +17,8 @@ import numpy as np
 
 from preprocess import DataError
 from preprocess.batch import read_json
-from streams.crossval import group_bootstrap_ci
 from streams.metrics import classification_metrics
+from streams.stats import group_bootstrap_ci
 
 from .methods import create_method
 from .scores import align, load_scores

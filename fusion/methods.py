@@ -229,7 +229,9 @@ class StackingFusion(FusionMethod):
         return {
             "C": self.C,
             "num_classes": self.num_classes_,
-            "classes": m.classes_.tolist(),
+            # the label indices the regression saw (its own columns), not the class names: those are the fusion
+            # file's "classes", which every method carries
+            "label_indices": m.classes_.tolist(),
             "coef": m.coef_.tolist(),
             "intercept": m.intercept_.tolist(),
         }
@@ -238,7 +240,8 @@ class StackingFusion(FusionMethod):
         self.C, self.num_classes_ = state["C"], state["num_classes"]
         # A fitted regression rebuilt from its parameters: scikit-learn's own predict_proba then applies them.
         self.model_ = LogisticRegression(C=self.C)
-        self.model_.classes_ = np.asarray(state["classes"])
+        # (a file of an earlier release kept them under "classes", which the class names then overwrote)
+        self.model_.classes_ = np.asarray(state.get("label_indices", state.get("classes")))
         self.model_.coef_ = np.asarray(state["coef"], float)
         self.model_.intercept_ = np.asarray(state["intercept"], float)
         self.model_.n_features_in_ = self.model_.coef_.shape[1]

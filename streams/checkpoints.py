@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import json
 import pickle
 from pathlib import Path
 
@@ -184,3 +185,41 @@ def cached_download(url: str, cache_dir: str | Path | None = None) -> Path:
             path, f"checksum {digest[:12]}… does not match the published {match.group(1)}: delete it and retry"
         )
     return path
+
+
+# Input statistics that travel with the weights (torchvision's ``weights.transforms()`` say the same).
+OUR_STATS = {"mean": [0.45, 0.45, 0.45], "std": [0.225, 0.225, 0.225]}  # our own backbones, trained from scratch
+IMAGENET_STATS = {"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
+KINETICS_STATS = {"mean": [0.43216, 0.394666, 0.37645], "std": [0.22803, 0.22145, 0.216989]}
+
+
+def input_normalization(config: dict) -> dict:
+    """The RGB mean and std a run's network expects, from where its weights come: torchvision's published weights
+    by name carry their own (``--weights``); a torchvision state dict (``--pretrained``) is ImageNet's for a 2D
+    preset and Kinetics-400's for a video one; a run of ours passes its own on; anything else (scratch, ``--init``)
+    is ours. ``{"mean", "std", "from"}``."""
+    from .models.cnn2d import TORCHVISION_2D
+    from .models.cnn3d import TORCHVISION_3D
+
+    if config.get("weights"):
+        from torchvision.models import get_weight
+
+        try:
+            transform = get_weight(config["weights"]).transforms()
+        except (ValueError, KeyError, AttributeError):
+            torchvision_weights_url(config["weights"])  # the named one-line error
+            raise
+        return {"mean": list(transform.mean), "std": list(transform.std), "from": config["weights"]}
+    if config.get("pretrained"):
+        path = Path(config["pretrained"])
+        run = path if path.is_dir() else path.parent
+        if (run / "config.json").is_file() and (path.is_dir() or path.suffix == ".pt"):
+            saved = json.loads((run / "config.json").read_text(encoding="utf-8"))
+            if saved.get("normalize"):
+                return {**saved["normalize"], "from": f"run {run}"}
+            return {**OUR_STATS, "from": f"run {run}"}
+        if config.get("preset") in TORCHVISION_2D:
+            return {**IMAGENET_STATS, "from": "ImageNet (torchvision state dict)"}
+        if config.get("preset") in TORCHVISION_3D:
+            return {**KINETICS_STATS, "from": "Kinetics-400 (torchvision state dict)"}
+    return {**OUR_STATS, "from": "ours (no pretrained weights)"}

@@ -25,6 +25,7 @@ from preprocess.batch import atomic_path, read_json, write_json, write_text
 
 from .metrics import classification_metrics
 from .sampling import reference_fps
+from .stats import group_bootstrap_ci
 
 POOLS = ("trainval", "all")
 
@@ -104,24 +105,13 @@ def fold_work(work: Path, folder: Path, splits: dict[str, str]) -> Path:
     return folder
 
 
-def group_bootstrap_ci(
-    hits: np.ndarray, groups: np.ndarray, *, resamples: int = 2000, seed: int = 0, level: float = 0.95
-) -> tuple[float, float]:
-    """Percentile interval of accuracy when whole groups are resampled with replacement (a cluster bootstrap):
-    clips of one performer or source video are not independent, so resampling clips understates the spread."""
-    names, inverse = np.unique(groups, return_inverse=True)
-    right = np.bincount(inverse, weights=hits.astype(np.float64), minlength=len(names))
-    total = np.bincount(inverse, minlength=len(names)).astype(np.float64)
-    rng = np.random.default_rng(seed)
-    picks = rng.integers(0, len(names), size=(resamples, len(names)))
-    accuracy = right[picks].sum(1) / total[picks].sum(1)
-    tail = (1 - level) / 2
-    return float(np.quantile(accuracy, tail)), float(np.quantile(accuracy, 1 - tail))
-
-
-def crossval(config: dict, *, folds: int, seeds: list[int], pool: str = "trainval", log=print) -> dict:
-    """Cross-validate ``config['stream']`` (a ``streams.train`` config) over group folds of WORK; see the module."""
+def crossval(config: dict, *, folds: int, seeds: list[int], pool: str = "trainval", log=print, given=()) -> dict:
+    """Cross-validate ``config['stream']`` (a ``streams.train`` config; ``given``: the options a user typed) over
+    group folds of WORK; see the module."""
+    from .registry import resolve_config, spec_of
     from .train import train  # (torch is loaded only when training starts)
+
+    config = resolve_config(config, given=given)
 
     work, run = Path(config["work"]), Path(config["run"])
     manifest = load_manifest(work)
@@ -167,6 +157,7 @@ def crossval(config: dict, *, folds: int, seeds: list[int], pool: str = "trainva
             result = train(
                 {**config, "work": str(folder), "run": str(fold_run), "seed": seed},
                 log=lambda line, k=k, seed=seed: log(f"  [fold {k} seed {seed}] {line}"),
+                given=given,
             )
             with np.load(fold_run / "scores_test.npz", allow_pickle=False) as data:
                 ids, probs = data["video_ids"].astype(str), data["probs"].astype(np.float64)
@@ -190,8 +181,9 @@ def crossval(config: dict, *, folds: int, seeds: list[int], pool: str = "trainva
     ci = group_bootstrap_ci(hits, np.array(groups), seed=config["seed"])
     top1 = np.array([r["top1"] for r in rows])
     f1 = np.array([r["macro_f1"] for r in rows])
+    name = spec_of(config).fusion_name  # the name bin/train gives the same stream's scores
     summary = {
-        "stream": config["stream"],
+        "stream": name,
         "work": str(work),
         "pool": pool,
         "folds": len(tests),
@@ -221,7 +213,7 @@ def crossval(config: dict, *, folds: int, seeds: list[int], pool: str = "trainva
     write_json(
         run / "scores_oof.json",
         {
-            "stream": config["stream"],
+            "stream": name,
             "split": "oof",
             "groups": {v.video_id: g for v, g in zip(videos, groups)},
             "folds": {videos[i].video_id: k for k, test in enumerate(tests) for i in test},
@@ -232,7 +224,7 @@ def crossval(config: dict, *, folds: int, seeds: list[int], pool: str = "trainva
     write_json(run / "crossval.json", summary)
     write_text(run / "crossval.md", crossval_markdown(summary))
     log(
-        f"{config['stream']}: {len(tests)} group folds x {len(seeds)} seeds: top-1 {100 * summary['top1_mean']:.1f} "
+        f"{name}: {len(tests)} group folds x {len(seeds)} seeds: top-1 {100 * summary['top1_mean']:.1f} "
         f"± {100 * summary['top1_sd']:.1f} %, out-of-fold {100 * pooled['top1']:.1f} % "
         f"[{100 * ci[0]:.1f}, {100 * ci[1]:.1f}] (groups resampled); {run / 'crossval.md'}"
     )

@@ -20,28 +20,37 @@ from torch.utils.data import Dataset
 
 from preprocess import DataError, load_manifest, load_pose
 from preprocess.batch import read_json
-from preprocess.flow import checked_params, to_pixels
-from preprocess.pose import flip_permutation
+from preprocess.flow import FlowInfo, to_pixels
+from preprocess.pose import PoseInfo, flip_permutation
+from preprocess.video import FramesInfo
 
 from .augment import SKELETON_AUGMENTS, random_skeleton_augment
 from .sampling import clip_duration, item_times, items_at, window_starts
 
 RGB_MEAN = np.array([0.45, 0.45, 0.45], np.float32)
 RGB_STD = np.array([0.225, 0.225, 0.225], np.float32)
-STREAMS = ("rgb", "flow", "pose", "features", "features-pose")
 POSE_FEATURES = 17 * 3 + 3  # normalised x, y, confidence per keypoint; box centre x, y and size in the frame
 
 
+# The typed reader of each preprocessing stage's sidecars (features: bin/extract-features' own, plain JSON).
+STAGE_INFO = {"frames": FramesInfo, "flow": FlowInfo, "pose": PoseInfo}
+
+
 def _require(work: Path, stage: str, video_ids: list[str]) -> dict:
-    """Sidecars of one preprocessing stage for every video, or a named error for the first one missing."""
+    """Sidecars of one preprocessing stage for every video (typed: ``FramesInfo``, ``FlowInfo``, ``PoseInfo``), or
+    a named error for the first one missing."""
     folder = work / stage
     if not folder.is_dir():
         raise DataError(folder, f"no {stage} preprocessing in this work directory (run bin/preprocess {stage} first)")
+    reader = STAGE_INFO.get(stage)
     out = {}
     for vid in video_ids:
+        if reader is not None:
+            out[vid] = reader.read(work, vid)
+            continue
         side = folder / f"{vid}.json"
         if not side.is_file():
-            raise DataError(side, f"missing {stage} output for video {vid!r} (run bin/preprocess {stage})")
+            raise DataError(side, f"missing {stage} output for video {vid!r} (run bin/{stage.split('/')[0]})")
         out[vid] = read_json(side)
     return out
 
@@ -146,16 +155,15 @@ class RGBSegments(_ClipDataset):
 
     stage = "frames"
 
-    def __init__(self, work, split, *, segments: int = 3, size: int = 112, **kw):
+    def __init__(self, work, split, *, segments: int = 3, size: int = 112, mean=RGB_MEAN, std=RGB_STD, **kw):
         super().__init__(work, split, **kw)
         self.segments, self.size = segments, size
+        # the statistics of the weights the network starts from (ImageNet's for torchvision's, ours otherwise)
+        self.mean = np.asarray(mean, np.float32)[:, None, None]
+        self.std = np.asarray(std, np.float32)[:, None, None]
 
     def times(self, i):
-        meta = self.meta[self.videos[i].video_id]
-        indices = meta.get("frame_indices")
-        if indices is None:
-            indices = np.arange(meta["shape"][0]) * meta["params"].get("step", 1)
-        return item_times(indices, self.fps(i))
+        return item_times(self.meta[self.videos[i].video_id].frame_indices, self.fps(i))
 
     def picks(self, i, rng, view):
         return self.windows(i, self.segments, 1, rng, view)
@@ -172,7 +180,7 @@ class RGBSegments(_ClipDataset):
             image = _resize_stack(image.transpose(2, 0, 1), self.size)
             if flip:
                 image = flip_rgb(image)
-            out.append((image - RGB_MEAN[:, None, None]) / RGB_STD[:, None, None])
+            out.append((image - self.mean) / self.std)
         return torch.from_numpy(np.stack(out).astype(np.float32))
 
 
@@ -202,8 +210,8 @@ class RGBClips(RGBSegments):
             image = _resize_stack(
                 np.asarray(frames[t, y0 : y0 + side, x0 : x0 + side], np.float32).transpose(2, 0, 1) / 255.0, self.size
             )
-            out.append((flip_rgb(image) if flip else image) - RGB_MEAN[:, None, None])
-        return torch.from_numpy((np.stack(out) / RGB_STD[:, None, None]).astype(np.float32))
+            out.append((flip_rgb(image) if flip else image) - self.mean)
+        return torch.from_numpy((np.stack(out) / self.std).astype(np.float32))
 
 
 def flip_rgb(image: np.ndarray) -> np.ndarray:
@@ -226,12 +234,12 @@ class FlowStacks(_ClipDataset):
     def __init__(self, work, split, *, segments: int = 3, stack: int = 5, size: int = 112, **kw):
         super().__init__(work, split, **kw)
         self.segments, self.stack, self.size = segments, stack, size
-        # Refuses flow of another format version by name, before training starts.
-        self.params = {vid: checked_params(meta, self.work / "flow" / f"{vid}.json") for vid, meta in self.meta.items()}
+        # (FlowInfo refused flow of another format version by name, before training starts)
+        self.params = {vid: info.params for vid, info in self.meta.items()}
 
     def times(self, i):
         # field n is the motion from source frame n to frame n + offset: it is on screen from frame n's time
-        return item_times(np.arange(self.meta[self.videos[i].video_id]["shape"][0]), self.fps(i))
+        return item_times(np.arange(self.meta[self.videos[i].video_id].shape[0]), self.fps(i))
 
     def picks(self, i, rng, view):
         return self.windows(i, self.segments, self.stack, rng, view)
@@ -301,8 +309,8 @@ class PoseSequences(_ClipDataset):
         if i not in self.cache:
             vid = self.videos[i].video_id
             pose = load_pose(self.work, vid)
-            meta = self.meta[vid]
-            self.cache[i] = (pose_features(pose, meta["width"], meta["height"]), pose["mask"])
+            info = self.meta[vid]
+            self.cache[i] = (pose_features(pose, info.width, info.height), pose["mask"])
             self.frame_times[i] = item_times(pose["frame_indices"], self.fps(i))
         return self.cache[i]
 
@@ -374,8 +382,8 @@ class FeatureSequences(_ClipDataset):
         if i not in self.cache:
             vid = self.videos[i].video_id
             pose = load_pose(self.work, vid)
-            meta = self.pose_meta[vid]
-            features = pose_features(pose, meta["width"], meta["height"])
+            info = self.pose_meta[vid]
+            features = pose_features(pose, info.width, info.height)
             self.cache[i] = (features, pose["mask"], item_times(pose["frame_indices"], self.fps(i)))
         return self.cache[i]
 
@@ -402,53 +410,3 @@ def collate(batch):
     else:
         x = torch.stack(xs)
     return x, torch.tensor(labels), torch.tensor(videos), torch.tensor(views)
-
-
-def create_dataset(
-    stream: str,
-    work,
-    split: str,
-    *,
-    train: bool,
-    options: dict,
-    views: int = 1,
-    seed: int = 0,
-    video_ids: list[str] | None = None,
-):
-    common = dict(train=train, views=views, seed=seed, video_ids=video_ids, sample_fps=options.get("sample_fps"))
-    if stream in ("features", "features-pose"):
-        return FeatureSequences(
-            work,
-            split,
-            features=options["features"],
-            frames=options["frames"],
-            pose=stream == "features-pose",
-            **common,
-        )
-    if stream == "rgb" and options.get("arch") == "sequence":
-        return RGBSegments(work, split, segments=options["frames"], size=options["size"], **common)
-    if stream == "rgb" and options.get("arch") == "3d":
-        return RGBClips(
-            work,
-            split,
-            clip_len=options["clip_len"],
-            frame_stride=options["frame_stride"],
-            size=options["size"],
-            **common,
-        )
-    if stream == "rgb":
-        return RGBSegments(work, split, segments=options["segments"], size=options["size"], **common)
-    if stream == "flow":
-        return FlowStacks(
-            work, split, segments=options["segments"], stack=options["stack"], size=options["size"], **common
-        )
-    if stream == "pose":
-        return PoseSequences(
-            work,
-            split,
-            frames=options["frames"],
-            augment=options.get("skeleton_augment", "light"),
-            sampling=options.get("pose_sampling", "window"),
-            **common,
-        )
-    raise ValueError(f"unknown stream {stream!r}: {', '.join(STREAMS)}")

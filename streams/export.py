@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from preprocess.batch import DataError, atomic_path
+from preprocess.batch import atomic_path
 
 
 class _Tensor:
@@ -35,9 +35,9 @@ class _Tensor:
 
 def export_mmaction_scores(run, split: str, out) -> int:
     """Write ``out`` (.pkl) from RUN/scores_<split>.npz; returns the number of videos."""
-    path = Path(run) / f"scores_{split}.npz"
-    if not path.is_file():
-        raise DataError(path, f"no {split} scores here (a bin/train or bin/crossval run)")
+    from .run import Run
+
+    path = Run.load(run).score_file(split)
     with np.load(path, allow_pickle=False) as data:
         ids, labels, probs = data["video_ids"], data["labels"], data["probs"]
     samples = [

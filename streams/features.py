@@ -10,7 +10,6 @@ RGB stream normalises.
 from __future__ import annotations
 
 import hashlib
-import json
 import time
 from pathlib import Path
 
@@ -25,34 +24,34 @@ FEATURES_VERSION = 1
 
 
 def _backbone(preset: str, pretrained: str | None):
-    """(frozen backbone, description of its weights)."""
-    from .checkpoints import load_backbone, load_state_dict_file
+    """(frozen backbone, description of its weights, the input statistics those weights expect)."""
+    from .checkpoints import input_normalization, load_backbone, load_state_dict_file
     from .models import create_backbone_2d
 
     if pretrained is None:
-        return create_backbone_2d(in_channels=3, preset=preset).eval(), {"weights": "random (no --pretrained)"}
+        weights = {"weights": "random (no --pretrained)"}
+        return create_backbone_2d(in_channels=3, preset=preset).eval(), weights, input_normalization({})
     path = Path(pretrained)
     if path.is_dir():
         path = path / "best.pt"
-    state = load_state_dict_file(path)
-    if "model" in state and isinstance(state["model"], dict):  # a run of ours: its own backbone
-        from .train import build_model
+    if (path.parent / "config.json").is_file() and path.name == "best.pt":  # a run of ours: its own backbone
+        from .run import Run
 
-        checkpoint = state  # read once: the file is a run's checkpoint
-        config = json.loads(checkpoint["config"])
-        if config.get("stream") != "rgb" or config.get("arch", "tsn") == "3d":
+        run = Run.load(path.parent)
+        if not run.spec.frame_backbone:
             raise DataError(path, "features come from a 2D RGB run (bin/train rgb, --arch tsn or sequence)")
-        classes = next(v.shape[0] for k, v in reversed(list(checkpoint["model"].items())) if k.endswith("bias"))
-        model = build_model(config, classes)
-        model.load_state_dict(checkpoint["model"])
-        preset = config["preset"]
-        backbone = model.backbone
-        note = f"run {path} (preset {preset})"
+        backbone = run.models("cpu")[0].backbone
+        note = f"run {path} (preset {run.config['preset']})"
+        stats = input_normalization({"pretrained": str(path.parent)})
     else:
+        state = load_state_dict_file(path)
+        if "model" in state and isinstance(state["model"], dict):
+            raise DataError(path, "a checkpoint of bin/train outside its run folder: give the run folder")
         backbone = create_backbone_2d(in_channels=3, preset=preset)
         note = load_backbone(backbone, state, path)
+        stats = input_normalization({"pretrained": str(path), "preset": preset})
     digest = hashlib.sha256(path.read_bytes()).hexdigest()
-    return backbone.eval(), {"weights": str(path), "weights_sha256": digest, "loaded": note}
+    return backbone.eval(), {"weights": str(path), "weights_sha256": digest, "loaded": note}, stats
 
 
 def extract_features(
@@ -73,16 +72,22 @@ def extract_features(
     import cv2
     import torch
 
-    from .data import RGB_MEAN, RGB_STD
-
     work = Path(work)
     manifest = load_manifest(work)
     name = name or preset
     folder = work / "features" / name
-    backbone, weights = _backbone(preset, pretrained)
+    backbone, weights, stats = _backbone(preset, pretrained)
+    mean, std = np.asarray(stats["mean"], np.float32), np.asarray(stats["std"], np.float32)
     dev = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device)
     backbone.to(dev)
-    params = {"version": FEATURES_VERSION, "preset": preset, "size": size, "sample_fps": sample_fps, **weights}
+    params = {
+        "version": FEATURES_VERSION,
+        "preset": preset,
+        "size": size,
+        "sample_fps": sample_fps,
+        **weights,
+        "normalize": {"mean": stats["mean"], "std": stats["std"]},
+    }
     params.pop("loaded", None)
     log(f"features {name}: {weights.get('loaded', weights['weights'])}")
     done = skipped = 0
@@ -121,7 +126,7 @@ def extract_features(
                     )
                     for t in picks[start : start + batch_size]
                 ]
-                x = (np.stack(batch).astype(np.float32) / 255.0 - RGB_MEAN) / RGB_STD
+                x = (np.stack(batch).astype(np.float32) / 255.0 - mean) / std  # the weights' own statistics
                 x = torch.from_numpy(x.transpose(0, 3, 1, 2).copy()).to(dev)
                 rows.append(backbone(x).float().cpu().numpy())
         embedded = np.concatenate(rows).astype(np.float16)

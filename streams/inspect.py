@@ -24,29 +24,17 @@ import torch.nn.functional as F
 
 from preprocess.batch import DataError, atomic_path, read_json, write_json, write_text
 
-from .checkpoints import checkpoint_entry, load_checkpoint
-from .data import create_dataset
-from .train import build_model, evaluate, pick_device
+from .run import Run
+from .train import evaluate
 
 
-def load_run(run: Path, config: dict, classes: list[str], device: str = "cpu"):
-    """(model on device in eval mode, device) of a run's best checkpoint."""
-    model = build_model(config, len(classes))
-    model.load_state_dict(checkpoint_entry(load_checkpoint(run / "best.pt"), "model", run / "best.pt"))
-    dev = pick_device({**config, "device": device}, 0)
-    return model.to(dev).eval(), dev
-
-
-def per_video_losses(model, config: dict, split: str, device, video_ids: list[str] | None = None) -> list[dict]:
+def per_video_losses(model, run: Run, split: str, device, video_ids: list[str] | None = None) -> list[dict]:
     """Every video of ``split`` (or those of ``video_ids``): cross-entropy of its averaged evaluation scores, true
     and predicted class."""
-    ids = video_ids
-    dataset = create_dataset(
-        config["stream"], config["work"], split, train=False, options=config, views=config["views"], video_ids=ids
-    )
+    dataset = run.dataset(run.work, split, video_ids=video_ids)
     if not dataset.videos:
         return []
-    probs, labels, _ = evaluate(model, dataset, device, batch_size=config["batch_size"])
+    probs, labels, _ = evaluate(model, dataset, device, batch_size=run.config["batch_size"])
     rows = []
     for video, p, y in zip(dataset.videos, probs, labels):
         rows.append(
@@ -206,11 +194,12 @@ def _display(stream: str, segment: np.ndarray) -> np.ndarray:
     return np.clip((image - low) / max(high - low, 1e-6), 0, 1)
 
 
-def plot_saliency_2d(model, config, classes, device, path: Path, examples_per_class: int = 1) -> int:
+def plot_saliency_2d(model, run: Run, classes, device, path: Path, examples_per_class: int = 1) -> int:
     """Grid over test videos, one row per example: input, Grad-CAM, guided backpropagation, guided Grad-CAM."""
     plt = _plt()
     model = model.cpu()
-    dataset = create_dataset(config["stream"], config["work"], "test", train=False, options=config, views=1)
+    dataset = run.dataset(run.work, "test", views=1)
+    modality = "flow" if "flow" in run.spec.stages else "rgb"
     rows = []
     for c in range(len(classes)):
         for i in np.flatnonzero(dataset.labels == c)[:examples_per_class]:
@@ -225,9 +214,9 @@ def plot_saliency_2d(model, config, classes, device, path: Path, examples_per_cl
     fig, axes = plt.subplots(
         len(rows), 4, figsize=(10, 2.5 * len(rows) + 0.4), dpi=100, squeeze=False, layout="constrained"
     )
-    first = "flow (colour wheel)" if config["stream"] == "flow" else "frame"
+    first = "flow (colour wheel)" if modality == "flow" else "frame"
     for r, (video_id, true, predicted, segment, cam, guided) in enumerate(rows):
-        picture = _display(config["stream"], segment)
+        picture = _display(modality, segment)
         for a, (image, title) in enumerate(
             (
                 (picture, first),
@@ -245,7 +234,7 @@ def plot_saliency_2d(model, config, classes, device, path: Path, examples_per_cl
             if r == 0:
                 ax.set_title(title, fontsize=9)
         axes[r, 0].set_ylabel(f"{video_id}\ntrue {true}\npredicted {predicted}", fontsize=8)
-    fig.suptitle(f"{config['stream']} stream: what the network looks at (for the class it predicts)", fontsize=11)
+    fig.suptitle(f"{run.name} stream: what the network looks at (for the class it predicts)", fontsize=11)
     _save(fig, path)
     return len(rows)
 
@@ -261,14 +250,14 @@ def pose_importance(model, x: torch.Tensor, m: torch.Tensor, target: int) -> np.
     return contribution.sum((1, 3)).detach().numpy()
 
 
-def plot_pose_importance(model, config, classes, path: Path) -> int:
+def plot_pose_importance(model, run: Run, classes, path: Path) -> int:
     from preprocess.pose import COCO_KEYPOINTS
 
     from .models.stgcn import COCO_TREE
 
     plt = _plt()
     model = model.cpu()
-    dataset = create_dataset("pose", config["work"], "test", train=False, options=config, views=1)
+    dataset = run.dataset(run.work, "test", views=1)
     picks = [int(np.flatnonzero(dataset.labels == c)[0]) for c in range(len(classes)) if (dataset.labels == c).any()]
     if not picks:
         return 0
@@ -366,32 +355,34 @@ def _loss_row(r: dict) -> str:
 
 
 def inspect_run(run, out=None, *, top: int = 12, baseline=None, device: str = "cpu", log=print) -> dict:
-    run = Path(run)
-    if not (run / "best.pt").is_file():
+    if not (Path(run) / "best.pt").is_file():
         raise DataError(run, "not a finished run (no best.pt)")
+    trained = Run.load(run)
+    run, config = trained.path, trained.config
     out = Path(out) if out else run / "inspect"
     out.mkdir(parents=True, exist_ok=True)
     from preprocess.dataset import load_manifest
 
-    config = read_json(run / "config.json")
-    manifest = load_manifest(config["work"])
-    model, dev = load_run(run, config, manifest.classes, device)
-    classes, work = manifest.classes, Path(config["work"])
+    manifest = load_manifest(trained.work)
+    dev = trained.device(device)
+    model = trained.models(dev)[0]
+    classes, work = manifest.classes, trained.work
     videos = {v.video_id: v for v in manifest.videos}
     excluded = set(config.get("exclude") or [])
     training = [v.video_id for v in manifest.by_split("train") if v.video_id not in excluded]
-    report = {"run": str(run), "stream": config["stream"]}
-    losses = per_video_losses(model, config, "train", dev, training) + per_video_losses(model, config, "val", dev)
+    name = trained.name
+    report = {"run": str(run), "stream": name}
+    losses = per_video_losses(model, trained, "train", dev, training) + per_video_losses(model, trained, "val", dev)
     losses.sort(key=lambda r: -r["loss"])
     write_json(out / "losses.json", losses)
     worst = losses[:top]
-    plot_high_loss(worst, work, videos, out / "high_loss.png", f"{config['stream']} stream: highest-loss videos")
+    plot_high_loss(worst, work, videos, out / "high_loss.png", f"{name} stream: highest-loss videos")
     train_worst = [r["video_id"] for r in losses if r["split"] == "train"][:top]
     write_text(out / "exclude_candidates.txt", "".join(f"{v}\n" for v in train_worst))
     lines = [
         f"# Inspection of {run}",
         "",
-        f"{config['stream']} stream; per-video loss = cross-entropy of the video's averaged evaluation scores "
+        f"{name} stream; per-video loss = cross-entropy of the video's averaged evaluation scores "
         f"(best checkpoint, no augmentation). Highest {len(worst)} of {len(losses)} training and validation videos:",
         "",
         "| video | split | true | predicted | p(true) | loss |",
@@ -413,16 +404,16 @@ def inspect_run(run, out=None, *, top: int = 12, baseline=None, device: str = "c
             val, test = _split_metrics(folder, "val") or {}, _split_metrics(folder, "test") or {}
             cells = [100 * m.get(k, float("nan")) for m in (val, test) for k in ("top1", "macro_f1")]
             lines.append(f"| {name}: {folder} | " + " | ".join(f"{c:.1f}" for c in cells) + " |")
-    if config["stream"] in ("rgb", "flow") and config.get("arch", "tsn") == "tsn":
-        count = plot_saliency_2d(model, config, classes, dev, out / "saliency.png")
+    if trained.spec.saliency == "2d":
+        count = plot_saliency_2d(model, trained, classes, dev, out / "saliency.png")
         report["saliency"] = count
         lines += ["", f"`saliency.png`: Grad-CAM and guided backpropagation on {count} test videos (one per class)."]
-    elif config["stream"] == "pose":
-        count = plot_pose_importance(model, config, classes, out / "pose_importance.png")
+    elif trained.spec.saliency == "pose":
+        count = plot_pose_importance(model, trained, classes, out / "pose_importance.png")
         report["saliency"] = count
         lines += ["", f"`pose_importance.png`: per-keypoint importance over time on {count} test videos."]
     else:
-        lines += ["", f"No saliency maps for a {config['stream']} run of this architecture yet."]
+        lines += ["", f"No saliency maps for a {trained.spec.name} run yet."]
     gallery = plot_error_gallery(run, work, videos, classes, out / "gallery.png")
     lines += ["", f"`gallery.png`: {len(gallery)} confused class pairs on test."]
     for pair in gallery:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from .models import PRESETS_2D, PRESETS_3D
-from .train import DEFAULTS
+from .registry import DEFAULTS
 
 D = DEFAULTS
 
@@ -15,6 +15,16 @@ def train_options(command):
     for option in reversed(OPTIONS):
         command = option(command)
     return command
+
+
+def typed_options(options: dict) -> tuple[dict, set[str]]:
+    """(the options the user typed, their names): what a command passes on, so that every other option takes the
+    stream's own default and a typed option the stream does not take is refused by name (streams.registry)."""
+    from click.core import ParameterSource
+
+    context = click.get_current_context()
+    given = {k for k in options if context.get_parameter_source(k) not in (None, ParameterSource.DEFAULT)}
+    return {k: v for k, v in options.items() if k in given}, given
 
 
 def _choice(name: str, choices, help: str | None) -> click.option:
@@ -35,7 +45,13 @@ OPTIONS = [
     ),
     _choice("--schedule", ["cosine", "step"], None),
     click.option("--weight-decay", type=float, default=D["weight_decay"], show_default=True),
-    click.option("--dropout", type=float, default=D["dropout"], show_default=True),
+    click.option(
+        "--dropout",
+        type=float,
+        default=D["dropout"],
+        help="Dropout before the classifier. Default: the stream's own (0.5 for CNNs, 0.3 for sequence heads: pose, "
+        "rgb --arch sequence, features; 0.1 for ST-GCN).",
+    ),
     _choice(
         "--class-weights",
         ["balanced", "none"],

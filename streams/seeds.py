@@ -16,7 +16,8 @@ import numpy as np
 from preprocess.batch import DataError, atomic_path, read_json, write_json, write_text
 
 from .metrics import classification_metrics
-from .train import stream_name, train
+from .registry import spec_of
+from .train import train
 
 
 def _read(run: Path, split: str) -> dict:
@@ -24,7 +25,7 @@ def _read(run: Path, split: str) -> dict:
         return {k: data[k] for k in data.files}
 
 
-def train_seeds(config: dict, seeds: list[int], log=print) -> dict:
+def train_seeds(config: dict, seeds: list[int], log=print, given=()) -> dict:
     """Train ``config`` once per seed and write the ensemble's score files and ``seeds.md`` into config["run"]."""
     if len(seeds) < 2:
         raise ValueError("--seeds needs at least two seeds (one seed is --seed)")
@@ -33,7 +34,8 @@ def train_seeds(config: dict, seeds: list[int], log=print) -> dict:
     for seed in seeds:
         runs[seed] = run / f"seed-{seed}"
         log(f"seed {seed}: {runs[seed]}")
-        train({**config, "seed": seed, "run": str(runs[seed])}, log=log)
+        train({**config, "seed": seed, "run": str(runs[seed])}, log=log, given=given)
+    name = spec_of(config).fusion_name
     per_seed, ensemble = {}, {}
     for split in ("val", "test"):
         scores = {seed: _read(folder, split) for seed, folder in runs.items()}
@@ -55,7 +57,7 @@ def train_seeds(config: dict, seeds: list[int], log=print) -> dict:
             run / f"scores_{split}.json",
             {
                 **side,
-                "stream": stream_name(config),
+                "stream": name,
                 "split": split,
                 "checkpoint": None,
                 "ensemble": f"mean of the probabilities of {len(seeds)} seeds",
@@ -65,10 +67,10 @@ def train_seeds(config: dict, seeds: list[int], log=print) -> dict:
                 "per_seed": {seed: m[split] for seed, m in per_seed.items()},
             },
         )
-    write_text(run / "seeds.md", _markdown(stream_name(config), seeds, per_seed, ensemble))
+    write_text(run / "seeds.md", _markdown(name, seeds, per_seed, ensemble))
     summary = {split: _spread([per_seed[str(s)][split]["top1"] for s in seeds]) for split in ("val", "test")}
     log(
-        f"{stream_name(config)} over {len(seeds)} seeds: test top-1 {100 * summary['test'][0]:.1f} ± "
+        f"{name} over {len(seeds)} seeds: test top-1 {100 * summary['test'][0]:.1f} ± "
         f"{100 * summary['test'][1]:.1f} %, the seeds' ensemble {100 * ensemble['test']['top1']:.1f} %; "
         f"{run / 'seeds.md'}"
     )

@@ -14,6 +14,7 @@ import json
 import os
 import random
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -29,75 +30,17 @@ from preprocess.batch import atomic_path, write_json, write_text
 from .checkpoints import (
     cached_download,
     checkpoint_entry,
+    input_normalization,
     load_checkpoint,
     load_init,
     load_pretrained,
     torchvision_weights_url,
 )
-from .data import POSE_FEATURES, STREAMS, collate, create_dataset
+from .data import collate
 from .metrics import classification_metrics
-from .models import (
-    create_cnn_lstm_model,
-    create_flow_model,
-    create_pose_model,
-    create_rgb3d_model,
-    create_rgb_model,
-    create_sequence_model,
-    create_stgcn_model,
-    freeze_batchnorm_but_first,
-)
+from .models import freeze_batchnorm_but_first
+from .registry import create_dataset, create_model, resolve_config, spec_of
 from .sampling import reference_fps
-
-DEFAULTS = {
-    "epochs": 20,
-    "batch_size": 16,
-    "lr": 1e-3,
-    "optimizer": "adamw",
-    "schedule": "cosine",
-    "weight_decay": 1e-4,
-    "dropout": 0.5,
-    "label_smoothing": 0.1,
-    "patience": 6,
-    "seed": 0,
-    "workers": 0,
-    "device": "auto",
-    "views": 3,
-    "vote": False,
-    "preset": "small",
-    "segments": 3,
-    "stack": 5,
-    "size": 112,
-    "frames": 32,
-    "head": "tcn",
-    "init": None,
-    "arch": "tsn",
-    "clip_len": 8,
-    "frame_stride": 2,
-    "min_epoch_clips": 200,
-    "pretrained": None,
-    "partial_bn": False,
-    "sample_fps": None,
-    "features": "resnet18",
-    "weights": None,
-    "class_weights": "balanced",
-    "pose_input": "joint",
-    "skeleton_augment": "light",
-    "pose_sampling": "window",
-    "exclude": [],
-    "tensorboard": False,
-}
-
-
-def stream_name(config: dict) -> str:
-    """The name a run's scores carry into fusion: the stream, and for pose a head other than the default TCN and
-    an input other than joints (pose-stgcn, pose-stgcn-bone ...), so that variants fuse side by side."""
-    name = config["stream"]
-    if name == "pose":
-        if config.get("head", "tcn") != "tcn":
-            name += f"-{config['head']}"
-        if config.get("pose_input", "joint") != "joint":
-            name += f"-{config['pose_input']}"
-    return name
 
 
 def class_weights(labels: np.ndarray, num_classes: int, mode: str) -> torch.Tensor:
@@ -113,40 +56,6 @@ def class_weights(labels: np.ndarray, num_classes: int, mode: str) -> torch.Tens
     weights = np.zeros(num_classes)
     weights[present] = counts.sum() / (present.sum() * counts[present])
     return torch.tensor(weights, dtype=torch.float32)
-
-
-def build_model(config: dict, num_classes: int) -> nn.Module:
-    stream = config["stream"]
-    if stream in ("features", "features-pose"):
-        return create_sequence_model(
-            num_classes=num_classes,
-            features=config["input_features"],
-            head=config["head"],
-            dropout=min(config["dropout"], 0.3),
-        )
-    if stream == "rgb" and config["arch"] == "sequence":
-        return create_cnn_lstm_model(
-            num_classes=num_classes, preset=config["preset"], head=config["head"], dropout=min(config["dropout"], 0.3)
-        )
-    if stream == "rgb" and config["arch"] == "3d":
-        return create_rgb3d_model(num_classes=num_classes, preset=config["preset"], dropout=config["dropout"])
-    if stream == "rgb":
-        return create_rgb_model(num_classes=num_classes, preset=config["preset"], dropout=config["dropout"])
-    if stream == "flow":
-        return create_flow_model(
-            num_classes=num_classes, stack=config["stack"], preset=config["preset"], dropout=config["dropout"]
-        )
-    if stream == "pose" and config["head"] == "stgcn":
-        return create_stgcn_model(
-            num_classes=num_classes, inputs=config["pose_input"], dropout=min(config["dropout"], 0.1)
-        )
-    if stream == "pose" and config["pose_input"] != "joint":
-        raise ValueError(f"--pose-input {config['pose_input']} needs --head stgcn")
-    if stream == "pose":
-        return create_pose_model(
-            num_classes=num_classes, features=POSE_FEATURES, head=config["head"], dropout=min(config["dropout"], 0.3)
-        )
-    raise ValueError(f"unknown stream {stream!r}: {', '.join(STREAMS)}")
 
 
 def forward_batch(model, x, device):
@@ -327,6 +236,20 @@ def _make_schedule(config, optimizer):
     raise ValueError(f"unknown schedule {config['schedule']!r}: cosine or step")
 
 
+def schedule_after(config: dict, optimizer, epochs_done: int):
+    """The learning-rate schedule of a run of ``config["epochs"]`` epochs, as it stands after ``epochs_done`` of
+    them: rebuilt for the length asked now and stepped from the base rate, so that a run resumed with more epochs
+    continues the schedule the new length implies (a restored cosine would keep the old length and climb back)."""
+    for group in optimizer.param_groups:
+        group["lr"] = group.get("initial_lr", config["lr"])
+    schedule = _make_schedule(config, optimizer)
+    with warnings.catch_warnings():  # stepping the schedule alone, with no optimiser step, is the point here
+        warnings.simplefilter("ignore", UserWarning)
+        for _ in range(epochs_done):
+            schedule.step()
+    return schedule
+
+
 def plot_curves(
     history: list[dict], path: Path, title: str, *, best_epoch: int | None = None, stopped_early: bool = False
 ) -> None:
@@ -387,7 +310,8 @@ def write_scores(
     write_json(
         run / f"scores_{split}.json",
         {
-            "stream": stream_name(config),
+            "stream": spec_of(config).fusion_name,
+            "variant": spec_of(config).name,
             "split": split,
             "checkpoint": checkpoint,
             "config": config,
@@ -407,125 +331,163 @@ def _tensorboard(run: Path):
     return SummaryWriter(str(run / "tensorboard"))
 
 
-def train(config: dict, log=print, *, on_epoch=None, splits=("val", "test")) -> dict:
-    """Train one stream per ``config`` (DEFAULTS plus stream, work, run); returns {split: metrics} on rank 0 for
-    ``splits`` (scored with the best checkpoint at the end). ``on_epoch(epoch, validation metrics)`` is called after
-    each epoch's validation (a hyperparameter search reports to its pruner there; an exception stops training).
-    ``config["exclude"]``: training videos left out (``--exclude-list``)."""
-    config = {**DEFAULTS, **config}
-    rank, world, device = _distributed(config)
-    run = Path(config["run"])
-    torch.manual_seed(config["seed"])
-    np.random.seed(config["seed"])
-    work = Path(config["work"])
-    training_videos = load_manifest(work).by_split("train")
+def prepare_config(config: dict, *, given=()) -> dict:
+    """A run's whole config from the options given (``streams.registry.resolve_config``), with what the data
+    decides: the sampling rate (the training videos' median, so that a window spans the same time in every video;
+    streams.sampling) and the RGB input statistics of the weights the network starts from."""
+    config = resolve_config(config, given=given)
     if config["sample_fps"] is None:
-        # one sampling rate for the run, so that a window spans the same time in every video (streams.sampling)
-        config["sample_fps"] = reference_fps(v.fps for v in training_videos)
+        config["sample_fps"] = reference_fps(v.fps for v in load_manifest(config["work"]).by_split("train"))
+    if spec_of(config).stream == "rgb":
+        config["normalize"] = input_normalization(config)
+    return config
 
-    train_ids = None
-    if config["exclude"]:
-        known, excluded = [v.video_id for v in training_videos], set(config["exclude"])
-        unknown = sorted(excluded - set(known))
-        if unknown:
-            raise DataError(
-                "--exclude-list",
-                f"{len(unknown)} excluded ids are not training videos of {work}: {', '.join(unknown[:5])}",
-            )
-        train_ids = [v for v in known if v not in excluded]
-        log(f"training without {len(known) - len(train_ids)} excluded videos ({len(train_ids)} left)")
-    train_set = create_dataset(
-        config["stream"], work, "train", train=True, options=config, seed=config["seed"], video_ids=train_ids
-    )
-    # A small training set is gone over several times per epoch, so that an epoch is enough optimiser steps for
-    # the schedule and early stopping to mean something (24 videos at batch 16 would be one step).
-    train_set.repeats = max(1, -(-config["min_epoch_clips"] // len(train_set.videos)))
-    val_set = create_dataset(config["stream"], work, "val", train=False, options=config, views=config["views"])
+
+def training_ids(config: dict, log=print) -> list[str] | None:
+    """The training videos left after ``config["exclude"]`` (``--exclude-list``), or None for all of them."""
+    if not config["exclude"]:
+        return None
+    work = Path(config["work"])
+    known, excluded = [v.video_id for v in load_manifest(work).by_split("train")], set(config["exclude"])
+    unknown = sorted(excluded - set(known))
+    if unknown:
+        raise DataError(
+            "--exclude-list", f"{len(unknown)} excluded ids are not training videos of {work}: {', '.join(unknown[:5])}"
+        )
+    kept = [v for v in known if v not in excluded]
+    log(f"training without {len(known) - len(kept)} excluded videos ({len(kept)} left)")
+    return kept
+
+
+def build(config: dict, train_set, device: torch.device, log=print):
+    """(model on ``device``, optimiser, schedule, loss) for a fresh run; the model's starting weights as asked
+    (``--init``, ``--weights``, ``--pretrained``)."""
     num_classes = len(train_set.classes)
-    if hasattr(train_set, "input_dim"):  # feature sequences: the width of the cached features (+ pose)
-        config["input_features"] = train_set.input_dim
-    model = build_model(config, num_classes).to(device)
-    if config["init"]:
+    model = create_model(config, num_classes).to(device)
+    if config.get("init"):
         log(load_init(model, config["init"]))
-    if config["weights"]:
-        if config["pretrained"]:
-            raise ValueError("give --weights NAME or --pretrained PATH, not both")
+    if config.get("weights"):
         # an online convenience: torchvision's published file, downloaded once into torch's cache and checksummed
         log(load_pretrained(model, cached_download(torchvision_weights_url(config["weights"]))))
-    if config["pretrained"]:
+    if config.get("pretrained"):
         log(load_pretrained(model, config["pretrained"]))
-    model.partial_bn = config["partial_bn"]
+    model.partial_bn = config.get("partial_bn", False)
     criterion = nn.CrossEntropyLoss(
         weight=class_weights(train_set.labels, num_classes, config["class_weights"]).to(device),
         label_smoothing=config["label_smoothing"],
     )
     optimizer = _make_optimizer(config, model.parameters())
-    schedule = _make_schedule(config, optimizer)
-    state = {"epoch": 0, "best_f1": -1.0, "best_epoch": 0, "stale": 0}
-    history: list[dict] = []
+    return model, optimizer, _make_schedule(config, optimizer), criterion
 
-    if rank == 0:
-        run.mkdir(parents=True, exist_ok=True)
-    last = run / "last.pt"
-    data_digest = manifest_digest(work)
-    if last.is_file():
-        checkpoint = load_checkpoint(last)
-        saved = json.loads(checkpoint_entry(checkpoint, "config", last))
-        # an option newer than the run is not a difference: the run goes on with its default
-        newer = sorted(k for k in config if k not in saved and k not in RESUMABLE_CHANGES)
-        if newer:
-            log(f"{last}: made before options {', '.join(newer)} existed; going on with their defaults")
-        differs = {k for k in config if k not in RESUMABLE_CHANGES and k in saved and saved[k] != config[k]}
-        # The data must be the same, not its path: a moved work directory (or run folder) resumes.
-        same_data = (
-            (checkpoint["manifest_sha256"] == data_digest)
-            if "manifest_sha256" in checkpoint
-            else (saved.get("work") == config["work"])
+
+def resume(last: Path, config: dict, model, optimizer, data_digest: str, log=print):
+    """(schedule, state, history) of a run continued from ``last`` (RUN/last.pt), or None when there is none. The
+    run must have been made with the same settings and data (its path may have moved); the epochs may grow."""
+    if not last.is_file():
+        return None
+    checkpoint = load_checkpoint(last)
+    saved = json.loads(checkpoint_entry(checkpoint, "config", last))
+    # an option newer than the run is not a difference: the run goes on with its default
+    newer = sorted(k for k in config if k not in saved and k not in RESUMABLE_CHANGES and k not in ("variant",))
+    if newer:
+        log(f"{last}: made before options {', '.join(newer)} existed; going on with their defaults")
+    differs = {k for k in config if k not in RESUMABLE_CHANGES and k in saved and saved[k] != config[k]}
+    # The data must be the same, not its path: a moved work directory (or run folder) resumes.
+    same_data = (
+        (checkpoint["manifest_sha256"] == data_digest)
+        if "manifest_sha256" in checkpoint
+        else (saved.get("work") == config["work"])
+    )
+    if not same_data:
+        differs.add("work (another manifest)")
+    if differs:
+        raise DataError(last, f"was made with other settings ({', '.join(sorted(differs))}): use a new RUN folder")
+    model.load_state_dict(checkpoint_entry(checkpoint, "model", last))
+    optimizer.load_state_dict(checkpoint_entry(checkpoint, "optimizer", last))
+    state = json.loads(checkpoint_entry(checkpoint, "state", last))
+    history = json.loads(checkpoint_entry(checkpoint, "history", last))
+    restore_rng_states(checkpoint_entry(checkpoint, "rng", last))
+    log(f"resuming {last.parent} after epoch {state['epoch']}")
+    return schedule_after(config, optimizer, state["epoch"]), state, history
+
+
+def training_loader(train_set, config: dict, rank: int, world: int):
+    """The training loader, made once per run; ``set_loader_epoch`` before each epoch gives that epoch's order,
+    which depends only on (seed, epoch)."""
+    if world > 1:
+        sampler = DistributedSampler(train_set, num_replicas=world, rank=rank, shuffle=True, seed=config["seed"])
+        return DataLoader(
+            train_set,
+            batch_size=config["batch_size"],
+            sampler=sampler,
+            num_workers=config["workers"],
+            collate_fn=collate,
+            drop_last=len(train_set) > config["batch_size"] * world,
         )
-        if not same_data:
-            differs.add("work (another manifest)")
-        if differs:
-            raise DataError(last, f"was made with other settings ({', '.join(sorted(differs))}): use a new RUN folder")
-        model.load_state_dict(checkpoint_entry(checkpoint, "model", last))
-        optimizer.load_state_dict(checkpoint_entry(checkpoint, "optimizer", last))
-        schedule.load_state_dict(checkpoint_entry(checkpoint, "schedule", last))
-        state = json.loads(checkpoint_entry(checkpoint, "state", last))
-        history = json.loads(checkpoint_entry(checkpoint, "history", last))
-        restore_rng_states(checkpoint_entry(checkpoint, "rng", last))
-        log(f"resuming {run} after epoch {state['epoch']}")
-    if rank == 0:
-        write_json(run / "config.json", config)
+    return DataLoader(
+        train_set,
+        batch_size=config["batch_size"],
+        shuffle=True,
+        generator=torch.Generator(),
+        num_workers=config["workers"],
+        collate_fn=collate,
+        drop_last=len(train_set) > config["batch_size"],
+    )
 
-    board = None  # a TensorBoard writer, opened at the first epoch when asked for
+
+def set_loader_epoch(loader, config: dict, epoch: int) -> None:
+    loader.dataset.set_epoch(epoch)
+    if isinstance(loader.sampler, DistributedSampler):
+        loader.sampler.set_epoch(epoch)
+    else:
+        loader.generator.manual_seed(config["seed"] * 100_003 + epoch)
+
+
+def _log_epoch(board, run: Path, row: dict, epoch: int):
+    """TensorBoard scalars of one epoch (``--tensorboard``); returns the writer, opened at the first epoch."""
+    board = board or _tensorboard(run)
+    for name, key in (
+        ("train/loss", "train_loss"),
+        ("train/top1", "train_top1"),
+        ("val/loss", "val_loss"),
+        ("val/top1", "val_top1"),
+        ("val/macro_f1", "val_macro_f1"),
+        ("lr", "lr"),
+    ):
+        board.add_scalar(name, row[key], epoch)
+    board.flush()
+    return board
+
+
+def fit(
+    config: dict,
+    model,
+    optimizer,
+    schedule,
+    criterion,
+    loader,
+    val_set,
+    device,
+    state,
+    history,
+    *,
+    rank,
+    world,
+    data_digest,
+    log=print,
+    on_epoch=None,
+) -> None:
+    """Epochs until ``config["epochs"]`` or early stopping (``patience`` epochs without a better validation
+    macro-F1): ``train_one_epoch``, ``evaluate`` on validation, the best checkpoint and ``last.pt`` after each."""
+    run = Path(config["run"])
+    last = run / "last.pt"
+    board = None
     net = model
     if world > 1:
         net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-
     while state["epoch"] < config["epochs"] and state["stale"] < config["patience"]:
         epoch = state["epoch"]
-        train_set.set_epoch(epoch)
-        if world > 1:
-            sampler = DistributedSampler(train_set, num_replicas=world, rank=rank, shuffle=True, seed=config["seed"])
-            sampler.set_epoch(epoch)
-            loader = DataLoader(
-                train_set,
-                batch_size=config["batch_size"],
-                sampler=sampler,
-                num_workers=config["workers"],
-                collate_fn=collate,
-                drop_last=len(train_set) > config["batch_size"] * world,
-            )
-        else:
-            order = torch.Generator().manual_seed(config["seed"] * 100_003 + epoch)
-            loader = DataLoader(
-                train_set,
-                batch_size=config["batch_size"],
-                shuffle=True,
-                generator=order,
-                num_workers=config["workers"],
-                collate_fn=collate,
-                drop_last=len(train_set) > config["batch_size"],
-            )
+        set_loader_epoch(loader, config, epoch)
         stats = train_one_epoch(net, loader, optimizer, criterion, device)
         schedule.step()
         state["epoch"] = epoch + 1
@@ -555,17 +517,7 @@ def train(config: dict, log=print, *, on_epoch=None, splits=("val", "test")) -> 
                 f"{' (best)' if improved else ''}, {stats['train_clips_per_s']:.1f} clips/s"
             )
             if config["tensorboard"]:
-                board = board or _tensorboard(run)
-                for name, value in (
-                    ("train/loss", row["train_loss"]),
-                    ("train/top1", row["train_top1"]),
-                    ("val/loss", row["val_loss"]),
-                    ("val/top1", row["val_top1"]),
-                    ("val/macro_f1", row["val_macro_f1"]),
-                    ("lr", row["lr"]),
-                ):
-                    board.add_scalar(name, value, epoch + 1)
-                board.flush()
+                board = _log_epoch(board, run, row, epoch + 1)
             if on_epoch is not None:
                 on_epoch(epoch + 1, metrics)
             _save_checkpoint(
@@ -584,35 +536,92 @@ def train(config: dict, log=print, *, on_epoch=None, splits=("val", "test")) -> 
             flag = torch.tensor([state["stale"], state["best_epoch"]], dtype=torch.float64, device=device)
             dist.broadcast(flag, 0)
             state["stale"], state["best_epoch"] = int(flag[0]), int(flag[1])
-
     if board is not None:
         board.close()
+
+
+def score(config: dict, model, val_set, device, splits, log=print) -> dict:
+    """The best checkpoint's scores of each of ``splits``, written as the run's score files; {split: metrics}."""
+    run, work = Path(config["run"]), Path(config["work"])
+    model.load_state_dict(checkpoint_entry(load_checkpoint(run / "best.pt"), "model", run / "best.pt"))
+    result = {}
+    for split in splits:
+        dataset = val_set if split == "val" else create_dataset(config, work, split, train=False, views=config["views"])
+        probs, labels, _ = evaluate(
+            model, dataset, device, batch_size=config["batch_size"], workers=config["workers"], vote=config["vote"]
+        )
+        metrics = classification_metrics(labels, probs)
+        write_scores(run, split, dataset, probs, labels, config, str(run / "best.pt"), metrics)
+        result[split] = metrics
+    return result
+
+
+def train(config: dict, log=print, *, on_epoch=None, splits=("val", "test"), given=()) -> dict:
+    """Train one stream per ``config`` (stream, work, run and any options; ``given``: the ones a user typed, refused
+    by name if the stream does not take them); returns {split: metrics} on rank 0 for ``splits`` (scored with the
+    best checkpoint at the end). ``on_epoch(epoch, validation metrics)`` is called after each epoch's validation (a
+    hyperparameter search reports to its pruner there; an exception stops training). ``config["exclude"]``:
+    training videos left out (``--exclude-list``).
+
+    build (model, optimiser, schedule) → resume (RUN/last.pt) → fit (epochs, early stopping) → score (best.pt)"""
+    config = prepare_config(config, given=given)
+    rank, world, device = _distributed(config)
+    run, work = Path(config["run"]), Path(config["work"])
+    torch.manual_seed(config["seed"])
+    np.random.seed(config["seed"])
+    train_set = create_dataset(
+        config, work, "train", train=True, seed=config["seed"], video_ids=training_ids(config, log)
+    )
+    # A small training set is gone over several times per epoch, so that an epoch is enough optimiser steps for
+    # the schedule and early stopping to mean something (24 videos at batch 16 would be one step).
+    train_set.repeats = max(1, -(-config["min_epoch_clips"] // len(train_set.videos)))
+    val_set = create_dataset(config, work, "val", train=False, views=config["views"])
+    if hasattr(train_set, "input_dim"):  # feature sequences: the width of the cached features (+ pose)
+        config["input_features"] = train_set.input_dim
+    model, optimizer, schedule, criterion = build(config, train_set, device, log)
+    if rank == 0:
+        run.mkdir(parents=True, exist_ok=True)
+    data_digest = manifest_digest(work)
+    state = {"epoch": 0, "best_f1": -1.0, "best_epoch": 0, "stale": 0}
+    history: list[dict] = []
+    resumed = resume(run / "last.pt", config, model, optimizer, data_digest, log)
+    if resumed is not None:
+        schedule, state, history = resumed
+    if rank == 0:
+        write_json(run / "config.json", config)
+    loader = training_loader(train_set, config, rank, world)
+    fit(
+        config,
+        model,
+        optimizer,
+        schedule,
+        criterion,
+        loader,
+        val_set,
+        device,
+        state,
+        history,
+        rank=rank,
+        world=world,
+        data_digest=data_digest,
+        log=log,
+        on_epoch=on_epoch,
+    )
     result = {}
     if rank == 0:
+        name = spec_of(config).fusion_name
         plot_curves(
             history,
             run / "training_curves.png",
-            f"{stream_name(config)} stream, run {run.name}: training and validation by epoch",
+            f"{name} stream, run {run.name}: training and validation by epoch",
             best_epoch=state["best_epoch"],
             stopped_early=state["epoch"] < config["epochs"],
         )
-        model.load_state_dict(checkpoint_entry(load_checkpoint(run / "best.pt"), "model", run / "best.pt"))
-        for split in splits:
-            dataset = (
-                val_set
-                if split == "val"
-                else create_dataset(config["stream"], work, split, train=False, options=config, views=config["views"])
-            )
-            probs, labels, _ = evaluate(
-                model, dataset, device, batch_size=config["batch_size"], workers=config["workers"], vote=config["vote"]
-            )
-            metrics = classification_metrics(labels, probs)
-            write_scores(run, split, dataset, probs, labels, config, str(run / "best.pt"), metrics)
-            result[split] = metrics
+        result = score(config, model, val_set, device, splits, log)
         shown = splits[-1]
         log(
             f"{config['stream']}: best epoch {state['best_epoch']}, {shown} top-1 {result[shown]['top1']:.3f}, "
-            f"macro-F1 {result[shown]['macro_f1']:.3f} (chance {1 / num_classes:.3f}); scores in {run}"
+            f"macro-F1 {result[shown]['macro_f1']:.3f} (chance {1 / len(train_set.classes):.3f}); scores in {run}"
         )
     if world > 1:
         dist.barrier()

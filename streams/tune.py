@@ -22,7 +22,8 @@ from pathlib import Path
 
 from preprocess.batch import write_json, write_text
 
-from .train import DEFAULTS, train
+from .registry import DEFAULTS
+from .train import train
 
 # option → (kind, choices or (low, high)); "log" is a log-uniform float, "float" uniform, "choice" categorical
 COMMON_SPACE = {
@@ -128,7 +129,13 @@ def tune(
             if trial.should_prune():
                 raise optuna.TrialPruned(f"epoch {epoch}: validation macro-F1 {metrics['macro_f1']:.3f}")
 
-        result = train({**fixed, **chosen, "run": str(run)}, log=lambda line: None, on_epoch=report, splits=("val",))
+        result = train(
+            {**fixed, **chosen, "run": str(run)},
+            log=lambda line: None,
+            on_epoch=report,
+            splits=("val",),
+            given=set(options or {}),
+        )
         log(f"trial {trial.number}: validation macro-F1 {result['val']['macro_f1']:.3f} with {json.dumps(chosen)}")
         return result["val"]["macro_f1"]
 

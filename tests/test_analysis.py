@@ -12,7 +12,7 @@ from streams.inspect import guided_relus, saliency_2d
 from streams.train import train
 from tests.conftest import run_bin
 
-FAST = ["--epochs", "3", "--min-epoch-clips", "1", "--views", "1", "--size", "48", "--segments", "2", "--stack", "3"]
+FAST = ["--epochs", "3", "--min-epoch-clips", "1", "--views", "1"]  # (pose: --size, --stack are refused)
 
 
 def test_tune_runs_three_trials_then_resumes_and_never_scores_test(tiny_work, tmp_path):
@@ -96,7 +96,8 @@ class _Mask(nn.Module):
 @pytest.mark.parametrize("stream", ["flow", "pose"])
 def test_inspect_lists_losses_draws_saliency_and_gallery_and_high_loss_removal_retrains(tiny_work, tmp_path, stream):
     run = tmp_path / "run"
-    options = {"epochs": 2, "batch_size": 8, "size": 48, "segments": 2, "stack": 3, "frames": 12, "views": 1}
+    own = {"flow": {"size": 48, "segments": 2, "stack": 3}, "pose": {"frames": 12}}[stream]
+    options = {"epochs": 2, "batch_size": 8, "views": 1, **own}
     train({"stream": stream, "work": str(tiny_work), "run": str(run), "min_epoch_clips": 1, **options}, log=print)
     result = run_bin("inspect", run)
     assert result.returncode == 0, result.stderr
@@ -159,7 +160,8 @@ def test_seeds_train_one_run_each_and_the_report_shows_their_spread(tiny_work, t
     md = (tmp_path / "pose" / "seeds.md").read_text()
     assert f"{100 * np.mean(top1):.1f} ± {100 * np.std(top1, ddof=1):.1f}" in md
     train(
-        {**config, "stream": "flow", "run": str(tmp_path / "flow"), "size": 48, "stack": 3, "segments": 2},
+        {**{k: v for k, v in config.items() if k != "frames"}, "stream": "flow", "run": str(tmp_path / "flow")}
+        | {"size": 48, "stack": 3, "segments": 2},
         log=lambda *_: None,
     )
     report = run_ablation([tmp_path / "pose", tmp_path / "flow"], tmp_path / "report", resamples=200)

@@ -9,14 +9,19 @@ import pytest
 from preprocess.video import Source, probe, read_frames
 from tests.conftest import REPO, run_bin, shared_asset
 
-TINY_TRAINING = "--epochs 3 --size 48 --stack 3 --segments 2 --frames 12 --batch-size 8 --views 2 --min-epoch-clips 1"
+TINY_TRAINING = "--epochs 3 --batch-size 8 --views 2 --min-epoch-clips 1"
+TINY_STREAMS = {
+    "DANCE_RGB_OPTIONS": "--size 48 --segments 2",
+    "DANCE_FLOW_OPTIONS": "--size 48 --stack 3 --segments 2",
+    "DANCE_POSE_OPTIONS": "--frames 12",
+}
 
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):
     shared_asset("models/pose_landmarker_full.task")  # the demo's pose stage uses the shared MediaPipe model
     out = tmp_path_factory.mktemp("demo")
-    env = {**os.environ, "DANCE_DEMO_DIR": str(out), "DANCE_PRESET": "tiny", "DANCE_TRAIN_OPTIONS": TINY_TRAINING}
+    env = {**os.environ, "DANCE_DEMO_DIR": str(out), "DANCE_PRESET": "tiny", "DANCE_TRAIN_OPTIONS": TINY_TRAINING, **TINY_STREAMS}
     result = subprocess.run(
         ["bash", str(REPO / "bin" / "demo")], cwd=REPO, env=env, capture_output=True, text=True, timeout=900
     )
@@ -36,7 +41,7 @@ def test_tiny_demo_runs_every_stage(demo):
     report = json.loads((out / "report" / "ablation.json").read_text())
     assert report["test_videos"] == 10 and len(report["results"]) == 3 + 4 * 5
     # a second run resumes: nothing is recomputed
-    env = {**os.environ, "DANCE_DEMO_DIR": str(out), "DANCE_PRESET": "tiny", "DANCE_TRAIN_OPTIONS": TINY_TRAINING}
+    env = {**os.environ, "DANCE_DEMO_DIR": str(out), "DANCE_PRESET": "tiny", "DANCE_TRAIN_OPTIONS": TINY_TRAINING, **TINY_STREAMS}
     again = subprocess.run(
         ["bash", str(REPO / "bin" / "demo")], cwd=REPO, env=env, capture_output=True, text=True, timeout=900
     )

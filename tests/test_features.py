@@ -38,7 +38,11 @@ def test_features_are_one_row_per_sampled_instant_and_match_the_backbone(tiny_wo
     frames = np.load(work / "frames" / f"{video.video_id}.npy", allow_pickle=False)
     import cv2
 
-    from streams.data import RGB_MEAN, RGB_STD
+    from streams.checkpoints import IMAGENET_STATS
+
+    # a torchvision ResNet file: its input statistics are ImageNet's, recorded with the features
+    assert side["params"]["normalize"] == {"mean": IMAGENET_STATS["mean"], "std": IMAGENET_STATS["std"]}
+    RGB_MEAN, RGB_STD = (np.array(IMAGENET_STATS[k], np.float32) for k in ("mean", "std"))
 
     h, w = frames.shape[1:3]
     s = min(h, w)

@@ -15,8 +15,8 @@ from fusion.methods import (
 )
 from fusion.report import run_ablation
 from fusion.scores import align, load_scores
-from fusion.stats import bootstrap_ci, mcnemar_exact, paired_bootstrap_difference, wilson_interval
 from preprocess.batch import DataError
+from streams.stats import bootstrap_ci, mcnemar_exact, paired_bootstrap_difference, wilson_interval
 from tests.conftest import run_bin
 
 CLASSES = ["a", "b", "c", "d", "e", "f"]

@@ -5,9 +5,10 @@ import dataclasses
 
 import numpy as np
 
-from fusion.report import carrying_streams, run_ablation
-from fusion.stats import holm
+from fusion.ablation import carrying_streams
+from fusion.report import run_ablation
 from preprocess.dataset import Manifest, load_manifest
+from streams.stats import holm
 from tests.test_fusion import write_run
 
 CLASSES = 4

@@ -50,7 +50,11 @@ FAST = {
 
 
 def run_config(stream, work, run, **extra):
-    return {"stream": stream, "work": str(work), "run": str(run), **FAST, **extra}
+    """FAST's options that the stream takes (another stream's are refused by name), then ``extra``."""
+    from streams.registry import SPECS, variant_of
+
+    taken = SPECS[variant_of(stream, extra)].option_names()
+    return {"stream": stream, "work": str(work), "run": str(run), **{k: v for k, v in FAST.items() if k in taken}, **extra}
 
 
 def scores(run, split="test"):

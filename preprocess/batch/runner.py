@@ -42,6 +42,9 @@ class Task:
     # verify(data file, sidecar) → what is wrong with a finished output, or None when it is whole
     verify: Callable[[Path, dict], str | None] | None = None
     gpu: bool = False  # runs on a GPU: on Ray, each worker asks for a fraction of one
+    # inputs(out_dir, video_id) → digests of the other stages' outputs a video's output is made from (dancer crops:
+    # the pose file), recorded in its sidecar: an output whose inputs changed, or went away, is redone
+    inputs: Callable[[Path, str], dict] | None = None
 
 
 @dataclass
@@ -134,7 +137,9 @@ def output_problem(task: Task, out_dir: Path, video_id: str) -> str | None:
 def is_done(task: Task, out_dir: Path, video_id: str) -> bool:
     """Finished with these parameters and whole: a truncated or broken output is redone, not trusted."""
     problem, meta = _checked_output(task, out_dir, video_id)
-    return problem is None and meta["params"] == task.params
+    if problem is not None or meta["params"] != task.params:
+        return False
+    return task.inputs is None or meta.get("inputs", {}) == task.inputs(out_dir, video_id)
 
 
 def verify_outputs(task: Task, manifest: Manifest, work: str | os.PathLike) -> tuple[int, list[str]]:
@@ -250,6 +255,17 @@ def run_batch(
     name = "summary.json" if shard == (0, 1) else f"summary-{shard[0]}-of-{shard[1]}.json"
     write_json(out_dir / name, {"params": task.params, **summary.to_json()})
     return summary
+
+
+def read_sidecar(out_dir: Path, video_id: str, how: str) -> tuple[dict, Path]:
+    """(one video's sidecar in a stage folder, its path), or a named error saying ``how`` to make it."""
+    side = sidecar_path(out_dir, video_id)
+    if not side.is_file():
+        raise DataError(side, f"missing {out_dir.name} output for video {video_id!r} ({how})")
+    data = read_json(side)
+    if not isinstance(data, dict) or "params" not in data:
+        raise DataError(side, f"not a {out_dir.name} sidecar (no params)")
+    return data, side
 
 
 def write_sidecar(out_dir: Path, video: VideoRecord, params: dict, **info) -> None:

@@ -8,7 +8,7 @@ storage, pictures, denseflow export and accuracy against ground truth.
                         its own: it loads torch; also as preprocess.farneback_torch)
     camera.py           camera-motion compensation (median, RANSAC homography)
     task.py             flow_params, flow_task: one video in, WORK/flow/<id>.npy out
-    storage.py          quantize / dequantize, load_flow, flow_info
+    storage.py          quantize / dequantize, load_flow, FlowInfo
     visualize.py        colour wheel, PNG sheets, mp4
     export.py           mmaction2/denseflow JPEG layout
     evaluate.py         Middlebury .flo, end-point error
@@ -17,7 +17,7 @@ storage, pictures, denseflow export and accuracy against ground truth.
 from .camera import CAMERA_MOTIONS, camera_motion, compensate
 from .evaluate import end_point_error, read_middlebury_flo
 from .farneback import FarnebackParams
-from .storage import FLOW_VERSION, checked_params, dequantize, flow_info, load_flow, quantize, stored_params, to_pixels
+from .storage import FLOW_VERSION, FlowInfo, checked_params, dequantize, load_flow, quantize, stored_params, to_pixels
 from .task import compute_video_flow, flow_params, flow_task
 
 __all__ = [
@@ -30,7 +30,7 @@ __all__ = [
     "compute_video_flow",
     "dequantize",
     "end_point_error",
-    "flow_info",
+    "FlowInfo",
     "flow_params",
     "flow_task",
     "load_flow",

@@ -9,11 +9,12 @@
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from ..batch import DataError, read_json
+from ..batch import DataError, read_sidecar
 
 # 2: uint8 with an exact zero level (128 decodes to 0). Version 1 mapped [-bound, bound] onto 0..255, so zero flow
 # read back as +bound/255 px (+0.078 px at bound 20): every static pixel moved, and a mirrored clip carried a
@@ -45,19 +46,39 @@ def checked_params(sidecar: dict, side: str | os.PathLike) -> dict:
     return params
 
 
-def flow_info(work: str | os.PathLike, video_id: str) -> dict:
-    """The sidecar of one video's flow (parameters, shape, dtype), read once, its format checked."""
-    side = Path(work) / "flow" / f"{video_id}.json"
-    if not side.is_file():
-        raise DataError(side, f"no flow for video {video_id!r} (run bin/preprocess flow)")
-    sidecar = read_json(side)
-    checked_params(sidecar, side)
-    return sidecar
+@dataclass(frozen=True)
+class FlowInfo:
+    """What a flow sidecar holds: the stored shape (T − k, H, W, 2) and dtype, the parameters (format version, bound,
+    offset, Farneback's, crops) and the other stages' outputs it was made from. Field n is the motion from source
+    frame n to n + offset. Reading refuses another format version by name."""
+
+    video_id: str
+    params: dict
+    shape: tuple[int, ...]
+    dtype: str
+    inputs: dict
+
+    @property
+    def bound(self) -> float:
+        return float(self.params.get("bound") or 20.0)
+
+    @classmethod
+    def read(cls, work: str | os.PathLike, video_id: str) -> FlowInfo:
+        data, side = read_sidecar(Path(work) / "flow", video_id, "run bin/preprocess flow")
+        return cls.from_sidecar(data, side)
+
+    @classmethod
+    def from_sidecar(cls, data: dict, side) -> FlowInfo:
+        params = checked_params(data, side)
+        if "shape" not in data:
+            raise DataError(side, "not a flow sidecar (no shape)")
+        shape = tuple(int(n) for n in data["shape"])
+        return cls(data["video_id"], params, shape, str(data.get("dtype", "uint8")), data.get("inputs", {}))
 
 
 def stored_params(work: str | os.PathLike, video_id: str) -> dict:
-    """The parameters one video's flow was made with (see ``flow_info``)."""
-    return flow_info(work, video_id)["params"]
+    """The parameters one video's flow was made with (see ``FlowInfo``)."""
+    return FlowInfo.read(work, video_id).params
 
 
 def to_pixels(stored: np.ndarray, params: dict) -> np.ndarray:

@@ -17,7 +17,7 @@ import numpy as np
 from ..batch import DataError, NpyStreamWriter, Task, atomic_path, check_npy, write_sidecar
 from ..dataset.manifest import VideoRecord
 from ..video import Resize, Sampling, prefetch, read_frames
-from ..video.crop import crop_params, crop_to_window, read_dancer_windows
+from ..video.crop import crop_inputs, crop_params, crop_to_window, read_dancer_windows
 from .camera import CAMERA_MOTIONS, compensate
 from .farneback import FarnebackParams
 from .storage import FLOW_VERSION, quantize
@@ -80,8 +80,9 @@ def compute_video_flow(video: VideoRecord, out_dir: Path, params: dict) -> int:
     if pairs < 1:
         raise DataError(video.source, f"{video.frame_count} frames: too short for flow with offset k={k}")
     dtype = np.uint8 if params["storage"] == "uint8" else np.float16
-    windows = None
+    windows, inputs = None, {}
     if params.get("crop") == "dancers":
+        inputs = crop_inputs(out_dir, video.video_id)  # the pose file the windows come from
         # flow is computed on whole frames (a window that moves between two frames would add its own motion), then
         # each field is cut to its first frame's window; resizing the cut scales its displacements too
         windows = read_dancer_windows(out_dir.parent / "pose", video, margin=params["crop_margin"])
@@ -131,7 +132,14 @@ def compute_video_flow(video: VideoRecord, out_dir: Path, params: dict) -> int:
             raise DataError(
                 video.source, f"{decoded} frames decode, the manifest says {video.frame_count} (re-run ingest)"
             )
-    write_sidecar(out_dir, video, params, shape=[pairs, *stored_size, 2], dtype=np.dtype(dtype).name)
+    write_sidecar(
+        out_dir,
+        video,
+        params,
+        shape=[pairs, *stored_size, 2],
+        dtype=np.dtype(dtype).name,
+        **({"inputs": inputs} if inputs else {}),
+    )
     return decoded
 
 
@@ -197,4 +205,13 @@ def verify_flow(data: Path, sidecar: dict) -> str | None:
 
 def flow_task(params: dict) -> Task:
     gpu = params.get("engine") == "torch" and str(params.get("device", "cpu")).startswith("cuda")
-    return Task(name="flow", params=params, run=compute_video_flow, data_suffix=".npy", verify=verify_flow, gpu=gpu)
+    inputs = crop_inputs if params.get("crop") == "dancers" else None
+    return Task(
+        name="flow",
+        params=params,
+        run=compute_video_flow,
+        data_suffix=".npy",
+        verify=verify_flow,
+        gpu=gpu,
+        inputs=inputs,
+    )

@@ -8,7 +8,7 @@ importers of skeletons made elsewhere, and accuracy against ground truth.
     backends.py   MediaPipe PoseLandmarker and ONNX YOLO-pose; model file resolution
     tracking.py   duplicate removal and slot tracking over frames
     task.py       pose_params, pose_task: one video in, WORK/pose/<id>.npz out
-    storage.py    the stored arrays, load_pose, pose_info
+    storage.py    the stored arrays, load_pose, PoseInfo
     importers.py  Let's Dance, OpenPose and COCO files into the stored format
     export.py     the stored skeletons out to pyskl / mmaction2 annotation files
     evaluate.py   PCK on videos, OKS on COCO images
@@ -16,7 +16,7 @@ importers of skeletons made elsewhere, and accuracy against ground truth.
 
 from .keypoints import COCO_FLIP_PAIRS, COCO_KEYPOINTS, flip_keypoints_horizontally, flip_permutation
 from .normalize import normalize_to_box
-from .storage import load_pose, pose_info
+from .storage import PoseInfo, load_pose
 from .task import POSE_VERSION, estimate_video_pose, pose_params, pose_task
 from .tracking import SlotTracker, clean_detections, track_sequence
 
@@ -31,7 +31,7 @@ __all__ = [
     "flip_permutation",
     "load_pose",
     "normalize_to_box",
-    "pose_info",
+    "PoseInfo",
     "pose_params",
     "pose_task",
     "track_sequence",

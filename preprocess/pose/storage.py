@@ -12,11 +12,12 @@ P = ``max_persons`` slots, T frames:
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from ..batch import DataError, check_npz, read_json, read_npz
+from ..batch import DataError, check_npz, read_npz, read_sidecar
 from .normalize import normalize_to_box
 
 
@@ -53,5 +54,33 @@ def load_pose(work: str | os.PathLike, video_id: str) -> dict[str, np.ndarray]:
     return read_npz(out_dir / f"{video_id}.npz")
 
 
-def pose_info(work: str | os.PathLike, video_id: str) -> dict:
-    return read_json(Path(work) / "pose" / f"{video_id}.json")
+@dataclass(frozen=True)
+class PoseInfo:
+    """What a pose sidecar holds: the frames processed, the video's size (keypoints are in its pixels), the mean
+    persons found per frame and the parameters (backend, model, step, persons)."""
+
+    video_id: str
+    params: dict
+    frames: int
+    width: int
+    height: int
+    persons_per_frame: float | None
+
+    @classmethod
+    def read(cls, work: str | os.PathLike, video_id: str) -> PoseInfo:
+        data, side = read_sidecar(Path(work) / "pose", video_id, "run bin/preprocess pose or import-pose")
+        return cls.from_sidecar(data, side)
+
+    @classmethod
+    def from_sidecar(cls, data: dict, side) -> PoseInfo:
+        try:
+            return cls(
+                data["video_id"],
+                data["params"],
+                int(data.get("frames", 0)),
+                int(data["width"]),
+                int(data["height"]),
+                data.get("persons_per_frame"),
+            )
+        except (KeyError, TypeError, ValueError):
+            raise DataError(side, "not a pose sidecar (no video width and height)") from None

@@ -6,7 +6,7 @@
     frames.py  frames_params, frames_task: WORK/frames/<id>.npy; load_frames
 """
 
-from .frames import FRAMES_VERSION, cache_video_frames, frames_params, frames_task, load_frames
+from .frames import FRAMES_VERSION, FramesInfo, cache_video_frames, frames_params, frames_task, load_frames
 from .reader import (
     IMAGE_EXTENSIONS,
     VIDEO_EXTENSIONS,
@@ -22,6 +22,7 @@ from .reader import (
 
 __all__ = [
     "FRAMES_VERSION",
+    "FramesInfo",
     "IMAGE_EXTENSIONS",
     "VIDEO_EXTENSIONS",
     "Frame",

@@ -9,6 +9,7 @@ before anybody is found use the whole frame (its centred square).
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import cv2
@@ -70,6 +71,13 @@ def dancer_windows(
     cx = np.clip(filled[:, 0], half, width - half)
     cy = np.clip(filled[:, 1], half, height - half)
     return np.stack([cx - half, cy - half, cx + half, cy + half], -1)
+
+
+def crop_inputs(out_dir: Path, video_id: str) -> dict:
+    """What a dancer-cropped output of ``video_id`` is made from: the SHA-256 of its pose file (None when there is
+    none), so that pose redone with another backend, or moved away, makes the crop stale."""
+    path = Path(out_dir).parent / "pose" / f"{video_id}.npz"
+    return {"pose": hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else None}
 
 
 def read_dancer_windows(pose_dir: Path, video, *, margin: float) -> np.ndarray:

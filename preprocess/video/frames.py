@@ -7,19 +7,47 @@ spare on a CPU; a cache decoded once at training size is read by memory map at d
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ..batch import DataError, NpyStreamWriter, Task, atomic_path, check_npy, write_sidecar
-from .crop import crop_params, crop_to_window, read_dancer_windows
+from ..batch import DataError, NpyStreamWriter, Task, atomic_path, check_npy, read_sidecar, write_sidecar
+from .crop import crop_inputs, crop_params, crop_to_window, read_dancer_windows
 from .reader import Resize, Sampling, prefetch, read_frames
 
 if TYPE_CHECKING:
     from ..dataset.manifest import VideoRecord
 
 FRAMES_VERSION = 1
+
+
+@dataclass(frozen=True)
+class FramesInfo:
+    """What a frame cache's sidecar holds: the stored shape (T, H, W, 3), the source frame of each stored frame,
+    the parameters and the other stages' outputs it was made from."""
+
+    video_id: str
+    params: dict
+    shape: tuple[int, ...]
+    frame_indices: np.ndarray
+    inputs: dict
+
+    @classmethod
+    def read(cls, work: str | os.PathLike, video_id: str) -> FramesInfo:
+        data, side = read_sidecar(Path(work) / "frames", video_id, "run bin/preprocess frames")
+        return cls.from_sidecar(data, side)
+
+    @classmethod
+    def from_sidecar(cls, data: dict, side) -> FramesInfo:
+        if "shape" not in data:
+            raise DataError(side, "not a frame-cache sidecar (no shape)")
+        shape = tuple(int(n) for n in data["shape"])
+        indices = data.get("frame_indices")
+        if indices is None:  # (an early release's sidecar: every step-th frame)
+            indices = np.arange(shape[0]) * data["params"].get("step", 1)
+        return cls(data["video_id"], data["params"], shape, np.asarray(indices, np.int64), data.get("inputs", {}))
 
 
 def frames_params(
@@ -40,8 +68,9 @@ def frames_params(
 def cache_video_frames(video: VideoRecord, out_dir: Path, params: dict) -> int:
     resize = Resize.parse(params["resize"])
     width, height = resize.output_size(video.width, video.height)
-    windows = None
+    windows, inputs = None, {}
     if params.get("crop") == "dancers":
+        inputs = crop_inputs(out_dir, video.video_id)  # the pose file the windows come from
         windows = read_dancer_windows(out_dir.parent / "pose", video, margin=params["crop_margin"])
         scale = (width / video.width, height / video.height)
         width = height = params["crop_size"]
@@ -60,7 +89,14 @@ def cache_video_frames(video: VideoRecord, out_dir: Path, params: dict) -> int:
             indices.append(frame.index)
         if len(indices) != count:
             raise DataError(video.source, f"{len(indices)} frames decode, expected {count} (re-run ingest)")
-    write_sidecar(out_dir, video, params, shape=[count, height, width, 3], frame_indices=indices)
+    write_sidecar(
+        out_dir,
+        video,
+        params,
+        shape=[count, height, width, 3],
+        frame_indices=indices,
+        **({"inputs": inputs} if inputs else {}),
+    )
     return len(indices)
 
 
@@ -72,7 +108,10 @@ def verify_frames(data: Path, sidecar: dict) -> str | None:
 
 
 def frames_task(params: dict) -> Task:
-    return Task(name="frames", params=params, run=cache_video_frames, data_suffix=".npy", verify=verify_frames)
+    inputs = crop_inputs if params.get("crop") == "dancers" else None
+    return Task(
+        name="frames", params=params, run=cache_video_frames, data_suffix=".npy", verify=verify_frames, inputs=inputs
+    )
 
 
 def load_frames(work: str | os.PathLike, video_id: str, *, mmap: bool = True) -> np.ndarray:

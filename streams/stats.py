@@ -1,15 +1,14 @@
-"""Uncertainty for small test sets: with ~100 test videos one video is one point of accuracy, so every gain is
-reported with a bootstrap interval over videos and a paired test against the best single stream.
+"""Every statistic the reports use, in one place. With ~100 test videos one video is one point of accuracy, so
+every figure is given with an interval and every gain with a paired test.
 
-The bootstrap, the Wilson interval and the binomial test are SciPy's; the folds of the validation cross-check are
-scikit-learn's. What remains here is how the report uses them.
+The bootstrap over videos, the Wilson interval and the binomial test are SciPy's; the cluster bootstrap (whole
+groups resampled: clips of one performer or source video are not independent) and Holm's adjustment are ours.
 """
 
 from __future__ import annotations
 
 import numpy as np
 from scipy.stats import binomtest, bootstrap
-from sklearn.model_selection import KFold
 
 
 def _percentile_bootstrap(samples: tuple, statistic, *, resamples: int, seed: int, level: float, paired: bool):
@@ -75,18 +74,30 @@ def mcnemar_exact(correct_a: np.ndarray, correct_b: np.ndarray) -> float:
     return float(binomtest(only_a, only_a + only_b, 0.5).pvalue)
 
 
-def cross_validated_top1(
-    make_method, probs_by_stream: dict, labels: np.ndarray, *, folds: int = 5, seed: int = 0
-) -> float:
-    """Accuracy of a fusion method on validation videos it was not fitted on (k-fold within validation), used to
-    choose between methods without looking at test."""
-    labels = np.asarray(labels)
-    hits = np.zeros(len(labels), bool)
-    splitter = KFold(n_splits=min(folds, len(labels)), shuffle=True, random_state=seed)
-    for keep, held in splitter.split(labels):
-        method = make_method().fit({s: p[keep] for s, p in probs_by_stream.items()}, labels[keep])
-        hits[held] = method.predict({s: p[held] for s, p in probs_by_stream.items()}) == labels[held]
-    return float(hits.mean())
+def _group_resamples(groups: np.ndarray, resamples: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(per-group index of each video, group picks (resamples, groups)): whole groups drawn with replacement."""
+    names, inverse = np.unique(np.asarray(groups), return_inverse=True)
+    picks = np.random.default_rng(seed).integers(0, len(names), size=(resamples, len(names)))
+    return inverse, picks
+
+
+def _per_group(values, inverse: np.ndarray) -> np.ndarray:
+    return np.bincount(inverse, weights=np.asarray(values, np.float64), minlength=int(inverse.max()) + 1)
+
+
+def _percentiles(samples: np.ndarray, level: float) -> tuple[float, float]:
+    tail = (1 - level) / 2
+    return float(np.quantile(samples, tail)), float(np.quantile(samples, 1 - tail))
+
+
+def group_bootstrap_ci(
+    hits: np.ndarray, groups: np.ndarray, *, resamples: int = 2000, seed: int = 0, level: float = 0.95
+) -> tuple[float, float]:
+    """Percentile interval of accuracy when whole groups are resampled with replacement (a cluster bootstrap):
+    clips of one performer or source video are not independent, so resampling clips understates the spread."""
+    inverse, picks = _group_resamples(groups, resamples, seed)
+    right, total = _per_group(hits, inverse), _per_group(np.ones(len(inverse)), inverse)
+    return _percentiles(right[picks].sum(1) / total[picks].sum(1), level)
 
 
 def group_bootstrap_difference(
@@ -100,14 +111,10 @@ def group_bootstrap_difference(
 ) -> tuple[float, float]:
     """Percentile interval of accuracy(a) − accuracy(b) resampling whole groups (performers, source videos) with
     replacement, the same groups for both: clips of one group are not independent."""
-    names, inverse = np.unique(np.asarray(groups), return_inverse=True)
-    a = np.bincount(inverse, weights=np.asarray(correct_a, float), minlength=len(names))
-    b = np.bincount(inverse, weights=np.asarray(correct_b, float), minlength=len(names))
-    total = np.bincount(inverse, minlength=len(names)).astype(float)
-    picks = np.random.default_rng(seed).integers(0, len(names), size=(resamples, len(names)))
-    difference = (a[picks].sum(1) - b[picks].sum(1)) / total[picks].sum(1)
-    tail = (1 - level) / 2
-    return float(np.quantile(difference, tail)), float(np.quantile(difference, 1 - tail))
+    inverse, picks = _group_resamples(groups, resamples, seed)
+    a, b = _per_group(correct_a, inverse), _per_group(correct_b, inverse)
+    total = _per_group(np.ones(len(inverse)), inverse)
+    return _percentiles((a[picks].sum(1) - b[picks].sum(1)) / total[picks].sum(1), level)
 
 
 def holm(pvalues: list[float]) -> list[float]:

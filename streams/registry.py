@@ -1,0 +1,503 @@
+"""The streams a run can train, one small spec per variant: the only place a stream's identity is worked out.
+
+::
+
+    bin/train STREAM [options] ──resolve──► StreamSpec (rgb-tsn, flow, pose-stgcn-bone, ...)
+                                              │  name in fusion, preprocessing stages it reads
+                                              │  options: a frozen dataclass (defaults, validation)
+                                              ├─ create_dataset(work, split, config, ...) → clip dataset
+                                              └─ create_model(config, num_classes)        → nn.Module
+
+A variant is chosen by the stream and its selecting options (rgb ``--arch``; pose ``--head`` and ``--pose-input``).
+An option the variant does not take is refused by name; no value is changed behind the user's back: a variant's
+defaults (dropout 0.5 for CNNs, 0.3 for sequence heads, 0.1 for ST-GCN) are its own, and a value given is the value
+used and recorded. ``resolve_config`` gives the whole config a run records (``config.json``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from .models import PRESETS_2D, PRESETS_3D, SEQUENCE_HEADS
+
+STREAMS = ("rgb", "flow", "pose", "features", "features-pose")
+POSE_HEADS = ("tcn", "lstm", "lstm_attention")
+
+
+def _range(low=None, high=None, *, open_high=False, choices=None, optional=False):
+    """Field metadata: the values an option takes (checked when a config is resolved)."""
+    return {"low": low, "high": high, "open_high": open_high, "choices": choices, "optional": optional}
+
+
+class OptionError(ValueError):
+    """An option out of range, or one the stream does not take: ``--name value: problem`` in one line."""
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+@dataclass(frozen=True)
+class Options:
+    """Base of every options dataclass: each field's metadata says what values it takes."""
+
+    def __post_init__(self):
+        for f in dataclasses.fields(self):
+            rule, value = f.metadata, getattr(self, f.name)
+            if not rule:
+                continue
+            if value is None and rule["optional"]:
+                continue
+            if rule["choices"] is not None:
+                if value not in rule["choices"]:
+                    raise OptionError(f"{_flag(f.name)} {value}: choose from {', '.join(map(str, rule['choices']))}")
+                continue
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise OptionError(f"{_flag(f.name)} {value}: not a finite number")
+            if rule["low"] is not None and value < rule["low"]:
+                raise OptionError(f"{_flag(f.name)} {value}: must be at least {rule['low']}")
+            high = rule["high"]
+            if high is not None and (value >= high if rule["open_high"] else value > high):
+                raise OptionError(
+                    f"{_flag(f.name)} {value}: must be {'below' if rule['open_high'] else 'at most'} {high}"
+                )
+
+
+@dataclass(frozen=True)
+class TrainingOptions(Options):
+    """What every stream's training takes."""
+
+    epochs: int = field(default=20, metadata=_range(1))
+    batch_size: int = field(default=16, metadata=_range(1))
+    lr: float = field(default=1e-3, metadata=_range(1e-12))
+    optimizer: str = field(default="adamw", metadata=_range(choices=("adamw", "sgd")))
+    schedule: str = field(default="cosine", metadata=_range(choices=("cosine", "step")))
+    weight_decay: float = field(default=1e-4, metadata=_range(0))
+    label_smoothing: float = field(default=0.1, metadata=_range(0, 1, open_high=True))
+    patience: int = field(default=6, metadata=_range(1))
+    seed: int = 0
+    workers: int = field(default=0, metadata=_range(0))
+    device: str = "auto"
+    views: int = field(default=3, metadata=_range(1))
+    vote: bool = False
+    min_epoch_clips: int = field(default=200, metadata=_range(1))
+    sample_fps: float | None = field(default=None, metadata=_range(1e-3, optional=True))
+    class_weights: str = field(default="balanced", metadata=_range(choices=("balanced", "none")))
+    exclude: tuple = ()
+    tensorboard: bool = False
+    init: str | None = None
+
+
+def _dropout(default: float):
+    return field(default=default, metadata=_range(0, 1, open_high=True))
+
+
+@dataclass(frozen=True)
+class BackboneOptions(Options):
+    """A 2D or 3D CNN's: its preset, input size and where its weights come from."""
+
+    preset: str = field(default="small", metadata=_range(choices=PRESETS_2D))
+    size: int = field(default=112, metadata=_range(8))
+    pretrained: str | None = None
+    weights: str | None = None
+    partial_bn: bool = False
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.pretrained and self.weights:
+            raise OptionError("give --weights NAME or --pretrained PATH, not both")
+
+
+@dataclass(frozen=True)
+class TSNOptions(BackboneOptions):
+    arch: str = field(default="tsn", metadata=_range(choices=("tsn",)))
+    segments: int = field(default=3, metadata=_range(1))
+    dropout: float = _dropout(0.5)
+
+
+@dataclass(frozen=True)
+class Clip3DOptions(BackboneOptions):
+    arch: str = field(default="3d", metadata=_range(choices=("3d",)))
+    preset: str = field(default="small", metadata=_range(choices=PRESETS_3D))
+    clip_len: int = field(default=8, metadata=_range(1))
+    frame_stride: int = field(default=2, metadata=_range(1))
+    dropout: float = _dropout(0.5)
+
+
+@dataclass(frozen=True)
+class CNNSequenceOptions(BackboneOptions):
+    arch: str = field(default="sequence", metadata=_range(choices=("sequence",)))
+    frames: int = field(default=32, metadata=_range(1))
+    head: str = field(default="tcn", metadata=_range(choices=SEQUENCE_HEADS))
+    dropout: float = _dropout(0.3)
+
+
+@dataclass(frozen=True)
+class FlowOptions(BackboneOptions):
+    segments: int = field(default=3, metadata=_range(1))
+    stack: int = field(default=5, metadata=_range(1))
+    dropout: float = _dropout(0.5)
+
+
+@dataclass(frozen=True)
+class SkeletonOptions(Options):
+    frames: int = field(default=32, metadata=_range(1))
+    skeleton_augment: str = field(default="light", metadata=_range(choices=("light", "strong")))
+    pose_sampling: str = field(default="window", metadata=_range(choices=("window", "uniform")))
+
+
+@dataclass(frozen=True)
+class PoseHeadOptions(SkeletonOptions):
+    head: str = field(default="tcn", metadata=_range(choices=POSE_HEADS))
+    dropout: float = _dropout(0.3)
+
+
+@dataclass(frozen=True)
+class STGCNOptions(SkeletonOptions):
+    head: str = field(default="stgcn", metadata=_range(choices=("stgcn",)))
+    pose_input: str = field(default="joint", metadata=_range(choices=("joint", "bone", "motion")))
+    dropout: float = _dropout(0.1)
+
+
+@dataclass(frozen=True)
+class FeatureSequenceOptions(Options):
+    features: str = "resnet18"
+    frames: int = field(default=32, metadata=_range(1))
+    head: str = field(default="tcn", metadata=_range(choices=SEQUENCE_HEADS))
+    dropout: float = _dropout(0.3)
+
+
+@dataclass(frozen=True)
+class StreamSpec:
+    """One stream variant."""
+
+    name: str  # the variant: rgb-tsn, pose-stgcn-bone, ...
+    stream: str  # bin/train's STREAM
+    fusion_name: str  # what its scores are called in fusion (pose-lstm, pose-stgcn-bone, rgb, ...)
+    stages: tuple[str, ...]  # the preprocessing stages of WORK it reads (features: WORK/features/<name>)
+    options: type[Options]
+    create_dataset: Callable
+    create_model: Callable
+    # a 2D RGB backbone applied frame by frame, whose embeddings bin/extract-features can take
+    frame_backbone: bool = False
+    saliency: str | None = None  # what bin/inspect draws: "2d" (Grad-CAM, guided backprop), "pose" (keypoints)
+
+    def option_names(self) -> set[str]:
+        return {f.name for f in dataclasses.fields(self.options)} | TRAINING_NAMES
+
+
+TRAINING_NAMES = {f.name for f in dataclasses.fields(TrainingOptions)}
+
+
+# ---- the builders each spec points at (datasets and models stay in their own modules) --------------------------
+
+
+def _common(config: dict, train: bool, views: int, seed: int, video_ids) -> dict:
+    return dict(train=train, views=views, seed=seed, video_ids=video_ids, sample_fps=config.get("sample_fps"))
+
+
+def _rgb_normalization(config: dict) -> dict:
+    from .data import RGB_MEAN, RGB_STD
+
+    norm = config.get("normalize") or {"mean": RGB_MEAN.tolist(), "std": RGB_STD.tolist()}
+    return {"mean": norm["mean"], "std": norm["std"]}
+
+
+def _rgb_segments_dataset(segments_key: str):
+    def create(work, split, config, *, train, views=1, seed=0, video_ids=None):
+        from .data import RGBSegments
+
+        return RGBSegments(
+            work,
+            split,
+            segments=config[segments_key],
+            size=config["size"],
+            **_rgb_normalization(config),
+            **_common(config, train, views, seed, video_ids),
+        )
+
+    return create
+
+
+def _rgb_clips_dataset(work, split, config, *, train, views=1, seed=0, video_ids=None):
+    from .data import RGBClips
+
+    return RGBClips(
+        work,
+        split,
+        clip_len=config["clip_len"],
+        frame_stride=config["frame_stride"],
+        size=config["size"],
+        **_rgb_normalization(config),
+        **_common(config, train, views, seed, video_ids),
+    )
+
+
+def _flow_dataset(work, split, config, *, train, views=1, seed=0, video_ids=None):
+    from .data import FlowStacks
+
+    return FlowStacks(
+        work,
+        split,
+        segments=config["segments"],
+        stack=config["stack"],
+        size=config["size"],
+        **_common(config, train, views, seed, video_ids),
+    )
+
+
+def _pose_dataset(work, split, config, *, train, views=1, seed=0, video_ids=None):
+    from .data import PoseSequences
+
+    return PoseSequences(
+        work,
+        split,
+        frames=config["frames"],
+        augment=config["skeleton_augment"],
+        sampling=config["pose_sampling"],
+        **_common(config, train, views, seed, video_ids),
+    )
+
+
+def _feature_dataset(with_pose: bool):
+    def create(work, split, config, *, train, views=1, seed=0, video_ids=None):
+        from .data import FeatureSequences
+
+        return FeatureSequences(
+            work,
+            split,
+            features=config["features"],
+            frames=config["frames"],
+            pose=with_pose,
+            **_common(config, train, views, seed, video_ids),
+        )
+
+    return create
+
+
+def _rgb_model(config, num_classes):
+    from .models import create_rgb_model
+
+    return create_rgb_model(num_classes=num_classes, preset=config["preset"], dropout=config["dropout"])
+
+
+def _rgb3d_model(config, num_classes):
+    from .models import create_rgb3d_model
+
+    return create_rgb3d_model(num_classes=num_classes, preset=config["preset"], dropout=config["dropout"])
+
+
+def _cnn_sequence_model(config, num_classes):
+    from .models import create_cnn_lstm_model
+
+    return create_cnn_lstm_model(
+        num_classes=num_classes, preset=config["preset"], head=config["head"], dropout=config["dropout"]
+    )
+
+
+def _flow_model(config, num_classes):
+    from .models import create_flow_model
+
+    return create_flow_model(
+        num_classes=num_classes, stack=config["stack"], preset=config["preset"], dropout=config["dropout"]
+    )
+
+
+def _pose_model(config, num_classes):
+    from .data import POSE_FEATURES
+    from .models import create_pose_model
+
+    return create_pose_model(
+        num_classes=num_classes, features=POSE_FEATURES, head=config["head"], dropout=config["dropout"]
+    )
+
+
+def _stgcn_model(config, num_classes):
+    from .models import create_stgcn_model
+
+    return create_stgcn_model(num_classes=num_classes, inputs=config["pose_input"], dropout=config["dropout"])
+
+
+def _sequence_model(config, num_classes):
+    from .models import create_sequence_model
+
+    return create_sequence_model(
+        num_classes=num_classes, features=config["input_features"], head=config["head"], dropout=config["dropout"]
+    )
+
+
+def _specs() -> dict[str, StreamSpec]:
+    specs = [
+        StreamSpec(
+            "rgb-tsn",
+            "rgb",
+            "rgb",
+            ("frames",),
+            TSNOptions,
+            _rgb_segments_dataset("segments"),
+            _rgb_model,
+            frame_backbone=True,
+            saliency="2d",
+        ),
+        StreamSpec("rgb-3d", "rgb", "rgb", ("frames",), Clip3DOptions, _rgb_clips_dataset, _rgb3d_model),
+        StreamSpec(
+            "rgb-sequence",
+            "rgb",
+            "rgb",
+            ("frames",),
+            CNNSequenceOptions,
+            _rgb_segments_dataset("frames"),
+            _cnn_sequence_model,
+            frame_backbone=True,
+        ),
+        StreamSpec("flow", "flow", "flow", ("flow",), FlowOptions, _flow_dataset, _flow_model, saliency="2d"),
+    ]
+    for head in POSE_HEADS:
+        fusion = "pose" if head == "tcn" else f"pose-{head}"
+        specs.append(
+            StreamSpec(
+                f"pose-{head}", "pose", fusion, ("pose",), PoseHeadOptions, _pose_dataset, _pose_model, saliency="pose"
+            )
+        )
+    for inputs in ("joint", "bone", "motion"):
+        fusion = "pose-stgcn" if inputs == "joint" else f"pose-stgcn-{inputs}"
+        specs.append(
+            StreamSpec(
+                f"pose-stgcn-{inputs}",
+                "pose",
+                fusion,
+                ("pose",),
+                STGCNOptions,
+                _pose_dataset,
+                _stgcn_model,
+                saliency="pose",
+            )
+        )
+    specs += [
+        StreamSpec(
+            "features",
+            "features",
+            "features",
+            ("features",),
+            FeatureSequenceOptions,
+            _feature_dataset(False),
+            _sequence_model,
+        ),
+        StreamSpec(
+            "features-pose",
+            "features-pose",
+            "features-pose",
+            ("features", "pose"),
+            FeatureSequenceOptions,
+            _feature_dataset(True),
+            _sequence_model,
+        ),
+    ]
+    return {s.name: s for s in specs}
+
+
+SPECS = _specs()
+
+
+def variant_of(stream: str, config: dict) -> str:
+    """The variant a stream and its selecting options name (rgb: --arch; pose: --head, --pose-input)."""
+    if stream not in STREAMS:
+        raise OptionError(f"unknown stream {stream!r}: {', '.join(STREAMS)}")
+    if stream == "rgb":
+        arch = config.get("arch") or "tsn"
+        if arch not in ("tsn", "3d", "sequence"):
+            raise OptionError(f"--arch {arch}: choose from tsn, 3d, sequence")
+        return f"rgb-{arch}"
+    if stream == "pose":
+        head = config.get("head") or "tcn"
+        pose_input = config.get("pose_input") or "joint"
+        if head == "stgcn":
+            return f"pose-stgcn-{pose_input}"
+        if pose_input != "joint":
+            raise OptionError(f"--pose-input {pose_input} needs --head stgcn")
+        if head not in POSE_HEADS:
+            raise OptionError(f"--head {head}: pose takes {', '.join((*POSE_HEADS, 'stgcn'))}")
+        return f"pose-{head}"
+    return stream
+
+
+def spec_of(config: dict) -> StreamSpec:
+    """The spec of a run's config (``config.json`` of any release: older ones record every option)."""
+    variant = config.get("variant")
+    if variant in SPECS:
+        return SPECS[variant]
+    return SPECS[variant_of(config["stream"], config)]
+
+
+# Set by the run, not by the user: recorded in config.json beside the options.
+DERIVED = ("stream", "variant", "work", "run", "input_features", "normalize")
+
+
+def resolve_config(config: dict, *, given=()) -> dict:
+    """The whole config of a run of ``config["stream"]``: the variant's options with its defaults filled in,
+    checked, and nothing else. An option the variant does not take is refused by name: always when it is among
+    ``given`` (the options a user typed), else unless it is at its general default (an API caller passing every
+    key of ``DEFAULTS``, as every command did before the registry)."""
+    spec = SPECS[variant_of(config["stream"], config)]
+    names = spec.option_names()
+    for key, value in config.items():
+        if key in names or key in DERIVED:
+            continue
+        if key not in given and key in DEFAULTS and _same(value, DEFAULTS[key]):
+            continue  # a caller passing every option at its general default
+        if key in DEFAULTS:
+            raise OptionError(f"{_flag(key)} {value}: the {spec.name} stream does not take it")
+        raise OptionError(f"unknown option {key!r} for the {spec.name} stream")
+    own = {k: v for k, v in config.items() if k in names}
+    if own.get("dropout") is None:
+        own.pop("dropout", None)
+    if "exclude" in own:
+        own["exclude"] = tuple(own["exclude"] or ())
+    training = TrainingOptions(**{k: v for k, v in own.items() if k in TRAINING_NAMES})
+    variant = spec.options(**{k: v for k, v in own.items() if k not in TRAINING_NAMES})
+    resolved = {
+        "stream": spec.stream,
+        "variant": spec.name,
+        **dataclasses.asdict(training),
+        **dataclasses.asdict(variant),
+        **{k: config[k] for k in DERIVED if k in config and k not in ("stream", "variant")},
+    }
+    resolved["exclude"] = list(resolved["exclude"])
+    return resolved
+
+
+def _same(a, b) -> bool:
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        return list(a) == list(b)
+    return a == b
+
+
+# Every option's general default (what a command shows; a variant's own default wins where it has one: dropout).
+DEFAULTS: dict = {
+    **{f.name: f.default for f in dataclasses.fields(TrainingOptions)},
+    **{
+        f.name: f.default
+        for cls in (TSNOptions, Clip3DOptions, CNNSequenceOptions, FlowOptions, PoseHeadOptions, STGCNOptions)
+        for f in dataclasses.fields(cls)
+        if f.name not in ("arch", "head", "dropout")
+    },
+    "features": FeatureSequenceOptions.features,
+    "arch": "tsn",
+    "head": "tcn",
+    "dropout": None,  # the variant's: 0.5 CNNs, 0.3 sequence heads, 0.1 ST-GCN
+    "exclude": [],
+}
+DEFAULTS["preset"] = "small"
+
+
+def create_model(config: dict, num_classes: int):
+    """The network of a run's config, untrained."""
+    return spec_of(config).create_model(config, num_classes)
+
+
+def create_dataset(config: dict, work, split: str, *, train: bool, views: int = 1, seed: int = 0, video_ids=None):
+    """The clip dataset of a run's config over ``work``'s ``split``."""
+    return spec_of(config).create_dataset(work, split, config, train=train, views=views, seed=seed, video_ids=video_ids)
