@@ -9,7 +9,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from streams.data import collate
-from streams.registry import create_dataset, create_model
+from streams.registry import SPECS, create_dataset, create_model, variant_of
 from streams.train import autocast, forward_batch, pick_device, prepare_config
 
 
@@ -32,7 +32,8 @@ def training(
                 "work": work,
                 "device": device,
                 "batch_size": batch_size,
-                **({"preset": preset} if stream != "pose" else {}),  # (a pose network has no CNN backbone)
+                # (a pose network has no CNN backbone: it refuses --preset)
+                **({"preset": preset} if "preset" in SPECS[variant_of(stream, {})].option_names() else {}),
             }
         )
         loader_rate, model_rate, both, dev = _measure(config, loader_workers, batches)

@@ -22,7 +22,7 @@ from preprocess import DataError, Manifest, Source, VideoRecord, probe
 from preprocess.batch import atomic_path, read_json, run_batch
 from preprocess.flow import stored_params, to_pixels
 from preprocess.flow.visualize import flow_to_rgb, wheel_legend
-from preprocess.stages import stage_task
+from preprocess.stages import STAGE_ORDER, stage_task
 from preprocess.video import read_frames
 from streams.run import Run
 
@@ -107,14 +107,14 @@ def preprocess_like(runs: list[Run], manifest: Manifest, scratch: Path, workers:
         folders[run.work] = folder
         stages = {}
         for member in (r for r in runs if r.work == run.work):
-            if any(s not in ("pose", "frames", "flow") for s in member.spec.stages):
+            if any(s not in STAGE_ORDER for s in member.spec.stages):
                 raise DataError(
                     member.path / "config.json",
                     f"bin/classify does not preprocess new videos for a {member.name} stream yet",
                 )
             stages.update(member.stages())
         short_side = _training_short_side(run.work)
-        for stage in ("pose", "frames", "flow"):  # dependency order (preprocess.stages.STAGE_ORDER)
+        for stage in STAGE_ORDER:  # dependency order: pose before the crops that read it
             if stage not in stages:
                 continue
             params = stages[stage] if stage == "pose" else scratch_params(stages[stage], short_side)

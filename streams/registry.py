@@ -206,73 +206,19 @@ def _rgb_normalization(config: dict) -> dict:
     return {"mean": norm["mean"], "std": norm["std"]}
 
 
-def _rgb_segments_dataset(segments_key: str):
+def _dataset(class_name: str, *, rgb: bool = False, fixed: dict | None = None, **from_config: str):
+    """A dataset builder: ``streams.data.<class_name>`` with each keyword given the config's value of the key named
+    (``segments="frames"``: the dataset's segments are the run's --frames), ``fixed`` ones as they are, and for
+    RGB the input statistics of the run's weights."""
+
     def create(work, split, config, *, train, views=1, seed=0, video_ids=None):
-        from .data import RGBSegments
+        from . import data
 
-        return RGBSegments(
-            work,
-            split,
-            segments=config[segments_key],
-            size=config["size"],
-            **_rgb_normalization(config),
-            **_common(config, train, views, seed, video_ids),
-        )
-
-    return create
-
-
-def _rgb_clips_dataset(work, split, config, *, train, views=1, seed=0, video_ids=None):
-    from .data import RGBClips
-
-    return RGBClips(
-        work,
-        split,
-        clip_len=config["clip_len"],
-        frame_stride=config["frame_stride"],
-        size=config["size"],
-        **_rgb_normalization(config),
-        **_common(config, train, views, seed, video_ids),
-    )
-
-
-def _flow_dataset(work, split, config, *, train, views=1, seed=0, video_ids=None):
-    from .data import FlowStacks
-
-    return FlowStacks(
-        work,
-        split,
-        segments=config["segments"],
-        stack=config["stack"],
-        size=config["size"],
-        **_common(config, train, views, seed, video_ids),
-    )
-
-
-def _pose_dataset(work, split, config, *, train, views=1, seed=0, video_ids=None):
-    from .data import PoseSequences
-
-    return PoseSequences(
-        work,
-        split,
-        frames=config["frames"],
-        augment=config["skeleton_augment"],
-        sampling=config["pose_sampling"],
-        **_common(config, train, views, seed, video_ids),
-    )
-
-
-def _feature_dataset(with_pose: bool):
-    def create(work, split, config, *, train, views=1, seed=0, video_ids=None):
-        from .data import FeatureSequences
-
-        return FeatureSequences(
-            work,
-            split,
-            features=config["features"],
-            frames=config["frames"],
-            pose=with_pose,
-            **_common(config, train, views, seed, video_ids),
+        kwargs = {name: config[key] for name, key in from_config.items()}
+        if rgb:
+            kwargs.update(_rgb_normalization(config))
+        return getattr(data, class_name)(
+            work, split, **kwargs, **(fixed or {}), **_common(config, train, views, seed, video_ids)
         )
 
     return create
@@ -329,73 +275,38 @@ def _sequence_model(config, num_classes):
     )
 
 
+_POSE_DATASET = _dataset("PoseSequences", frames="frames", augment="skeleton_augment", sampling="pose_sampling")
+
+
+_RGB_SEGMENTS = _dataset("RGBSegments", rgb=True, segments="segments", size="size")
+_RGB_CLIPS = _dataset("RGBClips", rgb=True, clip_len="clip_len", frame_stride="frame_stride", size="size")
+_RGB_SEQUENCE = _dataset("RGBSegments", rgb=True, segments="frames", size="size")  # one frame per --frames instant
+_FLOW_STACKS = _dataset("FlowStacks", segments="segments", stack="stack", size="size")
+_FEATURES = _dataset("FeatureSequences", fixed={"pose": False}, features="features", frames="frames")
+_FEATURES_POSE = _dataset("FeatureSequences", fixed={"pose": True}, features="features", frames="frames")
+
+
 def _specs() -> dict[str, StreamSpec]:
+    # One row per variant: name, bin/train STREAM, name in fusion, stages read, options, dataset, model, extras.
+    # fmt: off
     specs = [
-        StreamSpec(
-            "rgb-tsn",
-            "rgb",
-            "rgb",
-            ("frames",),
-            TSNOptions,
-            _rgb_segments_dataset("segments"),
-            _rgb_model,
-            frame_backbone=True,
-            saliency="2d",
-        ),
-        StreamSpec("rgb-3d", "rgb", "rgb", ("frames",), Clip3DOptions, _rgb_clips_dataset, _rgb3d_model),
-        StreamSpec(
-            "rgb-sequence",
-            "rgb",
-            "rgb",
-            ("frames",),
-            CNNSequenceOptions,
-            _rgb_segments_dataset("frames"),
-            _cnn_sequence_model,
-            frame_backbone=True,
-        ),
-        StreamSpec("flow", "flow", "flow", ("flow",), FlowOptions, _flow_dataset, _flow_model, saliency="2d"),
+        StreamSpec("rgb-tsn", "rgb", "rgb", ("frames",), TSNOptions, _RGB_SEGMENTS, _rgb_model,
+                   frame_backbone=True, saliency="2d"),
+        StreamSpec("rgb-3d", "rgb", "rgb", ("frames",), Clip3DOptions, _RGB_CLIPS, _rgb3d_model),
+        StreamSpec("rgb-sequence", "rgb", "rgb", ("frames",), CNNSequenceOptions, _RGB_SEQUENCE, _cnn_sequence_model,
+                   frame_backbone=True),
+        StreamSpec("flow", "flow", "flow", ("flow",), FlowOptions, _FLOW_STACKS, _flow_model, saliency="2d"),
+        *(StreamSpec(f"pose-{head}", "pose", "pose" if head == "tcn" else f"pose-{head}", ("pose",),
+                     PoseHeadOptions, _POSE_DATASET, _pose_model, saliency="pose") for head in POSE_HEADS),
+        *(StreamSpec(f"pose-stgcn-{inputs}", "pose", "pose-stgcn" if inputs == "joint" else f"pose-stgcn-{inputs}",
+                     ("pose",), STGCNOptions, _POSE_DATASET, _stgcn_model, saliency="pose")
+          for inputs in ("joint", "bone", "motion")),
+        StreamSpec("features", "features", "features", ("features",), FeatureSequenceOptions, _FEATURES,
+                   _sequence_model),
+        StreamSpec("features-pose", "features-pose", "features-pose", ("features", "pose"), FeatureSequenceOptions,
+                   _FEATURES_POSE, _sequence_model),
     ]
-    for head in POSE_HEADS:
-        fusion = "pose" if head == "tcn" else f"pose-{head}"
-        specs.append(
-            StreamSpec(
-                f"pose-{head}", "pose", fusion, ("pose",), PoseHeadOptions, _pose_dataset, _pose_model, saliency="pose"
-            )
-        )
-    for inputs in ("joint", "bone", "motion"):
-        fusion = "pose-stgcn" if inputs == "joint" else f"pose-stgcn-{inputs}"
-        specs.append(
-            StreamSpec(
-                f"pose-stgcn-{inputs}",
-                "pose",
-                fusion,
-                ("pose",),
-                STGCNOptions,
-                _pose_dataset,
-                _stgcn_model,
-                saliency="pose",
-            )
-        )
-    specs += [
-        StreamSpec(
-            "features",
-            "features",
-            "features",
-            ("features",),
-            FeatureSequenceOptions,
-            _feature_dataset(False),
-            _sequence_model,
-        ),
-        StreamSpec(
-            "features-pose",
-            "features-pose",
-            "features-pose",
-            ("features", "pose"),
-            FeatureSequenceOptions,
-            _feature_dataset(True),
-            _sequence_model,
-        ),
-    ]
+    # fmt: on
     return {s.name: s for s in specs}
 
 

@@ -15,6 +15,7 @@ import os
 import random
 import time
 import warnings
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -338,7 +339,7 @@ def prepare_config(config: dict, *, given=()) -> dict:
     config = resolve_config(config, given=given)
     if config["sample_fps"] is None:
         config["sample_fps"] = reference_fps(v.fps for v in load_manifest(config["work"]).by_split("train"))
-    if spec_of(config).stream == "rgb":
+    if "frames" in spec_of(config).stages:  # a network on RGB frames: the statistics of its starting weights
         config["normalize"] = input_normalization(config)
     return config
 
@@ -359,8 +360,21 @@ def training_ids(config: dict, log=print) -> list[str] | None:
     return kept
 
 
-def build(config: dict, train_set, device: torch.device, log=print):
-    """(model on ``device``, optimiser, schedule, loss) for a fresh run; the model's starting weights as asked
+@dataclass
+class Training:
+    """What one run trains with, and how far it has come (``state``: epoch, best macro-F1 and epoch, stale epochs;
+    ``history``: one row of metrics per epoch)."""
+
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    schedule: object
+    criterion: nn.Module
+    state: dict = field(default_factory=lambda: {"epoch": 0, "best_f1": -1.0, "best_epoch": 0, "stale": 0})
+    history: list = field(default_factory=list)
+
+
+def build(config: dict, train_set, device: torch.device, log=print) -> Training:
+    """A fresh run's model on ``device``, optimiser, schedule and loss; the model's starting weights as asked
     (``--init``, ``--weights``, ``--pretrained``)."""
     num_classes = len(train_set.classes)
     model = create_model(config, num_classes).to(device)
@@ -377,14 +391,14 @@ def build(config: dict, train_set, device: torch.device, log=print):
         label_smoothing=config["label_smoothing"],
     )
     optimizer = _make_optimizer(config, model.parameters())
-    return model, optimizer, _make_schedule(config, optimizer), criterion
+    return Training(model, optimizer, _make_schedule(config, optimizer), criterion)
 
 
-def resume(last: Path, config: dict, model, optimizer, data_digest: str, log=print):
-    """(schedule, state, history) of a run continued from ``last`` (RUN/last.pt), or None when there is none. The
-    run must have been made with the same settings and data (its path may have moved); the epochs may grow."""
+def resume(last: Path, config: dict, run: Training, data_digest: str, log=print) -> None:
+    """Continue ``run`` from ``last`` (RUN/last.pt) when there is one. It must have been made with the same settings
+    and data (its path may have moved); the epochs may grow."""
     if not last.is_file():
-        return None
+        return
     checkpoint = load_checkpoint(last)
     saved = json.loads(checkpoint_entry(checkpoint, "config", last))
     # an option newer than the run is not a difference: the run goes on with its default
@@ -402,13 +416,13 @@ def resume(last: Path, config: dict, model, optimizer, data_digest: str, log=pri
         differs.add("work (another manifest)")
     if differs:
         raise DataError(last, f"was made with other settings ({', '.join(sorted(differs))}): use a new RUN folder")
-    model.load_state_dict(checkpoint_entry(checkpoint, "model", last))
-    optimizer.load_state_dict(checkpoint_entry(checkpoint, "optimizer", last))
-    state = json.loads(checkpoint_entry(checkpoint, "state", last))
-    history = json.loads(checkpoint_entry(checkpoint, "history", last))
+    run.model.load_state_dict(checkpoint_entry(checkpoint, "model", last))
+    run.optimizer.load_state_dict(checkpoint_entry(checkpoint, "optimizer", last))
+    run.state = json.loads(checkpoint_entry(checkpoint, "state", last))
+    run.history = json.loads(checkpoint_entry(checkpoint, "history", last))
     restore_rng_states(checkpoint_entry(checkpoint, "rng", last))
-    log(f"resuming {last.parent} after epoch {state['epoch']}")
-    return schedule_after(config, optimizer, state["epoch"]), state, history
+    run.schedule = schedule_after(config, run.optimizer, run.state["epoch"])
+    log(f"resuming {last.parent} after epoch {run.state['epoch']}")
 
 
 def training_loader(train_set, config: dict, rank: int, world: int):
@@ -459,28 +473,12 @@ def _log_epoch(board, run: Path, row: dict, epoch: int):
     return board
 
 
-def fit(
-    config: dict,
-    model,
-    optimizer,
-    schedule,
-    criterion,
-    loader,
-    val_set,
-    device,
-    state,
-    history,
-    *,
-    rank,
-    world,
-    data_digest,
-    log=print,
-    on_epoch=None,
-) -> None:
+def fit(config: dict, run: Training, loader, val_set, device, *, rank, world, data_digest, log=print, on_epoch=None):
     """Epochs until ``config["epochs"]`` or early stopping (``patience`` epochs without a better validation
     macro-F1): ``train_one_epoch``, ``evaluate`` on validation, the best checkpoint and ``last.pt`` after each."""
-    run = Path(config["run"])
-    last = run / "last.pt"
+    folder = Path(config["run"])
+    last = folder / "last.pt"
+    model, optimizer, state, history = run.model, run.optimizer, run.state, run.history
     board = None
     net = model
     if world > 1:
@@ -488,8 +486,8 @@ def fit(
     while state["epoch"] < config["epochs"] and state["stale"] < config["patience"]:
         epoch = state["epoch"]
         set_loader_epoch(loader, config, epoch)
-        stats = train_one_epoch(net, loader, optimizer, criterion, device)
-        schedule.step()
+        stats = train_one_epoch(net, loader, optimizer, run.criterion, device)
+        run.schedule.step()
         state["epoch"] = epoch + 1
         if rank == 0:
             probs, labels, val_loss = evaluate(
@@ -507,24 +505,26 @@ def fit(
             improved = metrics["macro_f1"] > state["best_f1"] + 1e-9
             if improved:
                 state.update(best_f1=metrics["macro_f1"], best_epoch=epoch + 1, stale=0)
-                _save_checkpoint(run / "best.pt", model=model.state_dict(), config=json.dumps(config), epoch=epoch + 1)
+                _save_checkpoint(
+                    folder / "best.pt", model=model.state_dict(), config=json.dumps(config), epoch=epoch + 1
+                )
             else:
                 state["stale"] += 1
-            write_text(run / "metrics.jsonl", "".join(json.dumps(h) + "\n" for h in history))
+            write_text(folder / "metrics.jsonl", "".join(json.dumps(h) + "\n" for h in history))
             log(
                 f"{config['stream']} epoch {epoch + 1}/{config['epochs']}: loss {stats['train_loss']:.3f}, "
                 f"val top-1 {metrics['top1']:.3f}, val macro-F1 {metrics['macro_f1']:.3f}"
                 f"{' (best)' if improved else ''}, {stats['train_clips_per_s']:.1f} clips/s"
             )
             if config["tensorboard"]:
-                board = _log_epoch(board, run, row, epoch + 1)
+                board = _log_epoch(board, folder, row, epoch + 1)
             if on_epoch is not None:
                 on_epoch(epoch + 1, metrics)
             _save_checkpoint(
                 last,
                 model=model.state_dict(),
                 optimizer=optimizer.state_dict(),
-                schedule=schedule.state_dict(),
+                schedule=run.schedule.state_dict(),
                 state=json.dumps(state),
                 history=json.dumps(history),
                 rng=rng_states(),
@@ -578,29 +578,20 @@ def train(config: dict, log=print, *, on_epoch=None, splits=("val", "test"), giv
     val_set = create_dataset(config, work, "val", train=False, views=config["views"])
     if hasattr(train_set, "input_dim"):  # feature sequences: the width of the cached features (+ pose)
         config["input_features"] = train_set.input_dim
-    model, optimizer, schedule, criterion = build(config, train_set, device, log)
+    training = build(config, train_set, device, log)
     if rank == 0:
         run.mkdir(parents=True, exist_ok=True)
     data_digest = manifest_digest(work)
-    state = {"epoch": 0, "best_f1": -1.0, "best_epoch": 0, "stale": 0}
-    history: list[dict] = []
-    resumed = resume(run / "last.pt", config, model, optimizer, data_digest, log)
-    if resumed is not None:
-        schedule, state, history = resumed
+    resume(run / "last.pt", config, training, data_digest, log)
     if rank == 0:
         write_json(run / "config.json", config)
     loader = training_loader(train_set, config, rank, world)
     fit(
         config,
-        model,
-        optimizer,
-        schedule,
-        criterion,
+        training,
         loader,
         val_set,
         device,
-        state,
-        history,
         rank=rank,
         world=world,
         data_digest=data_digest,
@@ -611,16 +602,16 @@ def train(config: dict, log=print, *, on_epoch=None, splits=("val", "test"), giv
     if rank == 0:
         name = spec_of(config).fusion_name
         plot_curves(
-            history,
+            training.history,
             run / "training_curves.png",
             f"{name} stream, run {run.name}: training and validation by epoch",
-            best_epoch=state["best_epoch"],
-            stopped_early=state["epoch"] < config["epochs"],
+            best_epoch=training.state["best_epoch"],
+            stopped_early=training.state["epoch"] < config["epochs"],
         )
-        result = score(config, model, val_set, device, splits, log)
-        shown = splits[-1]
+        result = score(config, training.model, val_set, device, splits, log)
+        shown, best = splits[-1], training.state["best_epoch"]
         log(
-            f"{config['stream']}: best epoch {state['best_epoch']}, {shown} top-1 {result[shown]['top1']:.3f}, "
+            f"{config['stream']}: best epoch {best}, {shown} top-1 {result[shown]['top1']:.3f}, "
             f"macro-F1 {result[shown]['macro_f1']:.3f} (chance {1 / len(train_set.classes):.3f}); scores in {run}"
         )
     if world > 1:

@@ -21,7 +21,13 @@ TINY_STREAMS = {
 def demo(tmp_path_factory):
     shared_asset("models/pose_landmarker_full.task")  # the demo's pose stage uses the shared MediaPipe model
     out = tmp_path_factory.mktemp("demo")
-    env = {**os.environ, "DANCE_DEMO_DIR": str(out), "DANCE_PRESET": "tiny", "DANCE_TRAIN_OPTIONS": TINY_TRAINING, **TINY_STREAMS}
+    env = {
+        **os.environ,
+        "DANCE_DEMO_DIR": str(out),
+        "DANCE_PRESET": "tiny",
+        "DANCE_TRAIN_OPTIONS": TINY_TRAINING,
+        **TINY_STREAMS,
+    }
     result = subprocess.run(
         ["bash", str(REPO / "bin" / "demo")], cwd=REPO, env=env, capture_output=True, text=True, timeout=900
     )
@@ -41,7 +47,13 @@ def test_tiny_demo_runs_every_stage(demo):
     report = json.loads((out / "report" / "ablation.json").read_text())
     assert report["test_videos"] == 10 and len(report["results"]) == 3 + 4 * 5
     # a second run resumes: nothing is recomputed
-    env = {**os.environ, "DANCE_DEMO_DIR": str(out), "DANCE_PRESET": "tiny", "DANCE_TRAIN_OPTIONS": TINY_TRAINING, **TINY_STREAMS}
+    env = {
+        **os.environ,
+        "DANCE_DEMO_DIR": str(out),
+        "DANCE_PRESET": "tiny",
+        "DANCE_TRAIN_OPTIONS": TINY_TRAINING,
+        **TINY_STREAMS,
+    }
     again = subprocess.run(
         ["bash", str(REPO / "bin" / "demo")], cwd=REPO, env=env, capture_output=True, text=True, timeout=900
     )

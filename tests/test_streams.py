@@ -54,7 +54,13 @@ def run_config(stream, work, run, **extra):
     from streams.registry import SPECS, variant_of
 
     taken = SPECS[variant_of(stream, extra)].option_names()
-    return {"stream": stream, "work": str(work), "run": str(run), **{k: v for k, v in FAST.items() if k in taken}, **extra}
+    return {
+        "stream": stream,
+        "work": str(work),
+        "run": str(run),
+        **{k: v for k, v in FAST.items() if k in taken},
+        **extra,
+    }
 
 
 def scores(run, split="test"):

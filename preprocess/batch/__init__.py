@@ -15,6 +15,7 @@ from .errors import DataError, one_line_errors
 from .pool import map_surviving_crashes, process_pool
 from .progress import Progress
 from .runner import (
+    StageOutput,
     Summary,
     Task,
     is_done,
@@ -44,6 +45,7 @@ __all__ = [
     "DataError",
     "NpyStreamWriter",
     "Progress",
+    "StageOutput",
     "Summary",
     "Task",
     "atomic_path",

@@ -19,7 +19,7 @@ import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ClassVar
 
 from .errors import DataError
 from .pool import map_surviving_crashes
@@ -266,6 +266,23 @@ def read_sidecar(out_dir: Path, video_id: str, how: str) -> tuple[dict, Path]:
     if not isinstance(data, dict) or "params" not in data:
         raise DataError(side, f"not a {out_dir.name} sidecar (no params)")
     return data, side
+
+
+class StageOutput:
+    """Base of a stage's typed sidecar (``FramesInfo``, ``FlowInfo``, ``PoseInfo``): ``read(work, video_id)`` is its
+    one reader; a subclass says its stage folder, how to make a missing output, and ``from_sidecar``."""
+
+    stage: ClassVar[str] = ""
+    how: ClassVar[str] = ""
+
+    @classmethod
+    def read(cls, work: str | os.PathLike, video_id: str):
+        data, side = read_sidecar(Path(work) / cls.stage, video_id, cls.how)
+        return cls.from_sidecar(data, side)
+
+    @classmethod
+    def from_sidecar(cls, data: dict, side: Path):
+        raise NotImplementedError
 
 
 def write_sidecar(out_dir: Path, video: VideoRecord, params: dict, **info) -> None:

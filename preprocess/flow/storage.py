@@ -11,10 +11,11 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 
-from ..batch import DataError, read_sidecar
+from ..batch import DataError, StageOutput
 
 # 2: uint8 with an exact zero level (128 decodes to 0). Version 1 mapped [-bound, bound] onto 0..255, so zero flow
 # read back as +bound/255 px (+0.078 px at bound 20): every static pixel moved, and a mirrored clip carried a
@@ -47,10 +48,13 @@ def checked_params(sidecar: dict, side: str | os.PathLike) -> dict:
 
 
 @dataclass(frozen=True)
-class FlowInfo:
+class FlowInfo(StageOutput):
     """What a flow sidecar holds: the stored shape (T − k, H, W, 2) and dtype, the parameters (format version, bound,
     offset, Farneback's, crops) and the other stages' outputs it was made from. Field n is the motion from source
     frame n to n + offset. Reading refuses another format version by name."""
+
+    stage: ClassVar[str] = "flow"
+    how: ClassVar[str] = "run bin/preprocess flow"
 
     video_id: str
     params: dict
@@ -61,11 +65,6 @@ class FlowInfo:
     @property
     def bound(self) -> float:
         return float(self.params.get("bound") or 20.0)
-
-    @classmethod
-    def read(cls, work: str | os.PathLike, video_id: str) -> FlowInfo:
-        data, side = read_sidecar(Path(work) / "flow", video_id, "run bin/preprocess flow")
-        return cls.from_sidecar(data, side)
 
     @classmethod
     def from_sidecar(cls, data: dict, side) -> FlowInfo:

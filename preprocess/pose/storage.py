@@ -14,10 +14,11 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 
-from ..batch import DataError, check_npz, read_npz, read_sidecar
+from ..batch import DataError, StageOutput, check_npz, read_npz
 from .normalize import normalize_to_box
 
 
@@ -55,9 +56,12 @@ def load_pose(work: str | os.PathLike, video_id: str) -> dict[str, np.ndarray]:
 
 
 @dataclass(frozen=True)
-class PoseInfo:
+class PoseInfo(StageOutput):
     """What a pose sidecar holds: the frames processed, the video's size (keypoints are in its pixels), the mean
     persons found per frame and the parameters (backend, model, step, persons)."""
+
+    stage: ClassVar[str] = "pose"
+    how: ClassVar[str] = "run bin/preprocess pose or import-pose"
 
     video_id: str
     params: dict
@@ -65,11 +69,6 @@ class PoseInfo:
     width: int
     height: int
     persons_per_frame: float | None
-
-    @classmethod
-    def read(cls, work: str | os.PathLike, video_id: str) -> PoseInfo:
-        data, side = read_sidecar(Path(work) / "pose", video_id, "run bin/preprocess pose or import-pose")
-        return cls.from_sidecar(data, side)
 
     @classmethod
     def from_sidecar(cls, data: dict, side) -> PoseInfo:

@@ -9,11 +9,11 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
 
-from ..batch import DataError, NpyStreamWriter, Task, atomic_path, check_npy, read_sidecar, write_sidecar
+from ..batch import DataError, NpyStreamWriter, StageOutput, Task, atomic_path, check_npy, write_sidecar
 from .crop import crop_inputs, crop_params, crop_to_window, read_dancer_windows
 from .reader import Resize, Sampling, prefetch, read_frames
 
@@ -24,20 +24,18 @@ FRAMES_VERSION = 1
 
 
 @dataclass(frozen=True)
-class FramesInfo:
+class FramesInfo(StageOutput):
     """What a frame cache's sidecar holds: the stored shape (T, H, W, 3), the source frame of each stored frame,
     the parameters and the other stages' outputs it was made from."""
+
+    stage: ClassVar[str] = "frames"
+    how: ClassVar[str] = "run bin/preprocess frames"
 
     video_id: str
     params: dict
     shape: tuple[int, ...]
     frame_indices: np.ndarray
     inputs: dict
-
-    @classmethod
-    def read(cls, work: str | os.PathLike, video_id: str) -> FramesInfo:
-        data, side = read_sidecar(Path(work) / "frames", video_id, "run bin/preprocess frames")
-        return cls.from_sidecar(data, side)
 
     @classmethod
     def from_sidecar(cls, data: dict, side) -> FramesInfo:
