@@ -17,6 +17,7 @@ import numpy as np
 
 from preprocess import DataError, load_manifest
 from preprocess.batch import Progress, atomic_path, read_json, write_json
+from preprocess.video import FramesInfo
 
 from .sampling import item_times, items_at
 
@@ -102,14 +103,14 @@ def extract_features(
             skipped += 1
             progress.advance()
             continue
-        frames_side = work / "frames" / f"{vid}.json"
-        if not frames_side.is_file():
-            failed.append(f"{frames_side}: no frame cache for video {vid!r} (run bin/preprocess frames)")
+        try:
+            cache = FramesInfo.read(work, vid)
+        except DataError as err:
+            failed.append(str(err))
             progress.advance()
             continue
-        meta = read_json(frames_side)
         frames = np.load(work / "frames" / f"{vid}.npy", mmap_mode="r", allow_pickle=False)
-        times = item_times(meta.get("frame_indices") or np.arange(len(frames)), video.fps or 25.0)
+        times = item_times(cache.frame_indices, video.fps or 25.0)
         instants = np.arange(0.0, times[-1] + 1e-9, 1.0 / sample_fps)
         picks = items_at(times, instants)
         h, w = frames.shape[1:3]
@@ -136,7 +137,7 @@ def extract_features(
             continue
         with atomic_path(folder / f"{vid}.npy", suffix=".npy") as tmp:
             np.save(tmp, embedded)
-        frame_indices = np.asarray(meta.get("frame_indices") or np.arange(len(frames)))[picks]
+        frame_indices = cache.frame_indices[picks]
         write_json(
             side,
             {"video_id": vid, "params": params, "shape": list(embedded.shape), "frame_indices": frame_indices.tolist()},

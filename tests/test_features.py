@@ -54,5 +54,5 @@ def test_features_are_one_row_per_sampled_instant_and_match_the_backbone(tiny_wo
     # a second run keeps what is done; a video without its frame cache fails by name, and the run exits non-zero
     (work / "frames" / f"{manifest.videos[1].video_id}.json").unlink()
     again = run_bin("extract-features", work, *args, "--name", "other")
-    assert again.returncode == 1 and f"no frame cache for video {manifest.videos[1].video_id!r}" in again.stderr
+    assert again.returncode == 1 and f"missing frames output for video {manifest.videos[1].video_id!r}" in again.stderr
     assert f"0 embedded, {len(manifest.videos)} already done" in run_bin("extract-features", work, *args).stdout
