@@ -26,7 +26,7 @@ from preprocess.stages import STAGE_ORDER, stage_task
 from preprocess.video import read_frames
 from streams.run import Run
 
-from .methods import FusionMethod
+from .methods import FusionFileError, FusionMethod
 
 CAUTION_PROBABILITY = 0.5
 
@@ -79,10 +79,15 @@ def load_fusion(report: str | Path) -> tuple[FusionMethod, list[str], dict[str, 
     fitted = read_json(fusion_file)
     try:
         method = FusionMethod.from_json(fitted)
-        classes = [str(c) for c in fitted["classes"]]
-        paths = dict(fitted["runs"])
+    except FusionFileError as err:
+        raise DataError(fusion_file, str(err)) from None
     except (KeyError, TypeError, ValueError, AttributeError) as err:
         raise DataError(fusion_file, f"not a fitted fusion of bin/fuse ({type(err).__name__}: {err})") from None
+    classes, paths = fitted.get("classes"), fitted.get("runs")
+    if not isinstance(classes, list) or not classes or not all(isinstance(c, str) for c in classes):
+        raise DataError(fusion_file, f"classes: {classes!r} is not a list of class names")
+    if not isinstance(paths, dict) or set(paths) != set(method.streams_):
+        raise DataError(fusion_file, f"runs: {paths!r} must name one run for each of streams {method.streams_}")
     runs = {}
     for stream, path in paths.items():
         run = Run.load(path)

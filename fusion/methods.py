@@ -39,6 +39,14 @@ def fit_temperature(probs: np.ndarray, labels: np.ndarray) -> float:
     return float(np.exp(result.x))
 
 
+class FusionFileError(ValueError):
+    """A fusion file field that does not mean what it must: ``"<field>: <problem>"``."""
+
+
+def _finite(x) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and np.isfinite(x)
+
+
 class FusionMethod:
     name = "base"
 
@@ -106,10 +114,31 @@ class FusionMethod:
 
     @staticmethod
     def from_json(data: dict) -> FusionMethod:
+        """A fitted method from its JSON, every field checked against its meaning: a ``FusionFileError`` names the
+        field and what is wrong (a hand-edited fusion file is input too)."""
+        if data.get("method") not in METHODS:
+            raise FusionFileError(f"method: {data.get('method')!r} is not one of {', '.join(METHODS)}")
+        if not isinstance(data.get("calibrate"), bool):
+            raise FusionFileError(f"calibrate: {data.get('calibrate')!r} is not true or false")
+        streams = data.get("streams")
+        if not isinstance(streams, list) or not streams or not all(isinstance(s, str) for s in streams):
+            raise FusionFileError(f"streams: {streams!r} is not a list of stream names")
         method = METHODS[data["method"]](calibrate=data["calibrate"])
-        method.streams_ = list(data["streams"])
-        method.temperatures_ = {k: float(v) for k, v in data.get("temperatures", {}).items()}
-        method._load_state(data)
+        method.streams_ = list(streams)
+        temperatures = data.get("temperatures") or {}
+        if method.calibrate:
+            if set(temperatures) != set(streams):
+                raise FusionFileError(f"temperatures: one per stream ({', '.join(streams)}) with calibrate true")
+            for stream, t in temperatures.items():
+                if not _finite(t) or t <= 0:
+                    raise FusionFileError(f"temperatures.{stream}: {t!r} is not a positive number")
+        method.temperatures_ = {k: float(v) for k, v in temperatures.items()}
+        try:
+            method._load_state(data)
+        except FusionFileError:
+            raise
+        except (KeyError, TypeError, ValueError) as err:
+            raise FusionFileError(f"{type(err).__name__}: {err}") from None
         return method
 
 
@@ -192,7 +221,12 @@ class WeightedMeanFusion(FusionMethod):
 
     def _load_state(self, state):
         self.search, self.step = state["search"], state["step"]
-        self.weights_ = np.asarray(state["weights"], float)
+        weights = state["weights"]
+        if not isinstance(weights, list) or len(weights) != len(self.streams_):
+            raise FusionFileError(f"weights: {weights!r} is not one weight per stream ({', '.join(self.streams_)})")
+        if not all(_finite(w) and w >= 0 for w in weights) or sum(weights) <= 0:
+            raise FusionFileError(f"weights: {weights!r} must be finite, not negative, and not all zero")
+        self.weights_ = np.asarray(weights, float)
 
 
 class StackingFusion(FusionMethod):
@@ -238,6 +272,9 @@ class StackingFusion(FusionMethod):
 
     def _load_state(self, state):
         self.C, self.num_classes_ = state["C"], state["num_classes"]
+        coef = np.asarray(state["coef"], float)
+        if not np.isfinite(coef).all() or not np.isfinite(np.asarray(state["intercept"], float)).all():
+            raise FusionFileError("coef, intercept: not finite numbers")
         # A fitted regression rebuilt from its parameters: scikit-learn's own predict_proba then applies them.
         self.model_ = LogisticRegression(C=self.C)
         # (a file of an earlier release kept them under "classes", which the class names then overwrote)

@@ -27,7 +27,10 @@ def load_scores(run: str | Path, split: str) -> StreamScores:
     run = Path(run)
     path = run / f"scores_{split}.npz"
     if not path.is_file():
-        raise DataError(path, f"no {split} scores in this run (train the stream with bin/train first)")
+        how = (
+            "cross-validate the stream with bin/crossval into this run" if split == "oof" else "train it with bin/train"
+        )
+        raise DataError(path, f"no {split} scores in this run ({how} first)")
     try:
         with np.load(path, allow_pickle=False) as data:
             arrays = {k: data[k] for k in ("video_ids", "labels", "probs", "classes")}

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import shlex
+import warnings
 from pathlib import Path
 
 from preprocess.batch import write_json, write_text
@@ -75,7 +76,10 @@ def command_line(stream: str, work: str, run: str, options: dict) -> str:
     for name, value in options.items():
         if name in DEFAULTS and DEFAULTS[name] == value:
             continue
-        words += [f"--{name.replace('_', '-')}", f"{value:.4g}" if isinstance(value, float) else str(value)]
+        words += [
+            f"--{name.replace('_', '-')}",
+            repr(value) if isinstance(value, float) else str(value),
+        ]  # every digit: rerunning gives the best trial's run
     return shlex.join(words)
 
 
@@ -103,12 +107,14 @@ def tune(
     out_dir = Path(out).resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    storage = RDBStorage(
-        f"sqlite:///{out_dir / 'study.db'}",
-        heartbeat_interval=60,
-        grace_period=180,
-        failed_trial_callback=RetryFailedTrialCallback(max_retry=1),
-    )
+    with warnings.catch_warnings():  # Optuna's notes on its own API's future are not for our users
+        warnings.simplefilter("ignore")
+        storage = RDBStorage(
+            f"sqlite:///{out_dir / 'study.db'}",
+            heartbeat_interval=60,
+            grace_period=180,
+            failed_trial_callback=RetryFailedTrialCallback(max_retry=1),
+        )
     study = optuna.create_study(
         study_name=stream,
         storage=storage,

@@ -30,10 +30,13 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None):
     """Yield a temporary path beside ``path``; on success it is renamed over ``path``, on error removed.
 
     ``suffix`` sets the temporary file's extension for writers that choose a format by it (OpenCV's VideoWriter,
-    ``np.savez``); by default it is the target's own suffix. A full disk (or quota, or file size limit) is a
+    ``np.savez``); by default it is the target's own suffix. A ``path`` that exists and is not a regular file (a
+    character device, a pipe, a folder) is refused by name. A full disk (or quota, or file size limit) is a
     ``DataError`` naming ``path``. The file gets the umask's mode, so collaborators can read shared outputs.
     """
     path = Path(path)
+    if path.exists() and not path.is_file():  # a device, a pipe, a folder: never replaced by a rename
+        raise DataError(path, "exists and is not a regular file: refusing to replace it")
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(
         prefix=f"{PARTIAL}{path.name}.", suffix=suffix if suffix is not None else path.suffix, dir=path.parent

@@ -116,7 +116,7 @@ def discover_csv(path: Path, frames_fps: float) -> tuple[list[Candidate], list[P
     """Candidates from ``path,label[,split][,group]`` rows."""
     candidates: list[Candidate] = []
     problems: list[Problem] = []
-    with open(path, newline="") as handle:
+    with open(path, newline="", encoding="utf-8-sig") as handle:  # (a spreadsheet's CSV may start with a BOM)
         rows = [row for row in csv.reader(handle) if row and any(cell.strip() for cell in row)]
     if not rows:
         raise DataError(path, "CSV file is empty")
@@ -289,7 +289,7 @@ def _assign_splits(records: list[VideoRecord], ratios, seed: int, split_from, pr
     if split_from:
         path = Path(split_from)
         given: dict[str, str] = {}
-        with open(path, newline="") as handle:
+        with open(path, newline="", encoding="utf-8-sig") as handle:
             for n, row in enumerate(csv.reader(handle), start=1):
                 if not row or row[0].strip().lower() in ("video_id", "id"):
                     continue

@@ -1,0 +1,115 @@
+"""Hardening the seams (issue 21, the cases done so far): options checked when a command starts, a hand-edited
+fusion file checked field by field, a CSV with a byte-order mark, outputs that are not regular files."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pytest
+from conftest import run_bin
+from test_fusion import CLASSES, write_run
+
+from fusion.classify import load_fusion
+from fusion.report import run_ablation
+from preprocess.batch import DataError
+from streams.registry import OptionError, resolve_config
+
+
+@pytest.mark.parametrize(
+    "stream, options, message",
+    [
+        ("pose", {"arch": "3d"}, "--arch 3d: the pose-tcn stream does not take it"),  # 11
+        ("pose", {"dropout": 1.5}, "--dropout 1.5: must be below 1"),
+        ("pose", {"sample_fps": 0.0}, "--sample-fps 0.0: must be at least"),  # 12
+        ("pose", {"sample_fps": -3.0}, "--sample-fps -3.0: must be at least"),
+        ("pose", {"sample_fps": float("nan")}, "--sample-fps nan: not a finite number"),
+        ("pose", {"epochs": 0}, "--epochs 0: must be at least 1"),  # 13
+        ("pose", {"epochs": -1}, "--epochs -1: must be at least 1"),
+        ("pose", {"frames": 0}, "--frames 0: must be at least 1"),  # 14
+        ("rgb", {"arch": "3d", "clip_len": 0}, "--clip-len 0: must be at least 1"),
+        ("flow", {"views": 0}, "--views 0: must be at least 1"),
+    ],
+)
+def test_options_are_checked_by_name_before_anything_is_written(tiny_work, tmp_path, stream, options, message):
+    from streams.train import train
+
+    run = tmp_path / "run"
+    with pytest.raises(OptionError) as err:
+        train({"stream": stream, "work": str(tiny_work), "run": str(run), **options}, given=set(options))
+    assert str(err.value).startswith(message) and "\n" not in str(err.value)
+    assert not run.exists()  # no config.json left behind
+
+
+@pytest.fixture()
+def fused(tiny_work, tmp_path):
+    """Two run folders as bin/train leaves them (config, best.pt, score files) and a weighted fusion of them."""
+    rng = np.random.default_rng(0)
+    classes = CLASSES[:4]
+    for split, n in (("val", 40), ("test", 30)):
+        labels = rng.integers(0, 4, n)  # the same videos and labels in every stream
+        for stream in ("flow", "pose"):
+            p = rng.dirichlet(np.ones(4), n)
+            p[np.arange(n), labels] += 0.6
+            write_run(tmp_path / stream, stream, split, p / p.sum(1, keepdims=True), labels,
+                      [f"{split}{i}" for i in range(n)], classes=classes)  # fmt: skip
+    for stream in ("flow", "pose"):
+        config = resolve_config({"stream": stream, "work": str(tiny_work), "run": str(tmp_path / stream)})
+        (tmp_path / stream / "config.json").write_text(json.dumps(config))
+        (tmp_path / stream / "best.pt").write_bytes(b"")
+    run_ablation([tmp_path / "flow", tmp_path / "pose"], tmp_path / "report", methods=("weighted",), resamples=20)
+    return tmp_path / "report"
+
+
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (lambda f: f.update(weights=[float("nan"), 0.5]), "weights: [nan, 0.5] must be finite"),  # 7
+        (lambda f: f.update(calibrate=True, temperatures={"flow": 0.0, "pose": 1.0}), "temperatures.flow: 0.0"),
+        (lambda f: f.update(calibrate=True, temperatures={}), "temperatures: one per stream"),  # 10
+        (lambda f: f.update(weights=[1.5, -0.5]), "weights: [1.5, -0.5] must be finite, not negative"),  # 8
+        (lambda f: f.update(weights=[0.2, 0.3, 0.5]), "weights: [0.2, 0.3, 0.5] is not one weight per stream"),
+        (lambda f: f["runs"].update(flow=f["runs"]["pose"]), "runs.flow: "),  # 9
+        (lambda f: f.update(classes=f["classes"][::-1]), "classes: "),  # 10
+        (lambda f: f.update(classes=f["classes"][:2]), "classes: "),
+        (lambda f: f.update(method="median"), "method: 'median' is not one of"),
+    ],
+)
+def test_a_hand_edited_fusion_file_is_checked_field_by_field(fused, edit, message):
+    path = fused / "fusion.json"
+    load_fusion(fused)  # as bin/fuse wrote it: fine
+    fitted = json.loads(path.read_text())
+    edit(fitted)
+    path.write_text(json.dumps(fitted))
+    with pytest.raises(DataError) as err:
+        load_fusion(fused)
+    assert str(err.value).startswith(f"{path}: {message}"), str(err.value)
+
+
+def test_a_csv_with_a_byte_order_mark_is_read(tiny_synth, tmp_path):
+    from preprocess.dataset import ingest
+
+    text = (tiny_synth / "dataset.csv").read_text(encoding="utf-8")
+    rows = [line.split(",") for line in text.splitlines()]
+    absolute = [",".join([str((tiny_synth / r[0]).resolve()), *r[1:]]) for r in rows if r[0] != "path"]
+    csv = tmp_path / "b.csv"
+    csv.write_text("\ufeffpath,label,group\n" + "\n".join(absolute) + "\n", encoding="utf-8")  # Excel's CSV
+    assert len(ingest(csv, seed=0).videos) == len(absolute)
+
+
+def test_outputs_that_are_not_regular_files_are_refused_and_fit_on_oof_names_crossval(fused, tmp_path):
+    pipe = tmp_path / "pipe"
+    os.mkfifo(pipe)
+    result = run_bin("export-scores", tmp_path / "flow", pipe)
+    assert result.returncode == 1 and f"{pipe}: exists and is not a regular file" in result.stderr
+    assert pipe.exists() and not pipe.is_file()  # left as it was
+    result = run_bin("fuse", tmp_path / "flow", tmp_path / "pose", "--out", tmp_path / "r2", "--fit-on", "oof")
+    assert result.returncode == 1 and "bin/crossval" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_the_best_command_line_keeps_every_digit():
+    from streams.tune import command_line
+
+    line = command_line("pose", "W", "R", {"lr": 0.0027895123456789, "head": "lstm"})
+    assert "--lr 0.0027895123456789" in line and "--head lstm" in line
