@@ -113,3 +113,30 @@ def test_the_best_command_line_keeps_every_digit():
 
     line = command_line("pose", "W", "R", {"lr": 0.0027895123456789, "head": "lstm"})
     assert "--lr 0.0027895123456789" in line and "--head lstm" in line
+
+
+def test_labels_that_differ_only_in_case_are_refused_by_name(tiny_synth, tmp_path):
+    from preprocess.dataset import ingest
+
+    rows = [line.split(",") for line in (tiny_synth / "dataset.csv").read_text().splitlines() if line][1:]
+    # ballet clips labelled "Ballet" and "ballet", half each
+    lines = [f"{(tiny_synth / r[0]).resolve()},{'Ballet' if r[1] == 'ballet' and k % 2 else r[1]}" for k, r in
+             enumerate(rows)]  # fmt: skip
+    csv = tmp_path / "cased.csv"
+    csv.write_text("\n".join(lines) + "\n")
+    with pytest.raises(DataError, match=r"labels that differ only in case: 'Ballet' and 'ballet'"):
+        ingest(csv, seed=0)
+
+
+def test_export_flow_replaces_a_linked_folder_and_writes_nothing_outside(tiny_work, tmp_path):
+    from preprocess import load_manifest
+
+    out, outside = tmp_path / "out", tmp_path / "outside"
+    out.mkdir()
+    outside.mkdir()
+    video = load_manifest(tiny_work).videos[0].video_id
+    (out / video).symlink_to(outside, target_is_directory=True)
+    result = run_bin("preprocess", "export-flow", tiny_work, out)
+    assert result.returncode == 0, result.stderr
+    assert list(outside.iterdir()) == [] and (out / video).is_dir() and not (out / video).is_symlink()
+    assert (out / video / "flow_x_00001.jpg").is_file()

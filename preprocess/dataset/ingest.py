@@ -249,6 +249,20 @@ def ingest(
         r.group = r.group or r.video_id
     fail_fast()
 
+    # Labels that differ only in case are almost always one style typed two ways ("Ballet", "ballet"): refused by
+    # name rather than made two classes without a word.
+    by_folded: dict[str, set[str]] = {}
+    for name in class_names:
+        by_folded.setdefault(name.casefold(), set()).add(name)
+    clashes = sorted(sorted(names) for names in by_folded.values() if len(names) > 1)
+    if clashes:
+        raise DataError(
+            data,
+            "labels that differ only in case: "
+            + "; ".join(" and ".join(repr(n) for n in names) for names in clashes)
+            + " (one style typed two ways? give them one spelling)",
+        )
+
     # Classes that cannot be learnt and tested: empty ones and those with a single clip.
     per_class = Counter(r.label for r in records)
     class_folder = {c: (str(data / c) if data.is_dir() else f"{data} (label {c})") for c in class_names}

@@ -16,9 +16,12 @@ def export_denseflow(
     work: str | os.PathLike, video_id: str, out_dir: str | os.PathLike, *, bound: float = 20.0, quality: int = 95
 ) -> int:
     """Write ``out_dir/<video_id>/flow_x_00001.jpg``, ``flow_y_00001.jpg``, … (1-based), quantised with ``bound``
-    as mmaction2/denseflow store flow; returns the number of pairs."""
+    as mmaction2/denseflow store flow; returns the number of pairs. A ``<video_id>`` that is a link to a folder is
+    replaced by a folder of its own, as links to files are: nothing is written outside ``out_dir``."""
     flow = load_flow(work, video_id)
     folder = Path(out_dir) / video_id
+    if folder.is_symlink():  # as a linked file is replaced, not written through: never write outside out_dir
+        folder.unlink()
     folder.mkdir(parents=True, exist_ok=True)
     params = [cv2.IMWRITE_JPEG_QUALITY, int(quality)]
     for t in range(len(flow)):
