@@ -42,9 +42,10 @@ def test_options_are_checked_by_name_before_anything_is_written(tiny_work, tmp_p
     assert not run.exists()  # no config.json left behind
 
 
-@pytest.fixture()
-def fused(tiny_work, tmp_path):
+@pytest.fixture(scope="module")
+def fused_once(tiny_work, tmp_path_factory):
     """Two run folders as bin/train leaves them (config, best.pt, score files) and a weighted fusion of them."""
+    tmp_path = tmp_path_factory.mktemp("fused")
     rng = np.random.default_rng(0)
     classes = CLASSES[:4]
     for split, n in (("val", 40), ("test", 30)):
@@ -60,6 +61,15 @@ def fused(tiny_work, tmp_path):
         (tmp_path / stream / "best.pt").write_bytes(b"")
     run_ablation([tmp_path / "flow", tmp_path / "pose"], tmp_path / "report", methods=("weighted",), resamples=20)
     return tmp_path / "report"
+
+
+@pytest.fixture()
+def fused(fused_once):
+    """The fusion report, its fusion.json as bin/fuse wrote it again after each test."""
+    path = fused_once / "fusion.json"
+    original = path.read_text()
+    yield fused_once
+    path.write_text(original)
 
 
 @pytest.mark.parametrize(
@@ -99,12 +109,13 @@ def test_a_csv_with_a_byte_order_mark_is_read(tiny_synth, tmp_path):
 
 
 def test_outputs_that_are_not_regular_files_are_refused_and_fit_on_oof_names_crossval(fused, tmp_path):
+    runs = fused.parent
     pipe = tmp_path / "pipe"
     os.mkfifo(pipe)
-    result = run_bin("export-scores", tmp_path / "flow", pipe)
+    result = run_bin("export-scores", runs / "flow", pipe)
     assert result.returncode == 1 and f"{pipe}: exists and is not a regular file" in result.stderr
     assert pipe.exists() and not pipe.is_file()  # left as it was
-    result = run_bin("fuse", tmp_path / "flow", tmp_path / "pose", "--out", tmp_path / "r2", "--fit-on", "oof")
+    result = run_bin("fuse", runs / "flow", runs / "pose", "--out", tmp_path / "r2", "--fit-on", "oof")
     assert result.returncode == 1 and "bin/crossval" in result.stderr and "Traceback" not in result.stderr
 
 
