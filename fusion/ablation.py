@@ -19,29 +19,10 @@ from streams.stats import (
 )
 
 from .methods import create_method
+from .scores import stream_key
 from .select import cross_validated_top1
 
 DEFAULT_METHODS = ("mean", "weighted", "product", "max", "stacking")
-STREAM_ORDER = {"rgb": 0, "flow": 1, "pose": 2}  # the field's usual order; other stream names follow
-
-
-def stream_key(name: str):
-    return (STREAM_ORDER.get(name, len(STREAM_ORDER)), name)
-
-
-def label(streams) -> str:
-    """Display name of a subset in the field's order: rgb+flow+pose."""
-    return "+".join(sorted(streams, key=stream_key))
-
-
-def carrying_streams(row: dict, threshold: float = 0.05) -> list[str]:
-    """The streams of a fusion that carry weight: all of them, unless fitted weights leave some below
-    ``threshold`` of the total (then the fusion is, in effect, of the others)."""
-    weights = row.get("params", {}).get("weights")
-    if not weights:
-        return sorted(row["streams"], key=stream_key)
-    total = sum(abs(w) for w in weights.values()) or 1.0
-    return sorted((s for s, w in weights.items() if abs(w) / total >= threshold), key=stream_key)
 
 
 def evaluate_row(

@@ -117,7 +117,7 @@ def preprocess_like(runs: list[Run], manifest: Manifest, scratch: Path, workers:
                     member.path / "config.json",
                     f"bin/classify does not preprocess new videos for a {member.name} stream yet",
                 )
-            stages.update(member.stages())
+            stages.update(member.stages)
         short_side = _training_short_side(run.work)
         for stage in STAGE_ORDER:  # dependency order: pose before the crops that read it
             if stage not in stages:
@@ -204,7 +204,7 @@ def classify(
     stacked = {s: np.stack([p[r.video_id] for r in done]) for s, p in probs_by_stream.items()}
     fused = method.predict_proba(stacked)
     preprocessed = {
-        stage: str(folders[run.work]) for run in runs.values() for stage in run.stages() if stage in ("pose", "flow")
+        stage: str(folders[run.work]) for run in runs.values() for stage in run.stages if stage in ("pose", "flow")
     }
     results = []
     for k, r in enumerate(done):

@@ -12,8 +12,8 @@ import numpy as np
 
 from preprocess.batch import atomic_path
 
-from .ablation import label, stream_key
 from .methods import METHODS
+from .scores import label, stream_key
 
 REFERENCE = (
     "Reference, **from another dataset** (Castro et al., *Let's Dance*, 2018; 10 styles, 1,000 real YouTube clips), "

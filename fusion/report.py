@@ -24,10 +24,10 @@ from preprocess.batch import write_json, write_text
 from preprocess.dataset import load_manifest
 from streams.metrics import confusion_matrix
 
-from .ablation import DEFAULT_METHODS, ablation_rows, label, stream_key
+from .ablation import DEFAULT_METHODS, ablation_rows
 from .methods import create_method
 from .render import REFERENCE, ablation_csv, ablation_markdown, plot_confusion, plot_subsets
-from .scores import align, load_scores
+from .scores import align, label, load_scores, stream_key
 from .select import best_single_stream, choice_record, choose
 
 __all__ = ["DEFAULT_METHODS", "label", "run_ablation"]

@@ -11,6 +11,17 @@ import numpy as np
 from preprocess import DataError
 from preprocess.batch import read_json
 
+STREAM_ORDER = {"rgb": 0, "flow": 1, "pose": 2}  # the field's usual order; other stream names follow
+
+
+def stream_key(name: str):
+    return (STREAM_ORDER.get(name, len(STREAM_ORDER)), name)
+
+
+def label(streams) -> str:
+    """Display name of a subset in the field's order: rgb+flow+pose."""
+    return "+".join(sorted(streams, key=stream_key))
+
 
 @dataclass
 class StreamScores:

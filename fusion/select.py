@@ -9,6 +9,8 @@ from sklearn.model_selection import KFold
 from streams.metrics import classification_metrics
 from streams.stats import holm
 
+from .scores import label, stream_key
+
 
 def cross_validated_top1(
     make_method, probs_by_stream: dict, labels: np.ndarray, *, folds: int = 5, seed: int = 0
@@ -22,6 +24,16 @@ def cross_validated_top1(
         method = make_method().fit({s: p[keep] for s, p in probs_by_stream.items()}, labels[keep])
         hits[held] = method.predict({s: p[held] for s, p in probs_by_stream.items()}) == labels[held]
     return float(hits.mean())
+
+
+def carrying_streams(row: dict, threshold: float = 0.05) -> list[str]:
+    """The streams of a fusion that carry weight: all of them, unless fitted weights leave some below
+    ``threshold`` of the total (then the fusion is, in effect, of the others)."""
+    weights = row.get("params", {}).get("weights")
+    if not weights:
+        return sorted(row["streams"], key=stream_key)
+    total = sum(abs(w) for w in weights.values()) or 1.0
+    return sorted((s for s, w in weights.items() if abs(w) / total >= threshold), key=stream_key)
 
 
 def best_single_stream(fit_probs: dict, fit_labels: np.ndarray) -> tuple[str, list[str]]:
@@ -38,8 +50,6 @@ def choose(results: list[dict], methods, names: list[str], best_name: str) -> di
     """Mark the chosen fusions in ``results`` (``chosen``, ``p_holm``) and return {best_single, best_fusion,
     best_all_streams (rows or None), ties {key: [labels]}}: the fusion with the best cross-validated fitting top-1
     (then more streams, then the method order) of any subset, and of all the streams."""
-    from .ablation import label
-
     best_single = next(r for r in results if r["method"] == "single" and r["streams"] == [best_name])
     fusions = [r for r in results if r["method"] != "single"]
     order = {m: i for i, m in enumerate(methods)}
@@ -69,10 +79,4 @@ def choice_record(row: dict | None, ties: list[str] | None) -> dict | None:
     """A chosen fusion as the report's JSON records it: streams, method, the streams carrying weight, ties."""
     if row is None:
         return None
-    return {"streams": row["streams"], "method": row["method"], "carrying": _carrying(row), "ties": ties}
-
-
-def _carrying(row):
-    from .ablation import carrying_streams
-
-    return carrying_streams(row)
+    return {"streams": row["streams"], "method": row["method"], "carrying": carrying_streams(row), "ties": ties}

@@ -401,7 +401,6 @@ DEFAULTS: dict = {
     "dropout": None,  # the variant's: 0.5 CNNs, 0.3 sequence heads, 0.1 ST-GCN
     "exclude": [],
 }
-DEFAULTS["preset"] = "small"
 
 
 def create_model(config: dict, num_classes: int):

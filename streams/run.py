@@ -4,7 +4,7 @@
 
     RUN/config.json ──► config, spec (streams.registry), sample rate, input statistics
     RUN/best.pt     ──► models()                 (or every seed's, for a bin/train --seeds run)
-    RUN's WORK      ──► stages(): {stage: parameters} the run's inputs were preprocessed with (dependencies first)
+    RUN's WORK      ──► stages: {stage: parameters} the run's inputs were preprocessed with (dependencies first)
     dataset(work, split) / score(work) ──► the run's scores of any work directory preprocessed the same way
 
 Every command that uses a trained run (classify, inspect, extract-features, export-scores) loads it here, so the
@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -71,7 +72,7 @@ class Run:
             raise DataError(side, f"not a run config this release knows ({err})") from None
         return cls(path, config, spec)
 
-    @property
+    @cached_property
     def members(self) -> list[Path]:
         """The folders of its models: itself, or each seed's (``member_runs``)."""
         return member_runs(self.path)
@@ -89,7 +90,7 @@ class Run:
     def sample_fps(self) -> float | None:
         return self.config.get("sample_fps")
 
-    @property
+    @cached_property
     def classes(self) -> list[str]:
         """The classes its models predict, in their order (from its score files, else its work's manifest)."""
         for split in ("test", "val", "oof"):
@@ -101,6 +102,7 @@ class Run:
 
         return load_manifest(self.work).classes
 
+    @cached_property
     def stages(self) -> dict[str, dict]:
         """{stage: the parameters it ran with in the training work directory} for every stage the run reads and
         every stage those read (dancer crops read pose), dependencies first."""

@@ -5,8 +5,8 @@ import dataclasses
 
 import numpy as np
 
-from fusion.ablation import carrying_streams
 from fusion.report import run_ablation
+from fusion.select import carrying_streams
 from preprocess.dataset import Manifest, load_manifest
 from streams.stats import holm
 from tests.test_fusion import write_run

@@ -197,7 +197,7 @@ def test_classify_runs_pose_before_the_flow_cropped_to_its_dancers(tiny_synth, t
     run = tmp_path / "flow"
     train({"stream": "flow", "work": str(work), "run": str(run), "size": 32, "segments": 1, "stack": 2, **TINY},
           log=lambda *_: None)  # fmt: skip
-    assert list(Run.load(run).stages()) == ["pose", "flow"]  # what the run reads, dependencies first
+    assert list(Run.load(run).stages) == ["pose", "flow"]  # what the run reads, dependencies first
     run_bin("fuse", run, "--out", tmp_path / "report", "--bootstrap", "50", check=True)
     video = next((tiny_synth / "videos" / "ballet").glob("*.mp4"))
     answer = run_bin("classify", video, "--report", tmp_path / "report", "--json")
