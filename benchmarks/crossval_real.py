@@ -15,6 +15,14 @@ from pathlib import Path
 from preprocess.batch import write_json, write_text
 
 
+def _mobilenet() -> str:
+    import os
+
+    from .common import shared
+
+    return os.environ.get("DANCE_MOBILENET_V2", str(shared() / "models" / "mobilenet_v2_imagenet_features.pth"))
+
+
 def models(synthetic_runs: str | None) -> dict[str, dict]:
     """Model name → training options (on top of streams.train.DEFAULTS)."""
     table = {
@@ -37,6 +45,11 @@ def models(synthetic_runs: str | None) -> dict[str, dict]:
         "rgb-cnn-lstm": {"stream": "rgb", "arch": "sequence", "head": "lstm", "frames": 8},
         "features": {"stream": "features", "head": "lstm", "frames": 16},
         "features-pose": {"stream": "features-pose", "head": "lstm", "frames": 16},
+        # the ImageNet MobileNetV2 (shared/models or $DANCE_MOBILENET_V2): fine-tuned with partial BN, or frozen
+        # (bin/extract-features --preset mobilenet_v2 --pretrained FILE --name mobilenet_v2 first) under a head
+        "rgb-mobilenet": {"stream": "rgb", "preset": "mobilenet_v2", "pretrained": _mobilenet(), "partial_bn": True},
+        "rgb-mobilenet-frozen": {"stream": "features", "features": "mobilenet_v2", "head": "lstm", "frames": 16},
+        "flow-mobilenet": {"stream": "flow", "preset": "mobilenet_v2", "pretrained": _mobilenet(), "partial_bn": True},
     }
     if synthetic_runs:
         for stream in ("rgb", "flow", "pose"):
@@ -54,6 +67,8 @@ def crossval_real(
     seed: int,
     synthetic_runs: str | None,
     epochs: int | None,
+    protocol: str = "groups",
+    pose_work: str | None = None,
     log=print,
 ) -> dict:
     from fusion.crossfit import crossfit
@@ -71,11 +86,13 @@ def crossval_real(
         if epochs:
             options["epochs"] = epochs
         start = time.perf_counter()
+        source = pose_work if pose_work and options["stream"] == "pose" else work  # another pose backend's WORK
         summary = crossval(
-            {**_defaults(), **options, "work": str(Path(work).resolve()), "run": str(out_dir / name), "seed": seed},
+            {**_defaults(), **options, "work": str(Path(source).resolve()), "run": str(out_dir / name), "seed": seed},
             folds=folds,
             seeds=[seed],
             pool="all",
+            protocol=protocol,
             log=lambda line: None,
         )
         summary["wall_s"] = time.perf_counter() - start
@@ -89,7 +106,9 @@ def crossval_real(
         )
     fused = None
     fuse_names = [m.strip() for m in fuse.split(",") if m.strip() and m.strip() in results]
-    if len(fuse_names) >= 2:
+    if len(fuse_names) >= 2 and protocol == "main-source":
+        fused = default_path_fusion(out_dir, fuse_names, seed, log)
+    elif len(fuse_names) >= 2:
         fused = crossfit({m: out_dir / m for m in fuse_names}, seed=seed)
         s = fused["selected"]
         log(
@@ -97,10 +116,56 @@ def crossval_real(
             f"{100 * s['top1']:.1f} % [{100 * s['top1_group_ci95'][0]:.1f}, {100 * s['top1_group_ci95'][1]:.1f}], "
             f"macro-F1 {100 * s['macro_f1']:.1f} %; picks {json.dumps(s['picks'])}"
         )
-    report = {"work": str(work), "folds": folds, "seed": seed, "models": results, "fusion": fused}
+    report = {
+        "work": str(work),
+        "protocol": protocol,
+        "folds": folds,
+        "seed": seed,
+        "models": results,
+        "fusion": fused,
+    }
     write_json(out_dir / "summary.json", report)
     write_text(out_dir / "summary.md", _markdown(report))
     return report
+
+
+def default_path_fusion(out_dir: Path, names: list[str], seed: int, log=print) -> dict:
+    """The default path's fusion under the main-source protocol: ``bin/fuse`` of the one fold's runs (fitted on
+    their validation scores, which share sources with training here), against every fixed rule."""
+    from fusion.report import run_ablation
+
+    runs = [out_dir / name / "crossval" / "fold0" / f"seed{seed}" for name in names]
+    report = run_ablation(runs, out_dir / "fusion", resamples=2000, seed=seed, fit_on="val")
+    rows = report["results"]
+    default = next((r for r in rows if r.get("default")), None)
+    best = next(r for r in rows if r["method"] == "single" and r["streams"] == [report["best_single"]])
+    singles = {r["streams"][0]: r["top1"] for r in rows if r["method"] == "single"}
+    log(
+        f"default fusion ({report['default']['rule']}: {report['default']['method']} of "
+        f"{'+'.join(report['streams'])}): {100 * default['top1']:.1f} % [{100 * default['top1_ci95'][0]:.1f}, "
+        f"{100 * default['top1_ci95'][1]:.1f}]; best single on validation {report['best_single']} "
+        f"{100 * best['top1']:.1f} %; on test: " + ", ".join(f"{s} {100 * t:.1f} %" for s, t in singles.items())
+        if default
+        else "no default fusion row"
+    )
+    return {
+        "kind": "default path",
+        "default": report["default"],
+        "support": report["fitting_support"],
+        "rows": [
+            {
+                "streams": r["streams"],
+                "method": r["method"],
+                "top1": r["top1"],
+                "macro_f1": r["macro_f1"],
+                "top1_group_ci95": r["top1_ci95"],
+                "default": bool(r.get("default")),
+                "chosen": bool(r.get("chosen")),
+            }
+            for r in rows
+        ],
+        "report": str(out_dir / "fusion" / "ablation.md"),
+    }
 
 
 def _defaults() -> dict:
@@ -111,8 +176,13 @@ def _defaults() -> dict:
 
 def _markdown(report) -> str:
     any_model = next(iter(report["models"].values()))
+    how = (
+        "main source of each class in training, its other sources tested: " + "; ".join(any_model["protocol_notes"])
+        if report.get("protocol") == "main-source"
+        else f"{report['folds']} folds by group"
+    )
     lines = [
-        f"{any_model['videos']} videos, {any_model['groups']} groups, {report['folds']} folds by group (seed "
+        f"{any_model['videos']} videos scored, {any_model['groups']} groups, {how} (seed "
         f"{report['seed']}); intervals: 95 % bootstrap resampling whole groups.",
         "",
         "| model | options | top-1 % mean ± sd over folds | out-of-fold top-1 % [95 % CI] | out-of-fold macro-F1 % | "
@@ -127,7 +197,22 @@ def _markdown(report) -> str:
             f"{100 * s['oof_macro_f1']:.1f} | {s['wall_s'] / 60:.1f} min |"
         )
     fused = report["fusion"]
-    if fused:
+    if fused and fused.get("kind") == "default path":
+        lines += [
+            "",
+            f"Fusion as the default path makes it (bin/fuse on the runs' validation scores; "
+            f"rule: {fused['default']['rule']}, {fused['default']['method']}):",
+            "",
+        ]
+        lines += ["| streams | method | test top-1 % [95 % CI] | macro-F1 % | |", "|---|---|---|---|---|"]
+        for r in fused["rows"]:
+            mark = "default" if r["default"] else ("fitted choice" if r["chosen"] else "")
+            lines.append(
+                f"| {'+'.join(r['streams'])} | {r['method']} | {100 * r['top1']:.1f} "
+                f"[{100 * r['top1_group_ci95'][0]:.1f}, {100 * r['top1_group_ci95'][1]:.1f}] | "
+                f"{100 * r['macro_f1']:.1f} | {mark} |"
+            )
+    elif fused:
         lines += ["", "Fusion by cross-fitting (each fold fused by weights fitted on the other folds):", ""]
         lines += ["| streams | method | top-1 % [95 % CI] | macro-F1 % |", "|---|---|---|---|"]
         for r in fused["rows"]:

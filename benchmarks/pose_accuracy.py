@@ -14,39 +14,56 @@ import numpy as np
 from preprocess.batch import read_npz
 from preprocess.dataset.synthetic import generate
 from preprocess.pose import load_pose
-from preprocess.pose.backends import MediaPipePose, OnnxYoloPose, resolve_mediapipe_model
+from preprocess.pose.backends import (
+    MediaPipePose,
+    MoveNetMultiPose,
+    OnnxYoloPose,
+    resolve_mediapipe_model,
+    resolve_movenet_model,
+)
 from preprocess.pose.evaluate import coco_oks_matches, pck
 
 from .common import preprocess, shared
 
 
 def pose_accuracy(*, preset: str = "tiny", onnx_model: str | None = None, workers: int = 1, log=print) -> None:
-    """Both pose backends on the shared COCO ground truth (people found, OKS) and on synthetic ground truth (PCK)."""
+    """Every pose backend on the shared COCO ground truth (people found, OKS, seconds an image) and on synthetic
+    ground truth (PCK, frames/s)."""
     task = resolve_mediapipe_model(None, download=False)
     onnx = Path(onnx_model or shared() / "models/yolo11n-pose.onnx")
+    movenet = resolve_movenet_model(None)
     coco = shared() / "data/coco_pose_gt"
     data = json.loads((coco / "test_coco.json").read_text())
     for name, model in (
         ("mediapipe", MediaPipePose(task, max_persons=20)),
         ("onnx", OnnxYoloPose(onnx, max_persons=20)),
+        ("movenet", MoveNetMultiPose(movenet)),
+        ("movenet at 512", MoveNetMultiPose(movenet, input_size=512)),
     ):
         scores = []
+        started = time.perf_counter()
         for image in data["images"]:
             rgb = cv2.cvtColor(cv2.imread(str(coco / image["file_name"])), cv2.COLOR_BGR2RGB)
             with model.video() as detect:
                 people = [kp for kp, _ in detect(rgb, 0)]
             scores += coco_oks_matches(people, [a for a in data["annotations"] if a["image_id"] == image["id"]])
+        per_image = (time.perf_counter() - started) / len(data["images"])
         scores = np.array(scores)
         found = scores >= 0.5
         log(
             f"COCO {name}: found {found.sum()}/{len(scores)} people (OKS >= 0.5, people with >= 5 keypoints), "
-            f"OKS of found {scores[found].min():.2f}-{scores[found].max():.2f} (mean {scores[found].mean():.2f})"
+            f"OKS of found {scores[found].min():.2f}-{scores[found].max():.2f} (mean {scores[found].mean():.2f}); "
+            f"{1000 * per_image:.0f} ms an image"
         )
     solo = {"ballet", "break", "flamenco"}
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         info = generate(tmp / "synth", preset=preset, seed=0, workers=workers)
-        for name, extra in (("mediapipe", ["--model", task]), ("onnx", ["--backend", "onnx", "--model", onnx])):
+        for name, extra in (
+            ("mediapipe", ["--model", task]),
+            ("onnx", ["--backend", "onnx", "--model", onnx]),
+            ("movenet", ["--backend", "movenet", "--model", movenet]),
+        ):
             work = tmp / name
             start = time.perf_counter()
             preprocess("pose", tmp / "synth" / "dataset.csv", work, "--workers", workers, *extra)

@@ -13,6 +13,7 @@ from streams.stats import (
     bootstrap_ci,
     group_bootstrap_ci,
     group_bootstrap_difference,
+    group_sign_flip_p,
     mcnemar_exact,
     paired_bootstrap_difference,
     wilson_interval,
@@ -45,9 +46,11 @@ def evaluate_row(
         lo, hi = group_bootstrap_ci(hits, groups, resamples=resamples, seed=seed)
         diff = float(hits.mean() - best_single_hits.mean())
         dlo, dhi = group_bootstrap_difference(hits, best_single_hits, groups, resamples=resamples, seed=seed)
+        p = group_sign_flip_p(hits, best_single_hits, groups, seed=seed)  # the test at the intervals' level
     else:
         lo, hi = bootstrap_ci(hits, resamples=resamples, seed=seed)
         diff, dlo, dhi = paired_bootstrap_difference(hits, best_single_hits, resamples=resamples, seed=seed)
+        p = mcnemar_exact(hits, best_single_hits)
     precision, recall, f1 = per_class_prf(labels, probs.argmax(1), len(classes))
     return {
         # streams sorted by name: the contract other tools rely on
@@ -58,7 +61,7 @@ def evaluate_row(
         "top1_wilson95": list(wilson_interval(int(hits.sum()), len(hits))),
         "diff_vs_best_single": diff,
         "diff_vs_best_single_ci95": [dlo, dhi],
-        "p_vs_best_single": mcnemar_exact(hits, best_single_hits),
+        "p_vs_best_single": p,
         "val_top1": val_top1,
         "val_cv_top1": cv_top1,
         "params": params or {},
@@ -82,9 +85,11 @@ def ablation_rows(
     resamples: int = 2000,
     seed: int = 0,
     test_groups: np.ndarray | None = None,
+    fit_groups: np.ndarray | None = None,
 ) -> tuple[list[dict], dict]:
     """(rows: each single stream, then every subset of two or more × every method; {(subset, method): fitted
-    method}). ``best_name``: the best single stream, which every row is compared with."""
+    method}). ``best_name``: the best single stream, which every row is compared with; ``fit_groups``: the fitting
+    videos' groups, which the methods' cross-validation holds out whole."""
     names = sorted(fit_probs, key=stream_key)
     best_hits = test_probs[best_name].argmax(1) == test_labels
     fit_top1 = {s: float((fit_probs[s].argmax(1) == fit_labels).mean()) for s in names}
@@ -112,7 +117,11 @@ def ablation_rows(
             for name in methods:
                 method = create_method(name, calibrate=calibrate).fit(v, fit_labels)
                 cv = cross_validated_top1(
-                    lambda name=name: create_method(name, calibrate=calibrate), v, fit_labels, seed=seed
+                    lambda name=name: create_method(name, calibrate=calibrate),
+                    v,
+                    fit_labels,
+                    groups=fit_groups,
+                    seed=seed,
                 )
                 fitted[(subset, name)] = method
                 results.append(

@@ -178,7 +178,32 @@ def ablation_csv(results: list[dict]) -> str:
     return table.getvalue()
 
 
-def ablation_markdown(report, best_single, best_fusion, best_three, pictures) -> str:
+def _fallback_paragraph(report, best_single, best_three, default_row) -> str:
+    support = report["fitting_support"]
+    counts = f"{support['videos']} fitting videos of {support['classes']} classes" + (
+        f", {support['groups']} groups (group purity {support['purity']:.2f})" if support.get("groups") else ""
+    )
+    text = (
+        f"**Default fusion (`fusion.json`): the mean of all {len(report['streams'])} streams, a rule that fits "
+        f"nothing**, because the fitting data cannot support a fitted choice: {'; '.join(support['reasons'])} "
+        f"({counts})."
+    )
+    if default_row is not None:
+        text += (
+            f" Its test top-1: {_pct(default_row['top1'])} % [{_pct(default_row['top1_ci95'][0])}, "
+            f"{_pct(default_row['top1_ci95'][1])}], {100 * default_row['diff_vs_best_single']:+.1f} points "
+            f"[{100 * default_row['diff_vs_best_single_ci95'][0]:+.1f}, "
+            f"{100 * default_row['diff_vs_best_single_ci95'][1]:+.1f}] against {best_single['streams'][0]}."
+        )
+    if best_three is not None:
+        text += (
+            f" The fitted choice ({best_three['method']}, {_pct(best_three['top1'])} % on test) is shown below for "
+            "comparison, not used."
+        )
+    return text
+
+
+def ablation_markdown(report, best_single, best_fusion, best_three, pictures, default_row=None) -> str:
     d = report["dataset"]
     lines = [f"# Fusion ablation ({report['date']})", ""]
     if "root" in d:
@@ -198,11 +223,19 @@ def ablation_markdown(report, best_single, best_fusion, best_three, pictures) ->
         f"Streams: {', '.join(report['streams'])} (runs: {', '.join(f'`{r}`' for r in report['runs'])}). "
         f"Every method is fitted on {_fit_description(report)} and scored on the "
         f"{report['test_videos']} test videos. Intervals: 95 % bootstrap {over} "
-        f"({report['bootstrap_resamples']} resamples); p: exact McNemar test against the best single stream, "
-        "Holm-adjusted over every comparison in the table.",
+        f"({report['bootstrap_resamples']} resamples); p: against the best single stream, "
+        + (
+            "a sign-flip test over whole test groups (McNemar's test one level up)"
+            if intervals["resample"] == "groups"
+            else "exact McNemar test"
+        )
+        + ", Holm-adjusted over every comparison in the table. Methods are chosen by their top-1 in folds of "
+        "whole fitting groups (never clip-level folds).",
         "",
     ]
     headline = []
+    if report.get("default", {}).get("rule") == "fallback":
+        headline.append(_fallback_paragraph(report, best_single, best_three, default_row))
     shared = report.get("validation_shares_groups")
     if shared and shared["shared"]:
         headline.append(
@@ -248,7 +281,7 @@ def ablation_markdown(report, best_single, best_fusion, best_three, pictures) ->
             f"[{_pct(best_single['top1_ci95'][0])}, {_pct(best_single['top1_ci95'][1])}]: a difference of "
             f"{100 * best_three['diff_vs_best_single']:+.1f} points "
             f"[{100 * best_three['diff_vs_best_single_ci95'][0]:+.1f}, "
-            f"{100 * best_three['diff_vs_best_single_ci95'][1]:+.1f}] (its interval {sign} zero), McNemar p = "
+            f"{100 * best_three['diff_vs_best_single_ci95'][1]:+.1f}] (its interval {sign} zero), p = "
             f"{best_three['p_vs_best_single']:.3g} (Holm-adjusted {best_three['p_holm']:.3g})."
         )
         if len(meta["ties"]) > 1:
@@ -278,7 +311,7 @@ def ablation_markdown(report, best_single, best_fusion, best_three, pictures) ->
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in report["results"]:
-        mark = " **◀**" if r.get("chosen") else ""
+        mark = (" **◀**" if r.get("chosen") else "") + (" **default**" if r.get("default") else "")
         lines.append(
             f"| {label(r['streams'])} | {r['method']}{mark} | {_pct(r['top1'])} [{_pct(r['top1_ci95'][0])}, "
             f"{_pct(r['top1_ci95'][1])}] | {_pct(r['top5'])} | {_pct(r['macro_precision'])} | "
@@ -287,7 +320,12 @@ def ablation_markdown(report, best_single, best_fusion, best_three, pictures) ->
             f"{r['p_holm']:.3g} | {_pct(r['val_cv_top1'])} | "
             f"{_fmt_params(r['params'])} |"
         )
-    lines += ["", "◀ marks the fusions chosen on validation (best of all subsets, and best with every stream).", ""]
+    lines += [
+        "",
+        "◀ marks the fusions chosen on the fitting scores (best of all subsets, and best with every stream); "
+        "**default** the one `fusion.json` holds.",
+        "",
+    ]
     seeded = [r for r in report["results"] if r.get("seeds")]
     if seeded:
         lines += [

@@ -28,7 +28,7 @@ from .ablation import DEFAULT_METHODS, ablation_rows
 from .methods import create_method
 from .render import REFERENCE, ablation_csv, ablation_markdown, plot_confusion, plot_subsets
 from .scores import align, label, load_scores, stream_key
-from .select import best_single_stream, choice_record, choose
+from .select import FALLBACK_METHOD, best_single_stream, choice_record, choose, default_fusion, fitting_support
 
 __all__ = ["DEFAULT_METHODS", "label", "run_ablation"]
 
@@ -69,6 +69,18 @@ def _fit_and_test_scores(runs: list[Path], fit_on: str):
                 f"bin/crossval and bin/train were given other options (the same options name the same stream)",
             )
     return fit_scores, test_scores
+
+
+def _fit_groups(run: Path, fit_on: str, fit_ids, group_of):
+    """The fitting videos' groups: from the out-of-fold scores' own record, else the manifest; None when unknown."""
+    if fit_on == "oof":
+        side = run / "scores_oof.json"
+        recorded = json.loads(side.read_text(encoding="utf-8")).get("groups") if side.is_file() else None
+        if recorded and all(v in recorded for v in fit_ids):
+            return np.array([str(recorded[v]) for v in fit_ids])
+    if group_of is not None and all(v in group_of for v in fit_ids):
+        return np.array([str(group_of[v]) for v in fit_ids])
+    return None
 
 
 def _test_groups(group_of, test_ids):
@@ -141,6 +153,9 @@ def run_ablation(
         val_groups = {group_of[v] for v in val_ids if v in group_of}
         shared = {"shared": len(val_groups & train_groups), "val_groups": len(val_groups)}
 
+    fit_groups = _fit_groups(runs[0], fit_on, val_ids, group_of)
+    support = fitting_support(val_labels, fit_groups, shared_with_training=shared["shared"] if shared else 0)
+
     best_name, single_ties = best_single_stream(val_probs, val_labels)
     results, fitted = ablation_rows(
         val_probs,
@@ -154,11 +169,15 @@ def run_ablation(
         resamples=resamples,
         seed=seed,
         test_groups=test_groups,
+        fit_groups=fit_groups,
     )
     _seed_spreads(results, run_of)
     picked = choose(results, methods, names, best_name)
     best_single, best_fusion, best_three = picked["best_single"], picked["best_fusion"], picked["best_all_streams"]
     ties = picked["ties"]
+    default = default_fusion(picked, results, names, support)
+    if default["row"] is not None:
+        default["row"]["default"] = True
 
     report = {
         "date": date.today().isoformat(),
@@ -176,6 +195,13 @@ def run_ablation(
         "best_single_ties": single_ties,
         "best_fusion": choice_record(best_fusion, ties.get("best_fusion")),
         "best_all_streams": choice_record(best_three, ties.get("best_all_streams")),
+        "fitting_support": support,
+        "default": {
+            "rule": default["rule"],
+            "streams": names,
+            "method": FALLBACK_METHOD if default["rule"] == "fallback" else (best_three or {}).get("method"),
+            "reasons": default["reasons"],
+        },
         "intervals": (
             {"resample": "groups", "test_groups": int(len(set(test_groups)))}
             if test_groups is not None
@@ -208,7 +234,13 @@ def run_ablation(
         )
         pictures[name] = f"confusion_{name}.png"
     plot_subsets(results, best_single, out / "subsets.png", report["intervals"])
-    if best_three is not None:
+    if default["rule"] == "fallback":
+        # fitting the mean fits nothing but the calibration asked for (temperatures), by --calibrate
+        method = fitted.get((tuple(names), FALLBACK_METHOD)) or create_method(FALLBACK_METHOD, calibrate=calibrate).fit(
+            val_probs, val_labels
+        )
+        write_json(out / "fusion.json", fusion_record(method, classes, run_of))
+    elif best_three is not None:
         method = fitted[(tuple(sorted(best_three["streams"], key=stream_key)), best_three["method"])]
         write_json(out / "fusion.json", fusion_record(method, classes, {s: run_of[s] for s in best_three["streams"]}))
     elif len(names) == 1:
@@ -216,7 +248,9 @@ def run_ablation(
         # still works from this report.
         passthrough = create_method("mean").fit(val_probs, val_labels)
         write_json(out / "fusion.json", fusion_record(passthrough, classes, run_of))
-    write_text(out / "ablation.md", ablation_markdown(report, best_single, best_fusion, best_three, pictures))
+    write_text(
+        out / "ablation.md", ablation_markdown(report, best_single, best_fusion, best_three, pictures, default["row"])
+    )
     return report
 
 

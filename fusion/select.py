@@ -4,8 +4,8 @@ cross-validated accuracy on the fitting videos), ties said, and Holm's adjustmen
 from __future__ import annotations
 
 import numpy as np
-from sklearn.model_selection import KFold
 
+from streams.crossval import group_folds
 from streams.metrics import classification_metrics
 from streams.stats import holm
 
@@ -13,17 +13,63 @@ from .scores import label, stream_key
 
 
 def cross_validated_top1(
-    make_method, probs_by_stream: dict, labels: np.ndarray, *, folds: int = 5, seed: int = 0
-) -> float:
-    """Accuracy of a fusion method on validation videos it was not fitted on (k-fold within validation), used to
-    choose between methods without looking at test."""
+    make_method, probs_by_stream: dict, labels: np.ndarray, *, groups=None, folds: int = 5, seed: int = 0
+) -> float | None:
+    """Accuracy of a fusion method on fitting videos it was not fitted on, used to choose between methods without
+    looking at test. Folds hold out whole ``groups`` (performers, source videos: ``StratifiedGroupKFold``, as
+    bin/crossval), so a method that learns what the clips of one group share (the class mix of a source, a
+    venue's look in the scores) is not rewarded for it, as it would be by clip-level folds. Without groups every
+    video is its own. None when there are fewer than 2 groups (nothing to hold out)."""
     labels = np.asarray(labels)
+    groups = np.arange(len(labels)).astype(str) if groups is None else np.asarray(groups).astype(str)
+    count = len(set(groups))
+    if count < 2:
+        return None
     hits = np.zeros(len(labels), bool)
-    splitter = KFold(n_splits=min(folds, len(labels)), shuffle=True, random_state=seed)
-    for keep, held in splitter.split(labels):
+    for held in group_folds(labels.tolist(), groups.tolist(), min(folds, count), seed):
+        keep = np.setdiff1d(np.arange(len(labels)), held)
         method = make_method().fit({s: p[keep] for s, p in probs_by_stream.items()}, labels[keep])
         hits[held] = method.predict({s: p[held] for s, p in probs_by_stream.items()}) == labels[held]
     return float(hits.mean())
+
+
+# Below these, the fitting videos cannot tell fusions apart on groups they were not fitted on (the fallback rule).
+MIN_FITTING_GROUPS = 3
+MAX_GROUP_PURITY = 0.75
+
+
+def fitting_support(labels: np.ndarray, groups, *, shared_with_training: int = 0) -> dict:
+    """Can the fitting videos support a fitted choice (method, weights, stacking, the best single stream)?
+
+    Not when (a) they share groups with the streams' training (``shared_with_training`` groups: validation
+    clips of the training sources flatter what a stream learnt of those sources: a venue, a camera), (b) they
+    come from fewer than ``MIN_FITTING_GROUPS`` groups, or (c) their groups nearly determine their class (group
+    purity: the mean share, over videos, of its group's videos having its class, at least ``MAX_GROUP_PURITY``;
+    1.0 when each source video holds one style, as in street-dance collections; 1/classes when every performer
+    does every class, as in Weizmann). Then a rule that fits nothing is the honest default. Returns the counts and
+    ``reasons`` (empty when the fitting data can support a choice)."""
+    labels = np.asarray(labels)
+    out = {"videos": int(len(labels)), "classes": int(len(set(labels.tolist()))), "groups": None, "purity": None}
+    reasons = []
+    if shared_with_training:
+        reasons.append(f"the fitting videos share {shared_with_training} groups with the streams' training")
+    if groups is not None:
+        groups = np.asarray(groups).astype(str)
+        names, inverse = np.unique(groups, return_inverse=True)
+        same = np.array([np.mean(labels[inverse == inverse[i]] == labels[i]) for i in range(len(labels))])
+        out["groups"], out["purity"] = int(len(names)), float(same.mean()) if len(same) else None
+        if len(names) < MIN_FITTING_GROUPS:
+            reasons.append(
+                f"{len(names)} groups among the {len(labels)} fitting videos (fewer than {MIN_FITTING_GROUPS})"
+            )
+        elif out["purity"] >= MAX_GROUP_PURITY:
+            reasons.append(
+                f"their {len(names)} groups nearly determine the class (purity {out['purity']:.2f}: a group's "
+                f"videos share one class), so a fold that holds a group out takes its class away"
+            )
+    out["reasons"] = reasons
+    out["reliable"] = not reasons
+    return out
 
 
 def carrying_streams(row: dict, threshold: float = 0.05) -> list[str]:
@@ -54,8 +100,11 @@ def choose(results: list[dict], methods, names: list[str], best_name: str) -> di
     fusions = [r for r in results if r["method"] != "single"]
     order = {m: i for i, m in enumerate(methods)}
 
+    def cv(r):  # None: too few groups to cross-validate (the fallback rule decides then)
+        return -1.0 if r["val_cv_top1"] is None else r["val_cv_top1"]
+
     def chosen(rows):
-        return max(rows, key=lambda r: (r["val_cv_top1"], len(r["streams"]), -order[r["method"]])) if rows else None
+        return max(rows, key=lambda r: (cv(r), len(r["streams"]), -order[r["method"]])) if rows else None
 
     best_fusion = chosen(fusions)
     best_three = chosen([r for r in fusions if len(r["streams"]) == len(names)])
@@ -70,9 +119,22 @@ def choose(results: list[dict], methods, names: list[str], best_name: str) -> di
     for key, row in (("best_fusion", best_fusion), ("best_all_streams", best_three)):
         if row is not None:
             pool = fusions if key == "best_fusion" else [r for r in fusions if len(r["streams"]) == len(names)]
-            tied = [r for r in pool if abs(r["val_cv_top1"] - row["val_cv_top1"]) < 1e-12]
+            tied = [r for r in pool if abs(cv(r) - cv(row)) < 1e-12]
             ties[key] = [f"{label(r['streams'])} {r['method']}" for r in tied]
     return {"best_single": best_single, "best_fusion": best_fusion, "best_all_streams": best_three, "ties": ties}
+
+
+FALLBACK_METHOD = "mean"  # the rule that fits nothing: every stream's probabilities, averaged
+
+
+def default_fusion(picked: dict, results: list[dict], names: list[str], support: dict) -> dict:
+    """The fusion the report hands to bin/classify (``fusion.json``): the fitted choice of all streams when the
+    fitting videos can support it, else the mean of every stream, which fits nothing. {"rule": "fitted" or
+    "fallback", "row": its row (None when its method was not among those tabled), "reasons", "support"}."""
+    if support["reliable"] or len(names) < 2:
+        return {"rule": "fitted", "row": picked["best_all_streams"], "reasons": [], "support": support}
+    row = next((r for r in results if r["method"] == FALLBACK_METHOD and len(r["streams"]) == len(names)), None)
+    return {"rule": "fallback", "row": row, "reasons": support["reasons"], "support": support}
 
 
 def choice_record(row: dict | None, ties: list[str] | None) -> dict | None:

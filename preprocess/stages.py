@@ -34,7 +34,8 @@ def stage_task(stage: str, params: dict) -> Task:
 
 def stage_reads(params: dict) -> tuple[str, ...]:
     """The stages a stage made with ``params`` reads the outputs of."""
-    return ("pose",) if params.get("crop") == "dancers" else ()
+    reads_pose = params.get("crop") == "dancers" or params.get("background", "keep") != "keep"
+    return ("pose",) if reads_pose else ()
 
 
 def recorded_params(work: str | os.PathLike, stage: str) -> dict:

@@ -100,6 +100,7 @@ def load_state_dict_file(path: Path) -> dict:
 
 def load_backbone(backbone: nn.Module, state: dict, path: Path) -> str:
     own = backbone.state_dict()
+    kind = getattr(backbone, "architecture", type(backbone).__name__)
     first_conv = next(key for key, tensor in own.items() if tensor.dim() >= 4)
     loaded, adapted = {}, ""
     for key, target in own.items():
@@ -120,7 +121,7 @@ def load_backbone(backbone: nn.Module, state: dict, path: Path) -> str:
         found = tuple(state[example].shape) if isinstance(state.get(example), torch.Tensor) else "absent"
         raise DataError(
             path,
-            f"does not fit this {type(backbone).__name__} backbone: {len(missing)} of {len(own)} "
+            f"does not fit this {kind} backbone: {len(missing)} of {len(own)} "
             f"tensors missing or of another shape (first: {example} {tuple(own[example].shape)}, "
             f"file: {found})",
         )
@@ -129,7 +130,7 @@ def load_backbone(backbone: nn.Module, state: dict, path: Path) -> str:
     if extra:  # e.g. a ResNet-34 file holds every ResNet-18 tensor, and 50 more
         raise DataError(
             path,
-            f"is another architecture than this {type(backbone).__name__} backbone: {len(extra)} "
+            f"is another architecture than this {kind} backbone: {len(extra)} "
             f"of its tensors have no place here (first: {extra[0]})",
         )
     backbone.load_state_dict({**own, **loaded})

@@ -28,6 +28,7 @@ from .sampling import reference_fps
 from .stats import group_bootstrap_ci
 
 POOLS = ("trainval", "all")
+PROTOCOLS = ("groups", "main-source")
 
 
 def group_of(video) -> str:
@@ -50,6 +51,53 @@ def group_folds(labels: list[str], groups: list[str], folds: int, seed: int) -> 
     else:
         splitter = GroupKFold(n_splits=folds, shuffle=True, random_state=seed)
     return [test for _, test in splitter.split(np.zeros(len(labels)), labels, groups)]
+
+
+def _clip_start(video_id: str) -> float | None:
+    """The start (seconds) a clip id ``<source>_<start>_<duration>`` names, else None."""
+    parts = video_id.rsplit("_", 2)
+    try:
+        return float(parts[1]) if len(parts) == 3 else None
+    except ValueError:
+        return None
+
+
+def main_source_test(labels: list[str], groups: list[str], video_ids: list[str]) -> tuple[np.ndarray, list[str]]:
+    """(test indices, one line per class saying what it tests) of the "main source in training" protocol.
+
+    Leave-one-source-out on a collection where each style comes mostly from one source video measures "a style
+    whose source was removed". Here every class keeps its main group (the one with most clips) in training and is
+    tested on its other groups; a class with a single group is split into its recordings where the clip ids
+    carry start times (``<source>_<start>_<duration>``: the clips after the largest gap between starts, if fewer,
+    are tested), else it has no test clips (said)."""
+    labels_a, groups_a = np.asarray(labels), np.asarray(groups)
+    test, notes = [], []
+    for c in sorted(set(labels)):
+        members = np.flatnonzero(labels_a == c)
+        names, counts = np.unique(groups_a[members], return_counts=True)
+        main = names[np.argmax(counts)]
+        if len(names) > 1:
+            held = members[groups_a[members] != main]
+            notes.append(
+                f"{c}: main source {main} ({counts.max()} clips) trains; tests {len(held)} clips of "
+                f"{', '.join(n for n in names if n != main)}"
+            )
+            test.append(held)
+            continue
+        starts = [_clip_start(video_ids[i]) for i in members]
+        if len(members) < 2 or any(t is None for t in starts):
+            notes.append(f"{c}: one source ({main}) and no recording times in its ids: not tested")
+            continue
+        order = members[np.argsort(starts)]
+        times = np.sort(starts)
+        cut = int(np.argmax(np.diff(times))) + 1
+        held = order[cut:] if len(order) - cut <= cut else order[:cut]
+        notes.append(
+            f"{c}: one source ({main}), two recordings split at the largest gap in clip starts "
+            f"({times[cut - 1]:g} s → {times[cut]:g} s); tests {len(held)} clips of the smaller"
+        )
+        test.append(held)
+    return (np.sort(np.concatenate(test)) if test else np.array([], int)), notes
 
 
 def validation_split(labels: list[str], groups: list[str], seed: int, fraction: float = 0.2) -> tuple[np.ndarray, str]:
@@ -105,9 +153,19 @@ def fold_work(work: Path, folder: Path, splits: dict[str, str]) -> Path:
     return folder
 
 
-def crossval(config: dict, *, folds: int, seeds: list[int], pool: str = "trainval", log=print, given=()) -> dict:
+def crossval(
+    config: dict,
+    *,
+    folds: int,
+    seeds: list[int],
+    pool: str = "trainval",
+    protocol: str = "groups",
+    log=print,
+    given=(),
+) -> dict:
     """Cross-validate ``config['stream']`` (a ``streams.train`` config; ``given``: the options a user typed) over
-    group folds of WORK; see the module."""
+    group folds of WORK; see the module. ``protocol="main-source"``: one fold instead, each class's main group in
+    training and its other groups tested (``main_source_test``); only those videos get out-of-fold scores."""
     from .registry import resolve_config, spec_of
     from .train import train  # (torch is loaded only when training starts)
 
@@ -117,6 +175,8 @@ def crossval(config: dict, *, folds: int, seeds: list[int], pool: str = "trainva
     manifest = load_manifest(work)
     if pool not in POOLS:
         raise ValueError(f"unknown pool {pool!r}: {', '.join(POOLS)}")
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"unknown protocol {protocol!r}: {', '.join(PROTOCOLS)}")
     videos = [
         v for v in manifest.videos if v.label in manifest.classes and (pool == "all" or v.split in ("train", "val"))
     ]
@@ -133,7 +193,16 @@ def crossval(config: dict, *, folds: int, seeds: list[int], pool: str = "trainva
     if config.get("sample_fps") is None:
         # one sampling rate for every fold (a fold's training videos alone might have another median rate)
         config = {**config, "sample_fps": reference_fps(v.fps for v in videos)}
-    tests = group_folds(labels, groups, folds, config["seed"])
+    notes = []
+    if protocol == "main-source":
+        held, notes = main_source_test(labels, groups, [v.video_id for v in videos])
+        for line in notes:
+            log(line)
+        if not len(held):
+            raise DataError(work / "manifest.json", "main-source protocol: no class has a second group to test on")
+        tests = [held]
+    else:
+        tests = group_folds(labels, groups, folds, config["seed"])
     root = run / "crossval"
     n_classes = len(manifest.classes)
     oof = np.zeros((len(videos), n_classes), np.float64)
@@ -175,6 +244,14 @@ def crossval(config: dict, *, folds: int, seeds: list[int], pool: str = "trainva
                 }
             )
 
+    scored = np.sort(np.concatenate(tests))  # every video, but under main-source only the tested ones
+    videos, labels, groups, oof = (
+        [videos[i] for i in scored],
+        [labels[i] for i in scored],
+        [groups[i] for i in scored],
+        oof[scored],
+    )
+    tests = [np.searchsorted(scored, t) for t in tests]
     y = np.array([manifest.classes.index(label) for label in labels], np.int64)
     pooled = classification_metrics(y, oof)
     hits = oof.argmax(1) == y
@@ -186,6 +263,8 @@ def crossval(config: dict, *, folds: int, seeds: list[int], pool: str = "trainva
         "stream": name,
         "work": str(work),
         "pool": pool,
+        "protocol": protocol,
+        "protocol_notes": notes,
         "folds": len(tests),
         "seeds": seeds,
         "videos": len(videos),

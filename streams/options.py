@@ -93,7 +93,8 @@ OPTIONS = [
     _choice(
         "--preset",
         [*PRESETS_2D, *PRESETS_3D[1:]],
-        "Backbone: small/medium (ours, CPUs) or torchvision's resnet18/34/50 (rgb, flow); small or torchvision's "
+        "Backbone: small/medium (ours, CPUs) or torchvision's resnet18/34/50, mobilenet_v2 (rgb, flow; ImageNet "
+        "weights with --pretrained FILE or --weights NAME); small or torchvision's "
         "r3d_18, r2plus1d_18, mc3_18, s3d (rgb --arch 3d).",
     ),
     _choice(

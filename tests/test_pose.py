@@ -12,7 +12,13 @@ from preprocess.pose import (
     normalize_to_box,
     track_sequence,
 )
-from preprocess.pose.backends import MediaPipePose, OnnxYoloPose, resolve_mediapipe_model, resolve_onnx_model
+from preprocess.pose.backends import (
+    MediaPipePose,
+    MoveNetMultiPose,
+    OnnxYoloPose,
+    resolve_mediapipe_model,
+    resolve_onnx_model,
+)
 from preprocess.pose.evaluate import coco_oks_matches, pck
 from tests.conftest import run_bin, shared_asset
 
@@ -194,6 +200,40 @@ def test_onnx_pose_finds_couples_on_synthetic_ground_truth(tiny_synth, tmp_path)
     assert np.mean(list(scores.values())) >= 0.6
 
 
+def test_movenet_pose_finds_couples_on_synthetic_ground_truth(tiny_synth, tmp_path):
+    model = shared_asset("models/movenet_multipose_lightning_256.onnx")
+    pytest.importorskip("onnxruntime", reason="onnxruntime is not installed")
+    run_bin(
+        "preprocess", "pose", tiny_synth / "dataset.csv", tmp_path, "--backend", "movenet", "--model", model,
+        "--workers", "2", check=True,
+    )  # fmt: skip
+    info = json.loads((tiny_synth / "synth.json").read_text())
+    pose = load_pose(tmp_path, info["clips"][0]["id"])
+    assert pose["keypoints"].shape[1:] == (4, 17, 3) and np.abs(pose["normalized"]).max() <= 1
+    sidecar = json.loads((tmp_path / "pose" / f"{info['clips'][0]['id']}.json").read_text())
+    assert sidecar["params"]["backend"] == "movenet"
+    scores = _pck_by_style(tiny_synth, tmp_path)
+    print("MoveNet PCK@0.2 by style", {s: round(v, 2) for s, v in scores.items()})
+    assert np.mean(list(scores.values())) >= 0.6  # 0.73 on 2026-12-02, as the YOLO-pose file
+
+
+def test_movenet_model_is_found_or_named(tmp_path, monkeypatch):
+    from preprocess.pose.backends import MOVENET_MODEL_ENV, resolve_movenet_model
+
+    monkeypatch.setenv(MOVENET_MODEL_ENV, str(tmp_path / "absent.onnx"))
+    with pytest.raises(DataError, match=r"absent.onnx: pose model given by \$DANCE_MOVENET_MODEL does not exist"):
+        resolve_movenet_model()
+    monkeypatch.delenv(MOVENET_MODEL_ENV)
+    monkeypatch.setenv("DANCE_SHARED", str(tmp_path))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    with pytest.raises(DataError, match="no MoveNet MultiPose ONNX model: pass --model PATH"):
+        resolve_movenet_model()
+    pytest.importorskip("onnxruntime", reason="onnxruntime is not installed")
+    yolo = shared_asset("models/yolo11n-pose.onnx")
+    with pytest.raises(DataError, match="not a MoveNet MultiPose model"):
+        MoveNetMultiPose(yolo)
+
+
 def _coco_images():
     import cv2
 
@@ -227,6 +267,16 @@ def test_backends_on_coco_ground_truth():
     assert len(mp_scores) == len(yolo_scores) == 12  # people with >= 5 labelled keypoints
     assert (yolo_scores >= 0.5).sum() >= 11 and yolo_scores[yolo_scores >= 0.5].mean() > 0.65
     assert (mp_scores >= 0.5).sum() >= 3
+
+
+def test_movenet_on_coco_ground_truth():
+    model = shared_asset("models/movenet_multipose_lightning_256.onnx")
+    pytest.importorskip("onnxruntime", reason="onnxruntime is not installed")
+    scores = _coco_scores(MoveNetMultiPose(model, max_persons=6))
+    print("COCO: MoveNet OKS", np.round(scores, 2))
+    assert len(scores) == 12  # people with >= 5 labelled keypoints
+    found = scores >= 0.5
+    assert found.sum() >= 10 and scores[found].mean() > 0.7  # README: 11 of 12 at 256, OKS 0.62-0.94
 
 
 def test_pose_command_errors_are_one_line(tiny_synth, tmp_path):

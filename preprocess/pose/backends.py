@@ -4,6 +4,9 @@
   tracks between frames, so each video gets a fresh landmarker: results never depend on which video came before.
 * ``OnnxYoloPose``: a multi-person COCO-17 model with the YOLO-pose output layout (1 × 56 × anchors: cx, cy, w, h,
   score, 17 × (x, y, visibility)), run with onnxruntime (an optional extra); letterboxed input, NMS on the boxes.
+* ``MoveNetMultiPose``: Google's MoveNet MultiPose (Apache-2.0, up to 6 people, COCO-17) as ONNX: uint8 RGB input
+  letterboxed to multiples of 32 (longer side ``input_size``), output 1 × 6 × 56 (17 × (y, x, score) normalised to
+  the padded input, box, person score); no NMS needed. The ``movenet`` backend.
 
 Model files are never downloaded at import: ``resolve_mediapipe_model`` looks in the order --model, environment,
 shared assets, user cache, then downloads MediaPipe's official bundle when online.
@@ -30,6 +33,8 @@ MEDIAPIPE_MODEL_URL = (
 )
 MODEL_ENV = "DANCE_POSE_MODEL"
 ONNX_MODEL_ENV = "DANCE_ONNX_POSE_MODEL"
+MOVENET_MODEL_NAME = "movenet_multipose_lightning_256.onnx"
+MOVENET_MODEL_ENV = "DANCE_MOVENET_MODEL"
 
 
 def shared_dir() -> Path:
@@ -70,6 +75,31 @@ def resolve_mediapipe_model(explicit: str | os.PathLike | None = None, *, downlo
     raise DataError(
         MEDIAPIPE_MODEL_NAME,
         f"no MediaPipe pose model: pass --model PATH or set $DANCE_POSE_MODEL (looked in: {'; '.join(tried)})",
+    )
+
+
+def resolve_movenet_model(explicit: str | os.PathLike | None = None) -> Path:
+    """--model PATH > $DANCE_MOVENET_MODEL > shared/models > user cache. MoveNet is Apache-2.0, but Google publishes
+    it as TFLite/TF.js only: the ONNX conversion is a file the user (or shared/) provides, never downloaded here."""
+    tried = []
+    for origin, candidate in (
+        ("--model", explicit),
+        (f"${MOVENET_MODEL_ENV}", os.environ.get(MOVENET_MODEL_ENV)),
+        ("shared assets", shared_dir() / "models" / MOVENET_MODEL_NAME),
+        ("user cache", cache_dir() / MOVENET_MODEL_NAME),
+    ):
+        if not candidate:
+            continue
+        path = Path(candidate)
+        if path.is_file():
+            return path
+        if origin in ("--model", f"${MOVENET_MODEL_ENV}"):
+            raise DataError(path, f"pose model given by {origin} does not exist")
+        tried.append(str(path))
+    raise DataError(
+        MOVENET_MODEL_NAME,
+        f"no MoveNet MultiPose ONNX model: pass --model PATH or set ${MOVENET_MODEL_ENV} "
+        f"(looked in: {'; '.join(tried)})",
     )
 
 
@@ -240,10 +270,83 @@ class OnnxYoloPose:
         yield lambda rgb, time_ms: self.detect_image(rgb)
 
 
+class MoveNetMultiPose:
+    """MoveNet MultiPose Lightning through onnxruntime: up to 6 people a frame, COCO-17, in one pass."""
+
+    def __init__(
+        self,
+        model_path: str | os.PathLike,
+        max_persons: int = 6,
+        score_threshold: float = 0.15,
+        input_size: int = 256,
+    ):
+        try:
+            import onnxruntime as ort
+        except ImportError:
+            raise DataError("onnxruntime", "is not installed: pip install 'dance-streams[onnx]'") from None
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = 1  # one process per core already
+        options.inter_op_num_threads = 1
+        try:
+            self.session = ort.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])
+        except Exception as err:  # noqa: BLE001 - a foreign file's failure, by name
+            raise DataError(model_path, f"not a loadable ONNX model ({str(err).splitlines()[0][:100]})") from None
+        inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
+        if len(inputs) != 1 or inputs[0].type != "tensor(uint8)" or list(outputs[0].shape[-2:]) != [6, 56]:
+            raise DataError(model_path, "not a MoveNet MultiPose model (uint8 image in, 1 × 6 × 56 out)")
+        self.input_name = inputs[0].name
+        self.max_persons = max_persons
+        self.score_threshold = score_threshold
+        self.input_size = input_size
+
+    def letterbox(self, rgb: np.ndarray) -> tuple[np.ndarray, float]:
+        """The image scaled so its longer side is ``input_size``, padded with zeros bottom and right to multiples
+        of 32 (as the model was trained); returns (canvas, scale)."""
+        h, w = rgb.shape[:2]
+        scale = self.input_size / max(h, w)
+        nw, nh = max(1, round(w * scale)), max(1, round(h * scale))
+        resized = cv2.resize(rgb, (nw, nh), interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
+        ph, pw = -(-nh // 32) * 32, -(-nw // 32) * 32
+        canvas = np.zeros((ph, pw, 3), np.uint8)
+        canvas[:nh, :nw] = resized
+        return canvas, scale
+
+    def detect_image(self, rgb: np.ndarray):
+        canvas, scale = self.letterbox(rgb)
+        slots = self.session.run(None, {self.input_name: canvas[None]})[0][0]  # (6, 56)
+        ph, pw = canvas.shape[:2]
+        people = []
+        for slot in slots[np.argsort(-slots[:, 55])]:
+            if slot[55] < self.score_threshold or len(people) >= self.max_persons:
+                break
+            yxs = slot[:51].reshape(17, 3)
+            kp = np.empty((17, 3), np.float32)
+            kp[:, 0] = yxs[:, 1] * pw / scale  # normalised to the padded input → the video's pixels
+            kp[:, 1] = yxs[:, 0] * ph / scale
+            kp[:, 2] = yxs[:, 2]
+            people.append((np.nan_to_num(kp), float(slot[55])))
+        return people
+
+    @contextmanager
+    def video(self):
+        yield lambda rgb, time_ms: self.detect_image(rgb)
+
+
+def resolve_pose_model(backend: str, explicit: str | os.PathLike | None = None) -> tuple[Path, str]:
+    """(model file, its SHA-256) for a backend: where each looks is its resolver's."""
+    resolvers = {"mediapipe": resolve_mediapipe_model, "movenet": resolve_movenet_model, "onnx": resolve_onnx_model}
+    if backend not in resolvers:
+        raise ValueError(f"unknown pose backend {backend!r}: {', '.join(resolvers)}")
+    path = resolvers[backend](explicit)
+    return path, file_sha256(path)
+
+
 def create_pose_model(params: dict):
     """The backend a pose run's parameters name (model path already resolved into ``params``)."""
     if params["backend"] == "mediapipe":
         return MediaPipePose(params["model"], max_persons=params["max_persons"])
     if params["backend"] == "onnx":
         return OnnxYoloPose(params["model"], max_persons=params["max_persons"])
+    if params["backend"] == "movenet":
+        return MoveNetMultiPose(params["model"], max_persons=params["max_persons"])
     raise ValueError(f"unknown pose backend {params['backend']!r}")

@@ -14,7 +14,7 @@ import numpy as np
 from ..batch import DataError, Task, write_npz, write_sidecar
 from ..video import Resize, Sampling, prefetch, read_frames
 from .storage import assemble, verify_pose
-from .tracking import clean_detections, track_sequence
+from .tracking import clean_detections, rank_dancers, track_sequence
 
 if TYPE_CHECKING:
     from ..dataset.manifest import VideoRecord
@@ -31,7 +31,10 @@ def pose_params(
     step: int = 1,
     resize: str = "none",
     min_keypoint_confidence: float = 0.2,
+    rank: str = "dancing",
 ) -> dict:
+    if rank not in RANKINGS:
+        raise ValueError(f"rank must be one of {', '.join(RANKINGS)}, not {rank!r}")
     if max_persons < 1:
         raise ValueError(f"max-persons must be at least 1, not {max_persons}")
     if step < 1:
@@ -45,8 +48,14 @@ def pose_params(
         "step": step,
         "resize": str(Resize.parse(resize)),
         "min_keypoint_confidence": min_keypoint_confidence,
+        "rank": rank,
     }
 
+
+# Slot order: "dancing" tracks up to TRACKED_PER_SLOT times as many people as are kept and keeps those who dance
+# most, first (onlookers of a battle stand still); "detection" keeps the order people were first found in.
+RANKINGS = ("dancing", "detection")
+TRACKED_PER_SLOT = 2
 
 _MODEL = None  # one pose model per worker process
 
@@ -55,10 +64,16 @@ def _model_for(params: dict):
     global _MODEL
     from .backends import create_pose_model
 
-    key = (params["backend"], params["model"], params["max_persons"])
+    tracked = _tracked_slots(params)
+    key = (params["backend"], params["model"], tracked)
     if _MODEL is None or _MODEL[0] != key:
-        _MODEL = (key, create_pose_model(params))
+        _MODEL = (key, create_pose_model({**params, "max_persons": tracked}))
     return _MODEL[1]
+
+
+def _tracked_slots(params: dict) -> int:
+    ranking = params.get("rank", "detection")  # (sidecars before ranking existed: detection order)
+    return params["max_persons"] * (TRACKED_PER_SLOT if ranking == "dancing" else 1)
 
 
 def estimate_video_pose(video: VideoRecord, out_dir: Path, params: dict) -> int:
@@ -80,7 +95,9 @@ def estimate_video_pose(video: VideoRecord, out_dir: Path, params: dict) -> int:
             indices.append(frame.index)
     if not indices:
         raise DataError(video.source, "no frames decode")
-    keypoints, mask = track_sequence(frames_people, params["max_persons"])
+    keypoints, mask = track_sequence(frames_people, _tracked_slots(params))
+    if params.get("rank", "detection") == "dancing":
+        keypoints, mask, _ = rank_dancers(keypoints, mask, params["max_persons"], params["min_keypoint_confidence"])
     arrays = assemble(keypoints, mask, np.asarray(indices), params["min_keypoint_confidence"])
     if not all(np.isfinite(a).all() for a in arrays.values() if a.dtype.kind == "f"):
         raise DataError(video.source, "the pose model gave non-finite keypoints: nothing stored")

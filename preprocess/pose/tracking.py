@@ -130,6 +130,35 @@ def clean_detections(
     return kept
 
 
+def dancing_scores(keypoints: np.ndarray, mask: np.ndarray, min_confidence: float) -> np.ndarray:
+    """How much each tracked slot dances, (P,): its skeleton's own articulation change per frame of the video.
+
+    Each skeleton is taken relative to its box (centred, scaled by the box's longer side), so a pan, a zoom or a
+    person's size does not count, only limbs moving against the body; the mean absolute change of the keypoints
+    valid in consecutive frames is summed over the frames where the slot is seen twice in a row and divided by the
+    video's length, so an onlooker standing still and a passer-by seen for a second both score low, and a dancer
+    spinning on the floor in a ring of spectators scores high."""
+    from .normalize import normalize_to_box
+
+    normalized, _ = normalize_to_box(keypoints, min_confidence)  # (T, P, 17, 2)
+    valid = (keypoints[..., 2] >= min_confidence) & mask[..., None]
+    both = valid[1:] & valid[:-1]  # (T-1, P, 17)
+    change = np.abs(normalized[1:] - normalized[:-1]).sum(-1)  # (T-1, P, 17)
+    per_frame = np.where(both.sum(-1) >= 5, (change * both).sum(-1) / np.maximum(both.sum(-1), 1), 0.0)
+    return per_frame.sum(0) / max(len(keypoints), 1)
+
+
+def rank_dancers(
+    keypoints: np.ndarray, mask: np.ndarray, keep: int, min_confidence: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The ``keep`` slots that dance most, first (``dancing_scores``; ties: more frames seen, then the earlier
+    slot): (keypoints (T, keep, 17, 3), mask (T, keep), the scores in the new order)."""
+    scores = dancing_scores(keypoints, mask, min_confidence)
+    seen = mask.sum(0)
+    order = sorted(range(mask.shape[1]), key=lambda p: (-scores[p], -seen[p], p))[:keep]
+    return keypoints[:, order], mask[:, order], scores[order]
+
+
 def track_sequence(
     frames_people: list[list[tuple[np.ndarray, float]]], max_persons: int, max_age: int = 15
 ) -> tuple[np.ndarray, np.ndarray]:

@@ -18,17 +18,26 @@ import numpy as np
 from ..batch import DataError, read_npz
 
 CROPS = ("none", "dancers")
+BACKGROUNDS = ("keep", "dim", "blur")  # what becomes of the pixels outside the tracked persons' boxes
 
 
-def crop_params(crop: str, size: int, margin: float) -> dict:
-    """The parameters a crop adds to a stage's sidecar (nothing for ``none``, so existing outputs stay valid)."""
+def crop_params(crop: str, size: int, margin: float, background: str = "keep") -> dict:
+    """The parameters a crop (and a background suppression) adds to a stage's sidecar (nothing for ``none`` and
+    ``keep``, so existing outputs stay valid)."""
     if crop not in CROPS:
         raise ValueError(f"crop must be one of {', '.join(CROPS)}, not {crop!r}")
+    if background not in BACKGROUNDS:
+        raise ValueError(f"background must be one of {', '.join(BACKGROUNDS)}, not {background!r}")
+    extra = {}
+    if background != "keep":
+        if not 0 <= margin <= 2:
+            raise ValueError(f"crop margin {margin} (0 to 2) out of range")
+        extra = {"background": background, "crop_margin": float(margin)}
     if crop == "none":
-        return {}
+        return extra
     if size < 8 or not 0 <= margin <= 2:
         raise ValueError(f"crop size {size} (at least 8) or margin {margin} (0 to 2) out of range")
-    return {"crop": crop, "crop_size": int(size), "crop_margin": float(margin)}
+    return {"crop": crop, "crop_size": int(size), "crop_margin": float(margin), **extra}
 
 
 def dancer_windows(
@@ -97,6 +106,44 @@ def read_dancer_windows(pose_dir: Path, video, *, margin: float) -> np.ndarray:
         video.height,
         margin=margin,
     )
+
+
+def dancer_boxes(pose_dir: Path, video, *, margin: float) -> list[np.ndarray]:
+    """Per source frame, the tracked persons' boxes (N, 4) widened by ``margin`` per side (source pixels): those
+    of the latest pose frame at or before it (pose may run on every n-th frame); none before anybody is found."""
+    path = pose_dir / f"{video.video_id}.npz"
+    if not path.is_file():
+        raise DataError(path, f"--background needs the video's pose (run bin/preprocess pose first): {video.video_id}")
+    pose = read_npz(path)
+    at = {}
+    for t, index in enumerate(np.asarray(pose["frame_indices"]).tolist()):
+        b = pose["boxes"][t][pose["mask"][t].astype(bool)].astype(np.float64)
+        pad = np.maximum(b[:, 2] - b[:, 0], b[:, 3] - b[:, 1])[:, None] * margin
+        at[index] = b + np.concatenate([-pad, -pad, pad, pad], 1)
+    out, last = [], np.zeros((0, 4))
+    for t in range(video.frame_count):
+        last = at.get(t, last)
+        out.append(last)
+    return out
+
+
+def suppress_background(image: np.ndarray, boxes: np.ndarray, scale: tuple[float, float], mode: str) -> np.ndarray:
+    """``image`` with the pixels outside ``boxes`` (source pixels; the image is the source resized by ``scale``)
+    dimmed to a quarter of their brightness or blurred beyond recognition (a Gaussian of a sixth of the shorter
+    side): the venue, the crowd and the lighting rig, which RGB networks learn instead of the dance, fade. With
+    nobody found the whole frame is kept."""
+    if mode == "keep" or not len(boxes):
+        return image
+    h, w = image.shape[:2]
+    inside = np.zeros((h, w), bool)
+    for x0, y0, x1, y1 in boxes * np.array([scale[0], scale[1], scale[0], scale[1]]):
+        inside[max(int(y0), 0) : max(int(np.ceil(y1)), 0), max(int(x0), 0) : max(int(np.ceil(x1)), 0)] = True
+    if mode == "dim":
+        faded = (image.astype(np.uint16) // 4).astype(np.uint8)
+    else:
+        sigma = max(min(h, w) / 6, 1.0)
+        faded = cv2.GaussianBlur(image, (0, 0), sigma)
+    return np.where(inside[..., None], image, faded)
 
 
 def crop_to_window(image: np.ndarray, window: np.ndarray, scale: tuple[float, float], size: int) -> np.ndarray:

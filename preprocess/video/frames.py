@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, ClassVar
 import numpy as np
 
 from ..batch import DataError, NpyStreamWriter, StageOutput, Task, atomic_path, check_npy, write_sidecar
-from .crop import crop_inputs, crop_params, crop_to_window, read_dancer_windows
+from .crop import crop_inputs, crop_params, crop_to_window, dancer_boxes, read_dancer_windows, suppress_background
 from .reader import Resize, Sampling, prefetch, read_frames
 
 if TYPE_CHECKING:
@@ -49,28 +49,39 @@ class FramesInfo(StageOutput):
 
 
 def frames_params(
-    *, resize: str = "short:128", step: int = 1, crop: str = "none", crop_size: int = 128, crop_margin: float = 0.15
+    *,
+    resize: str = "short:128",
+    step: int = 1,
+    crop: str = "none",
+    crop_size: int = 128,
+    crop_margin: float = 0.15,
+    background: str = "keep",
 ) -> dict:
     """With ``crop="dancers"`` every frame is the dancers' window (``crop.py``, from WORK/pose) resized to
-    crop_size × crop_size, taken from the frame resized by ``resize``."""
+    crop_size × crop_size, taken from the frame resized by ``resize``; with ``background`` dim or blur, the pixels
+    outside the tracked persons' boxes (widened by ``crop_margin``) are dimmed or blurred first."""
     if step < 1:
         raise ValueError(f"step must be at least 1, not {step}")
     return {
         "version": FRAMES_VERSION,
         "resize": str(Resize.parse(resize)),
         "step": step,
-        **crop_params(crop, crop_size, crop_margin),
+        **crop_params(crop, crop_size, crop_margin, background),
     }
 
 
 def cache_video_frames(video: VideoRecord, out_dir: Path, params: dict) -> int:
     resize = Resize.parse(params["resize"])
     width, height = resize.output_size(video.width, video.height)
-    windows, inputs = None, {}
+    windows, boxes, inputs = None, None, {}
+    scale = (width / video.width, height / video.height)
+    background = params.get("background", "keep")
+    if params.get("crop") == "dancers" or background != "keep":
+        inputs = crop_inputs(out_dir, video.video_id)  # the pose file the windows and boxes come from
+    if background != "keep":
+        boxes = dancer_boxes(out_dir.parent / "pose", video, margin=params["crop_margin"])
     if params.get("crop") == "dancers":
-        inputs = crop_inputs(out_dir, video.video_id)  # the pose file the windows come from
         windows = read_dancer_windows(out_dir.parent / "pose", video, margin=params["crop_margin"])
-        scale = (width / video.width, height / video.height)
         width = height = params["crop_size"]
     sampling = Sampling(step=params["step"])
     count = sampling.expected_count(video.frame_count)
@@ -81,6 +92,8 @@ def cache_video_frames(video: VideoRecord, out_dir: Path, params: dict) -> int:
             if len(indices) >= count:
                 raise DataError(video.source, f"more frames decode than the manifest's {video.frame_count}")
             image = frame.image
+            if boxes is not None:
+                image = suppress_background(image, boxes[min(frame.index, len(boxes) - 1)], scale, background)
             if windows is not None:
                 image = crop_to_window(image, windows[min(frame.index, len(windows) - 1)], scale, width)
             out.write(image)
@@ -106,7 +119,7 @@ def verify_frames(data: Path, sidecar: dict) -> str | None:
 
 
 def frames_task(params: dict) -> Task:
-    inputs = crop_inputs if params.get("crop") == "dancers" else None
+    inputs = crop_inputs if params.get("crop") == "dancers" or params.get("background", "keep") != "keep" else None
     return Task(
         name="frames", params=params, run=cache_video_frames, data_suffix=".npy", verify=verify_frames, inputs=inputs
     )
