@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from preprocess import DataError, load_manifest
-from preprocess.batch import atomic_path, read_json, write_json, write_text
+from preprocess.batch import atomic_path, folder_lock, read_json, write_json, write_text
 
 from .metrics import classification_metrics
 from .sampling import reference_fps
@@ -153,7 +153,14 @@ def fold_work(work: Path, folder: Path, splits: dict[str, str]) -> Path:
     return folder
 
 
-def crossval(
+def crossval(config: dict, **options) -> dict:
+    """Cross-validate ``config['stream']`` over group folds of WORK (see ``_crossval`` and the module), one
+    bin/crossval per RUN at a time."""
+    with folder_lock(config["run"], "bin/crossval"):
+        return _crossval(config, **options)
+
+
+def _crossval(
     config: dict,
     *,
     folds: int,

@@ -9,7 +9,9 @@ state, written atomically after every epoch, and the data order and augmentation
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import io
 import json
 import os
 import random
@@ -26,7 +28,7 @@ from torch.utils.data import DataLoader
 from torch.utils.data.distributed import DistributedSampler
 
 from preprocess import DataError, load_manifest
-from preprocess.batch import atomic_path, write_json, write_text
+from preprocess.batch import atomic_path, folder_lock, write_json, write_text
 
 from .checkpoints import (
     cached_download,
@@ -215,8 +217,13 @@ def manifest_digest(work: str | Path) -> str:
 
 
 def _save_checkpoint(path: Path, **state) -> None:
+    # Serialised in memory, then written as plain bytes: torch.save writing to a full disk fails deep in its zip
+    # writer ("unexpected pos"), naming neither the file nor the cause; a plain write raises ENOSPC, which
+    # atomic_path reports as "RUN/last.pt: cannot write: no space left on device" (nothing of the old file lost).
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
     with atomic_path(path, suffix=".pt") as tmp:
-        torch.save(state, tmp)
+        tmp.write_bytes(buffer.getbuffer())
 
 
 def _make_optimizer(config, params):
@@ -567,54 +574,56 @@ def train(config: dict, log=print, *, on_epoch=None, splits=("val", "test"), giv
     config = prepare_config(config, given=given)
     rank, world, device = _distributed(config)
     run, work = Path(config["run"]), Path(config["work"])
-    torch.manual_seed(config["seed"])
-    np.random.seed(config["seed"])
-    train_set = create_dataset(
-        config, work, "train", train=True, seed=config["seed"], video_ids=training_ids(config, log)
-    )
-    # A small training set is gone over several times per epoch, so that an epoch is enough optimiser steps for
-    # the schedule and early stopping to mean something (24 videos at batch 16 would be one step).
-    train_set.repeats = max(1, -(-config["min_epoch_clips"] // len(train_set.videos)))
-    val_set = create_dataset(config, work, "val", train=False, views=config["views"])
-    if hasattr(train_set, "input_dim"):  # feature sequences: the width of the cached features (+ pose)
-        config["input_features"] = train_set.input_dim
-    training = build(config, train_set, device, log)
-    if rank == 0:
-        run.mkdir(parents=True, exist_ok=True)
-    data_digest = manifest_digest(work)
-    resume(run / "last.pt", config, training, data_digest, log)
-    if rank == 0:
-        write_json(run / "config.json", config)
-    loader = training_loader(train_set, config, rank, world)
-    fit(
-        config,
-        training,
-        loader,
-        val_set,
-        device,
-        rank=rank,
-        world=world,
-        data_digest=data_digest,
-        log=log,
-        on_epoch=on_epoch,
-    )
-    result = {}
-    if rank == 0:
-        name = spec_of(config).fusion_name
-        plot_curves(
-            training.history,
-            run / "training_curves.png",
-            f"{name} stream, run {run.name}: training and validation by epoch",
-            best_epoch=training.state["best_epoch"],
-            stopped_early=training.state["epoch"] < config["epochs"],
+    # one training per RUN at a time (rank 0 holds the lock: the other ranks of a DDP job write nothing there)
+    with folder_lock(run, "bin/train") if rank == 0 else contextlib.nullcontext():
+        torch.manual_seed(config["seed"])
+        np.random.seed(config["seed"])
+        train_set = create_dataset(
+            config, work, "train", train=True, seed=config["seed"], video_ids=training_ids(config, log)
         )
-        result = score(config, training.model, val_set, device, splits, log)
-        shown, best = splits[-1], training.state["best_epoch"]
-        log(
-            f"{config['stream']}: best epoch {best}, {shown} top-1 {result[shown]['top1']:.3f}, "
-            f"macro-F1 {result[shown]['macro_f1']:.3f} (chance {1 / len(train_set.classes):.3f}); scores in {run}"
+        # A small training set is gone over several times per epoch, so that an epoch is enough optimiser steps for
+        # the schedule and early stopping to mean something (24 videos at batch 16 would be one step).
+        train_set.repeats = max(1, -(-config["min_epoch_clips"] // len(train_set.videos)))
+        val_set = create_dataset(config, work, "val", train=False, views=config["views"])
+        if hasattr(train_set, "input_dim"):  # feature sequences: the width of the cached features (+ pose)
+            config["input_features"] = train_set.input_dim
+        training = build(config, train_set, device, log)
+        if rank == 0:
+            run.mkdir(parents=True, exist_ok=True)
+        data_digest = manifest_digest(work)
+        resume(run / "last.pt", config, training, data_digest, log)
+        if rank == 0:
+            write_json(run / "config.json", config)
+        loader = training_loader(train_set, config, rank, world)
+        fit(
+            config,
+            training,
+            loader,
+            val_set,
+            device,
+            rank=rank,
+            world=world,
+            data_digest=data_digest,
+            log=log,
+            on_epoch=on_epoch,
         )
-    if world > 1:
-        dist.barrier()
-        dist.destroy_process_group()
-    return result
+        result = {}
+        if rank == 0:
+            name = spec_of(config).fusion_name
+            plot_curves(
+                training.history,
+                run / "training_curves.png",
+                f"{name} stream, run {run.name}: training and validation by epoch",
+                best_epoch=training.state["best_epoch"],
+                stopped_early=training.state["epoch"] < config["epochs"],
+            )
+            result = score(config, training.model, val_set, device, splits, log)
+            shown, best = splits[-1], training.state["best_epoch"]
+            log(
+                f"{config['stream']}: best epoch {best}, {shown} top-1 {result[shown]['top1']:.3f}, "
+                f"macro-F1 {result[shown]['macro_f1']:.3f} (chance {1 / len(train_set.classes):.3f}); scores in {run}"
+            )
+        if world > 1:
+            dist.barrier()
+            dist.destroy_process_group()
+        return result

@@ -21,7 +21,7 @@ import shlex
 import warnings
 from pathlib import Path
 
-from preprocess.batch import write_json, write_text
+from preprocess.batch import folder_lock, write_json, write_text
 
 from .registry import DEFAULTS
 from .train import train
@@ -83,7 +83,14 @@ def command_line(stream: str, work: str, run: str, options: dict) -> str:
     return shlex.join(words)
 
 
-def tune(
+def tune(stream: str, work: str, out: str, **options) -> dict:
+    """Run (or continue) the study in OUT (see ``_tune``), one bin/tune per OUT at a time: the lock also proves
+    that a trial the study lists as running was left by a killed process."""
+    with folder_lock(out, "bin/tune"):
+        return _tune(stream, work, out, **options)
+
+
+def _tune(
     stream: str,
     work: str,
     out: str,
@@ -124,6 +131,17 @@ def tune(
         # no pruning before 3 trials have finished or before a trial's 2nd epoch: early epochs are noisy
         pruner=optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=2),
     )
+    # A continued study: its sampler's stream goes on from the trials it already has (the same seed in every
+    # process would propose trial 0's parameters again), and a trial still marked running was left by a killed
+    # process (we hold the folder's lock): it is marked failed and its parameters are tried again first, as an
+    # uninterrupted study would have finished them.
+    before = study.get_trials(deepcopy=False)
+    study.sampler = optuna.samplers.TPESampler(seed=seed + len(before))
+    for trial in before:
+        if trial.state == TrialState.RUNNING:
+            study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+            study.enqueue_trial(trial.params)
+            log(f"trial {trial.number} was left running by a killed process: marked failed, its parameters retried")
     fixed = {**(options or {}), "stream": stream, "work": str(Path(work).resolve())}
 
     def objective(trial) -> float:

@@ -27,15 +27,27 @@ def test_tune_runs_three_trials_then_resumes_and_never_scores_test(tiny_work, tm
     assert (out / "study.png").stat().st_size > 10_000
     values = {line.split(":")[0]: line for line in first.stdout.splitlines() if line.startswith("trial ")}
     assert len(values) == 3
-    # rerunning continues the same study: three trials kept, one more run
-    second = run_bin("tune", "pose", tiny_work, out, "--trials", "4", *FAST)
+    # a process killed mid-trial leaves it "running" (here: a trial asked for and never told)
+    import optuna
+
+    from streams.tune import suggest
+
+    study = optuna.load_study(study_name="pose", storage=f"sqlite:///{out / 'study.db'}")
+    killed = study.ask()
+    suggest(killed, "pose")
+    # rerunning continues the same study: three trials kept, the killed one's parameters first, then one more
+    second = run_bin("tune", "pose", tiny_work, out, "--trials", "5", *FAST)
     assert second.returncode == 0, second.stderr
-    assert "3 trials finished, running up to 4" in second.stdout
+    assert "3 trials finished, running up to 5" in second.stdout
+    assert "trial 3 was left running by a killed process: marked failed, its parameters retried" in second.stdout
     again = json.loads((out / "best.json").read_text())
-    assert again["trials"]["complete"] + again["trials"]["pruned"] == 4
-    assert [line for line in second.stdout.splitlines() if line.startswith("trial ")][0].startswith("trial 3:")
-    trials = sorted((out / "trials").iterdir())
-    assert len(trials) == 4 and all((t / "scores_val.npz").is_file() for t in trials)
+    assert again["trials"]["complete"] + again["trials"]["pruned"] == 5 and again["trials"].get("running", 0) == 0
+    assert [line for line in second.stdout.splitlines() if line.startswith("trial ")][1].startswith("trial 4:")
+    trials = {t.number: t for t in optuna.load_study(study_name="pose", storage=f"sqlite:///{out / 'study.db'}").trials}
+    assert trials[4].params == killed.params  # retried as an uninterrupted study would have finished it
+    assert trials[5].params != trials[0].params  # the sampler goes on; it does not restart at trial 0's draw
+    ran = sorted((out / "trials").iterdir())
+    assert len(ran) == 5 and all((t / "scores_val.npz").is_file() for t in ran)
     assert not list((out / "trials").glob("*/scores_test.*"))  # test is never scored
 
 

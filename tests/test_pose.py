@@ -200,21 +200,32 @@ def test_onnx_pose_finds_couples_on_synthetic_ground_truth(tiny_synth, tmp_path)
     assert np.mean(list(scores.values())) >= 0.6
 
 
-def test_movenet_pose_finds_couples_on_synthetic_ground_truth(tiny_synth, tmp_path):
+def test_movenet_pose_finds_couples_on_synthetic_ground_truth(tiny_synth, tiny_work, tmp_path):
+    import dataclasses
+
+    from preprocess.dataset import load_manifest
+
     model = shared_asset("models/movenet_multipose_lightning_256.onnx")
     pytest.importorskip("onnxruntime", reason="onnxruntime is not installed")
-    run_bin(
-        "preprocess", "pose", tiny_synth / "dataset.csv", tmp_path, "--backend", "movenet", "--model", model,
-        "--workers", "2", check=True,
-    )  # fmt: skip
     info = json.loads((tiny_synth / "synth.json").read_text())
-    pose = load_pose(tmp_path, info["clips"][0]["id"])
+    clips = list({c["style"]: c for c in info["clips"]}.values())  # one clip per style: solo, couples, a group
+    manifest = load_manifest(tiny_work)
+    ids = {c["id"] for c in clips}
+    work = tmp_path / "work"
+    dataclasses.replace(manifest, videos=[v for v in manifest.videos if v.video_id in ids]).save(work)
+    run_bin("preprocess", "pose", work, work, "--backend", "movenet", "--model", model, "--workers", "2", check=True)
+    pose = load_pose(work, clips[0]["id"])
     assert pose["keypoints"].shape[1:] == (4, 17, 3) and np.abs(pose["normalized"]).max() <= 1
-    sidecar = json.loads((tmp_path / "pose" / f"{info['clips'][0]['id']}.json").read_text())
-    assert sidecar["params"]["backend"] == "movenet"
-    scores = _pck_by_style(tiny_synth, tmp_path)
+    sidecar = json.loads((work / "pose" / f"{clips[0]['id']}.json").read_text())
+    assert sidecar["params"]["backend"] == "movenet" and sidecar["params"]["rank"] == "dancing"
+    scores = {}
+    for clip in clips:
+        truth = read_npz(tiny_synth / clip["groundtruth"])["keypoints"]
+        found = load_pose(work, clip["id"])
+        correct, total = pck(found["keypoints"], found["mask"], truth)
+        scores[clip["style"]] = correct / total
     print("MoveNet PCK@0.2 by style", {s: round(v, 2) for s, v in scores.items()})
-    assert np.mean(list(scores.values())) >= 0.6  # 0.73 on 2026-12-02, as the YOLO-pose file
+    assert len(scores) == 10 and np.mean(list(scores.values())) >= 0.6  # 0.73 on all 30 clips, 2026-12-02
 
 
 def test_movenet_model_is_found_or_named(tmp_path, monkeypatch):

@@ -151,3 +151,75 @@ def test_export_flow_replaces_a_linked_folder_and_writes_nothing_outside(tiny_wo
     assert result.returncode == 0, result.stderr
     assert list(outside.iterdir()) == [] and (out / video).is_dir() and not (out / video).is_symlink()
     assert (out / video / "flow_x_00001.jpg").is_file()
+
+
+def test_a_checkpoint_that_cannot_be_written_is_a_named_error_and_the_old_one_stays(tmp_path):
+    # a file-size limit stands in for a full disk (both fail the write with an errno: EFBIG, ENOSPC)
+    import subprocess
+    import sys
+    import textwrap
+
+    path = tmp_path / "last.pt"
+    path.write_bytes(b"the previous checkpoint")
+    script = textwrap.dedent(f"""
+        import resource, signal, sys, torch
+        sys.path.insert(0, {str(os.getcwd())!r})
+        from preprocess.batch import DataError
+        from streams.train import _save_checkpoint
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 16, resource.RLIM_INFINITY))
+        try:
+            _save_checkpoint(__import__("pathlib").Path({str(path)!r}), model={{"w": torch.zeros(1 << 16)}})
+        except DataError as err:
+            print(err)
+    """)
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=os.getcwd())
+    assert f"{path}: cannot write: file too large" in result.stdout, result.stdout + result.stderr
+    assert path.read_bytes() == b"the previous checkpoint"
+    assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]  # no partial file left
+
+
+def test_sigterm_unwinds_the_scratch_folder_as_bin_classify_holds_it(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import textwrap
+    import time
+
+    script = textwrap.dedent(f"""
+        import sys, tempfile, time
+        sys.path.insert(0, {os.getcwd()!r})
+        from preprocess.batch import exit_on_terminate
+        exit_on_terminate()
+        with tempfile.TemporaryDirectory(prefix="classify-", dir={str(tmp_path)!r}) as scratch:
+            open(scratch + "/frames.npy", "wb").write(bytes(1000))
+            print(scratch, flush=True)
+            time.sleep(60)
+    """)
+    process = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    scratch = process.stdout.readline().strip()
+    assert os.path.isdir(scratch)
+    process.send_signal(signal.SIGTERM)
+    started = time.monotonic()
+    assert process.wait(timeout=30) == 128 + signal.SIGTERM and time.monotonic() - started < 10
+    assert not os.path.exists(scratch) and list(tmp_path.iterdir()) == []
+
+
+def test_a_second_training_of_one_run_is_refused_while_the_first_holds_it(tiny_work, tmp_path):
+    from preprocess.batch import folder_lock
+
+    run = tmp_path / "run"
+    with folder_lock(run, "bin/train"):
+        with (
+            pytest.raises(DataError, match=r"bin/train \(pid \d+\) is writing this folder"),
+            folder_lock(run, "bin/train"),
+        ):
+            pass
+        with folder_lock(run, "bin/crossval"):  # another command's lock: crossval writes other files of RUN
+            pass
+        result = run_bin("train", "pose", tiny_work, run, "--epochs", "1", "--min-epoch-clips", "1")
+        assert result.returncode == 1 and "Traceback" not in result.stderr
+        assert f"{run}: bin/train (pid {os.getpid()}) is writing this folder" in result.stderr
+        assert not (run / "config.json").exists()
+    with folder_lock(run, "bin/train"):  # released with the block (and with the process, whatever ends it)
+        pass

@@ -11,7 +11,7 @@
     errors.py    DataError: "<path>: <problem>", shown without a traceback
 """
 
-from .errors import DataError, one_line_errors
+from .errors import DataError, exit_on_terminate, one_line_errors
 from .pool import map_surviving_crashes, process_pool
 from .progress import Progress
 from .runner import (
@@ -33,6 +33,7 @@ from .storage import (
     atomic_path,
     check_npy,
     check_npz,
+    folder_lock,
     read_json,
     read_npz,
     remove_partials,
@@ -42,6 +43,8 @@ from .storage import (
 )
 
 __all__ = [
+    "folder_lock",
+    "exit_on_terminate",
     "DataError",
     "NpyStreamWriter",
     "Progress",

@@ -28,3 +28,17 @@ def one_line_errors(command):
             raise click.ClickException(str(err)) from None
 
     return wrapper
+
+
+def exit_on_terminate() -> None:
+    """Make SIGTERM and SIGHUP (a scheduler's stop, a closed terminal) end the command as an exception would, so
+    that ``with`` blocks unwind: temporary folders are removed and atomic writes abandoned, instead of the process
+    vanishing with its scratch left behind. The exit status is 128 + the signal's number, as the shell reports."""
+    import signal
+
+    def stop(signum, frame):
+        raise SystemExit(128 + signum)
+
+    for name in ("SIGTERM", "SIGHUP"):
+        if hasattr(signal, name):
+            signal.signal(getattr(signal, name), stop)

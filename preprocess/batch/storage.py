@@ -171,3 +171,34 @@ class NpyStreamWriter:
             self.close()
         else:
             self.handle.close()
+
+
+@contextmanager
+def folder_lock(folder: str | os.PathLike, command: str):
+    """Hold ``folder``'s lock for ``command`` (bin/train, bin/crossval, bin/tune) while the block runs: a second
+    command of the same kind on the same folder is refused by name at once instead of both writing it (two
+    trainings of one RUN, the second's config winning). The lock is the operating system's (``flock``), so it is
+    gone with the process, whatever ends it: a killed run never leaves a stale lock."""
+    import fcntl
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f".lock-{command.replace('bin/', '')}"
+    handle = open(path, "a+")  # noqa: SIM115 - held open for the block: the lock lives as long as the handle
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        handle.seek(0)
+        holder = handle.read().strip() or "another process"
+        handle.close()
+        raise DataError(
+            folder, f"{holder} is writing this folder: wait for it to end, or give another folder"
+        ) from None
+    try:
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"{command} (pid {os.getpid()})")
+        handle.flush()
+        yield
+    finally:
+        handle.close()
