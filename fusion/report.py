@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import tempfile
 from datetime import date
 from pathlib import Path
 
@@ -21,6 +23,7 @@ import numpy as np
 
 from preprocess import DataError
 from preprocess.batch import write_json, write_text
+from preprocess.batch.storage import PARTIAL
 from preprocess.dataset import load_manifest
 from streams.metrics import confusion_matrix
 
@@ -121,8 +124,43 @@ def run_ablation(
     them. Validation that shares groups with training flatters whatever those groups have in common (a scene, a
     camera), and every choice made on it leans that way; out-of-fold scores do not."""
     runs = [Path(os.path.abspath(r)) for r in runs]  # fusion.json is read from anywhere: absolute paths
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    final = Path(out)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    for stale in final.parent.glob(f"{PARTIAL}{final.name}.*"):  # left by a killed run
+        shutil.rmtree(stale, ignore_errors=True)
+    # The report is built in a folder beside OUT and swapped in whole: a run killed halfway leaves the previous
+    # report as it was (never ablation.json of one fusion beside fusion.json of another).
+    out = Path(tempfile.mkdtemp(prefix=f"{PARTIAL}{final.name}.", dir=final.parent))
+    try:
+        report = _write_report(runs, out, methods, calibrate, resamples, seed, fit_on)
+    except BaseException:
+        shutil.rmtree(out, ignore_errors=True)
+        raise
+    swap_in(out, final)
+    return report
+
+
+REPORT_FILES = ("ablation.md", "ablation.json", "ablation.csv", "fusion.json", "subsets.png", "confusion_*.png")
+
+
+def swap_in(staged: Path, final: Path) -> None:
+    """Put the staged report folder in place of ``final``. Files of ``final`` that a report does not write (a
+    user's notes) move into the new one; the previous report's own files go with it (a pose-only report keeps no
+    confusion matrix of an earlier three-stream one)."""
+    if final.is_dir():
+        for entry in final.iterdir():
+            ours = any(entry.match(pattern) for pattern in REPORT_FILES)
+            if not ours and not (staged / entry.name).exists():
+                os.replace(entry, staged / entry.name)
+        old = final.with_name(f"{PARTIAL}{final.name}.old-{os.getpid()}")
+        os.replace(final, old)
+        os.replace(staged, final)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(staged, final)
+
+
+def _write_report(runs, out, methods, calibrate, resamples, seed, fit_on) -> dict:
     if fit_on == "auto":
         fit_on = "oof" if all((r / "scores_oof.npz").is_file() for r in runs) else "val"
     if fit_on not in ("oof", "val"):

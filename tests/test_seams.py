@@ -155,26 +155,25 @@ def test_export_flow_replaces_a_linked_folder_and_writes_nothing_outside(tiny_wo
 
 def test_a_checkpoint_that_cannot_be_written_is_a_named_error_and_the_old_one_stays(tmp_path):
     # a file-size limit stands in for a full disk (both fail the write with an errno: EFBIG, ENOSPC)
-    import subprocess
-    import sys
-    import textwrap
+    import resource
+    import signal
+
+    import torch
+
+    from streams.train import _save_checkpoint
 
     path = tmp_path / "last.pt"
     path.write_bytes(b"the previous checkpoint")
-    script = textwrap.dedent(f"""
-        import resource, signal, sys, torch
-        sys.path.insert(0, {str(os.getcwd())!r})
-        from preprocess.batch import DataError
-        from streams.train import _save_checkpoint
-        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-        resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 16, resource.RLIM_INFINITY))
-        try:
-            _save_checkpoint(__import__("pathlib").Path({str(path)!r}), model={{"w": torch.zeros(1 << 16)}})
-        except DataError as err:
-            print(err)
-    """)
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=os.getcwd())
-    assert f"{path}: cannot write: file too large" in result.stdout, result.stdout + result.stderr
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 16, hard))
+    try:
+        with pytest.raises(DataError) as caught:
+            _save_checkpoint(path, model={"w": torch.zeros(1 << 16)})
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+        signal.signal(signal.SIGXFSZ, handler)
+    assert str(caught.value) == f"{path}: cannot write: file too large"
     assert path.read_bytes() == b"the previous checkpoint"
     assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]  # no partial file left
 
@@ -217,9 +216,48 @@ def test_a_second_training_of_one_run_is_refused_while_the_first_holds_it(tiny_w
             pass
         with folder_lock(run, "bin/crossval"):  # another command's lock: crossval writes other files of RUN
             pass
-        result = run_bin("train", "pose", tiny_work, run, "--epochs", "1", "--min-epoch-clips", "1")
-        assert result.returncode == 1 and "Traceback" not in result.stderr
-        assert f"{run}: bin/train (pid {os.getpid()}) is writing this folder" in result.stderr
+        from streams.train import train
+
+        config = {"stream": "pose", "work": str(tiny_work), "run": str(run), "epochs": 1, "min_epoch_clips": 1}
+        with pytest.raises(DataError, match=rf"{run}: bin/train \(pid {os.getpid()}\) is writing this folder"):
+            train(config, log=lambda *_: None)
         assert not (run / "config.json").exists()
     with folder_lock(run, "bin/train"):  # released with the block (and with the process, whatever ends it)
         pass
+
+
+def test_a_fuse_killed_halfway_leaves_the_previous_report_whole(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from test_fusion import make_runs
+
+    runs = make_runs(tmp_path / "runs")
+    report = tmp_path / "report"
+    (report).mkdir()
+    (report / "notes.txt").write_text("mine")
+    run_ablation([runs[0]], report, resamples=200)
+    before = {p.name: p.read_bytes() for p in report.iterdir()}
+    assert json.loads((report / "ablation.json").read_text())["streams"] == ["rgb"] and "notes.txt" in before
+    assert "confusion_rgb.png" in before
+    process = subprocess.Popen(
+        [sys.executable, "bin/fuse", *map(str, runs), "--out", str(report), "--bootstrap", "20000"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    deadline = time.monotonic() + 60
+    while not list(tmp_path.glob(".partial.report.*")) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.5)  # midway through the three-stream report
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert list(tmp_path.glob(".partial.report.*")), "the command ended before it could be killed"
+    assert {p.name: p.read_bytes() for p in report.iterdir()} == before  # untouched, whole
+    # the next run clears what the killed one left and swaps its report in whole, the user's file kept
+    run_ablation(runs[1:], report, resamples=200, methods=("mean", "weighted"))
+    assert not list(tmp_path.glob(".partial.report.*"))
+    assert json.loads((report / "ablation.json").read_text())["streams"] == ["flow", "pose"]
+    assert sorted(json.loads((report / "fusion.json").read_text())["runs"]) == ["flow", "pose"]
+    assert not (report / "confusion_rgb.png").exists()  # nothing of the previous report left in the new one
+    assert (report / "notes.txt").read_text() == "mine"
