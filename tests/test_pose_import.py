@@ -139,7 +139,8 @@ def test_import_reports_bad_files_and_unknown_videos(truth, tmp_path):
     (tmp_path / "src" / "nosuchvideo_0_1.json").write_text("[]")
     (tmp_path / "src" / f"{video_id}_2.json").write_text("[]")
     result = run_bin("preprocess", "import-pose", "letsdance", tmp_path / "src", work / "manifest.json", tmp_path / "w")
-    assert result.returncode == 0 and "Traceback" not in result.stderr
+    assert result.returncode == 1 and "Traceback" not in result.stderr  # imported what it could, listed the rest
+    assert "import-pose: 1 videos imported" in result.stdout
     assert f"{video_id}_1.json: unreadable JSON" in result.stderr
     assert "'nosuchvideo_0' is not in the manifest" in result.stderr
 
@@ -163,7 +164,7 @@ def test_imported_frames_are_placed_by_number_never_shifted_by_a_guess(truth, tm
         (folder / f"{video_id}_{t:012d}_keypoints.json").write_text(json.dumps({"people": people}))
     out = tmp_path / "work"
     result = run_bin("preprocess", "import-pose", "openpose", tmp_path / "openpose", work / "manifest.json", out)
-    assert result.returncode == 0 and "Traceback" not in result.stderr
+    assert result.returncode == 1 and "Traceback" not in result.stderr  # a frame past the end is a problem
     assert f"has no frame {10**12}" in result.stderr
     pose = load_pose(out, video_id)
     assert pose["keypoints"].shape[0] == kp.shape[0] and not pose["mask"][0].any()  # the gap stays a gap
@@ -200,3 +201,36 @@ def test_frame_image_videos_take_skeletons_by_frame_file_name(tmp_path):
     assert pose["mask"].sum(1).tolist() == [0, 1, 0, 1, 1]
     placed = [float(pose["keypoints"][t][pose["mask"][t]][0, 0, 0]) for t in (1, 3, 4)]
     assert placed == [4.0, 6.0, 7.0]
+
+
+def test_coco_records_that_match_nothing_or_twice_are_problems_and_fail_the_command(truth, tmp_path):
+    work, gt = truth
+    video_id, kp = next(iter(gt.items()))
+    person = np.where(kp[0, 0, :, 2:] > 0, kp[0, 0], 0).ravel().tolist()
+    images = [
+        {"id": 1, "file_name": f"{video_id}/00000.jpg"},
+        {"id": 1, "file_name": f"{video_id}/00001.jpg"},  # the same id again
+        {"id": 2, "file_name": f"{video_id}/00002.jpg"},
+        {"id": 3, "file_name": f"{video_id}/00002.jpg"},  # the same frame again
+    ]
+    annotations = [
+        {"id": 10, "image_id": 1, "category_id": 1, "keypoints": person},
+        {"id": 11, "image_id": 99, "category_id": 1, "keypoints": person},  # no such image
+    ]
+    coco = tmp_path / "coco.json"
+    coco.write_text(json.dumps({"images": images, "annotations": annotations}))
+    result = run_bin("preprocess", "import-pose", "coco", coco, work / "manifest.json", tmp_path / "w")
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "image id 1 is used twice: its second record skipped" in result.stderr
+    assert f"image 3 names {video_id!r} frame 2 as another does: skipped" in result.stderr
+    assert "annotation 11 names image 99, which no image record has: skipped" in result.stderr
+    assert "import-pose: 1 videos imported" in result.stdout and "3 problems" in result.stdout
+    pose = load_pose(tmp_path / "w", video_id)
+    assert pose["mask"][0].any() and not pose["mask"][1].any()  # frame 1's record was the duplicate id
+
+    # every frame past the video's end: not "imported" with an empty skeleton
+    past = [{"id": 1, "file_name": f"{video_id}/{10**6:05d}.jpg"}]
+    coco.write_text(json.dumps({"images": past, "annotations": [{**annotations[0], "image_id": 1}]}))
+    result = run_bin("preprocess", "import-pose", "coco", coco, work / "manifest.json", tmp_path / "w2")
+    assert result.returncode == 1 and f"video {video_id!r}: none of its frames is in the video" in result.stderr
+    assert not (tmp_path / "w2" / "pose" / f"{video_id}.npz").exists()

@@ -164,7 +164,7 @@ def read_coco(path: Path, problems: list[str], images_file: Path | None = None) 
         raise DataError(path, "not a COCO keypoint file (expected images + annotations, or a results list)")
     if not isinstance(images, list):
         raise DataError(images_file or path, "not a COCO keypoint file ('images' is not a list)")
-    where = {}
+    where, unplaced, taken = {}, set(), set()
     for n, image in enumerate(images):
         try:
             place = _video_and_frame(str(image.get("file_name", "")))
@@ -177,14 +177,33 @@ def read_coco(path: Path, problems: list[str], images_file: Path | None = None) 
                 f"{path}: image {image.get('file_name')!r} does not name <video_id>/<frame> or "
                 "<ytid>_<clipstart>_<frame>"
             )
+            unplaced.add(image_id)
+            continue
+        if image_id in where or image_id in unplaced:
+            problems.append(f"{images_file or path}: image id {image_id!r} is used twice: its second record skipped")
+            continue
+        if place in taken:
+            problems.append(
+                f"{images_file or path}: image {image_id!r} names {place[0]!r} frame {place[1]} as another does: "
+                "skipped"
+            )
             continue
         where[image_id] = place
+        taken.add(place)
     out: Frames = defaultdict(dict)
     for video, frame in where.values():
         out[video].setdefault(frame, [])  # an image with nobody annotated is an empty frame, not a missing one
     for n, ann in enumerate(annotations):
         try:
-            if ann.get("category_id", 1) != 1 or ann.get("image_id") not in where:
+            if ann.get("category_id", 1) != 1:
+                continue
+            if ann.get("image_id") not in where:
+                if ann.get("image_id") not in unplaced:  # (an unplaced image was reported already)
+                    what = ann.get("id", n)
+                    problems.append(
+                        f"{path}: annotation {what} names image {ann.get('image_id')!r}, which no image record has: "
+                        "skipped"
+                    )
                 continue
             kp = np.asarray(ann["keypoints"], dtype=np.float32).reshape(17, 3)
             score = float(ann.get("score", 1.0))
@@ -274,6 +293,7 @@ def import_pose(
         count = video.frame_count
         index_of = _frame_indices(video, first_frame)
         per_frame: list[list] = [[] for _ in range(count)]
+        placed = 0
         for number in sorted(frames[video_id]):
             index = index_of(number)
             if index is None:
@@ -283,6 +303,10 @@ def import_pose(
                 )
                 continue
             per_frame[index] = frames[video_id][number]
+            placed += 1
+        if not placed:
+            problems.append(f"{source_path}: video {video_id!r}: none of its frames is in the video: not imported")
+            continue
         keypoints, mask = track_sequence(per_frame, max_persons)
         arrays = assemble(keypoints, mask, np.arange(count), min_keypoint_confidence)
         write_npz(out_dir / f"{video_id}.npz", **arrays)
