@@ -14,6 +14,7 @@ evaluation views, and the fitted fusion (``REPORT/fusion.json`` from ``bin/fuse`
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -145,6 +146,23 @@ def overlay_names(videos: list[str]) -> dict[str, str]:
     return names
 
 
+def new_video_record(index: int, path: str) -> VideoRecord:
+    """The scratch manifest's record of the ``index``-th video given: probed, with an id safe whatever its name
+    holds (a newline, a control character, a leading dot: the file stays as it is, only its id is cleaned), or a
+    one-line error naming it (a URL, a folder, a file that is not a video)."""
+    text = str(path)
+    if re.match(r"^[a-zA-Z][a-zA-Z0-9+.-]*://", text):
+        raise DataError(text, "a URL: bin/classify reads local video files (download it first)")
+    if Path(text).is_dir():
+        raise DataError(text, "a folder, not a video file (give the videos in it)")
+    source = str(Path(text).resolve())
+    info = probe(Source(source))
+    stem = re.sub(r"[^A-Za-z0-9_.+-]", "_", Path(text).stem).lstrip(".") or "video"
+    return VideoRecord(
+        f"v{index:04d}_{stem}", "", "test", None, source, info.frame_count, info.fps, info.width, info.height
+    )
+
+
 def classify(
     videos: list[str], report: str | Path, scratch: str | Path, *, device: str = "auto", workers: int = 1
 ) -> tuple[list[dict], list[str]]:
@@ -156,17 +174,12 @@ def classify(
     records, failures, typed = [], [], {}
     for i, path in enumerate(videos):
         try:
-            info = probe(Source(str(Path(path).resolve())))
+            record = new_video_record(i, path)
         except DataError as err:
             failures.append(str(err))
             continue
-        vid = f"v{i:04d}_{Path(path).stem}"
-        typed[vid] = str(path)
-        records.append(
-            VideoRecord(
-                vid, "", "test", None, str(Path(path).resolve()), info.frame_count, info.fps, info.width, info.height
-            )
-        )
+        typed[record.video_id] = str(path)
+        records.append(record)
     if not records:
         return [], failures
     manifest = Manifest(str(scratch), classes, records)

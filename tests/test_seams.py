@@ -261,3 +261,24 @@ def test_a_fuse_killed_halfway_leaves_the_previous_report_whole(tmp_path):
     assert sorted(json.loads((report / "fusion.json").read_text())["runs"]) == ["flow", "pose"]
     assert not (report / "confusion_rgb.png").exists()  # nothing of the previous report left in the new one
     assert (report / "notes.txt").read_text() == "mine"
+
+
+def test_classify_takes_any_file_name_and_names_folders_and_urls(tiny_synth, tmp_path):
+    import shutil
+
+    from fusion.classify import new_video_record
+    from preprocess import Manifest
+
+    clip = next((tiny_synth / "videos" / "waltz").glob("*.mp4"))
+    odd = tmp_path / "my\nclip\x07.mp4"  # a newline and a bell in a downloaded file's name
+    shutil.copy(clip, odd)
+    hidden = tmp_path / ".hidden.mp4"
+    shutil.copy(clip, hidden)
+    records = [new_video_record(0, str(odd)), new_video_record(1, str(hidden))]
+    assert records[0].video_id == "v0000_my_clip_" and records[0].source == str(odd.resolve())
+    assert records[1].video_id == "v0001_hidden" and records[0].frame_count > 0
+    Manifest(str(tmp_path), ["waltz"], records).save(tmp_path / "scratch")  # ids a manifest accepts
+    with pytest.raises(DataError, match=r"a folder, not a video file"):
+        new_video_record(2, str(tmp_path))
+    with pytest.raises(DataError, match=r"^https://example.com/v.mp4: a URL: bin/classify reads local video files"):
+        new_video_record(3, "https://example.com/v.mp4")
