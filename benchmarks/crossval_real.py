@@ -47,9 +47,23 @@ def models(synthetic_runs: str | None) -> dict[str, dict]:
         "features-pose": {"stream": "features-pose", "head": "lstm", "frames": 16},
         # the ImageNet MobileNetV2 (shared/models or $DANCE_MOBILENET_V2): fine-tuned with partial BN, or frozen
         # (bin/extract-features --preset mobilenet_v2 --pretrained FILE --name mobilenet_v2 first) under a head
-        "rgb-mobilenet": {"stream": "rgb", "preset": "mobilenet_v2", "pretrained": _mobilenet(), "partial_bn": True},
+        # (lr 1e-4: at the default 1e-3 AdamW wrecks the pretrained features in the first epochs: train top-1 stays
+        # at chance, 2026-12-02)
+        "rgb-mobilenet": {
+            "stream": "rgb",
+            "preset": "mobilenet_v2",
+            "pretrained": _mobilenet(),
+            "partial_bn": True,
+            "lr": 1e-4,
+        },
         "rgb-mobilenet-frozen": {"stream": "features", "features": "mobilenet_v2", "head": "lstm", "frames": 16},
-        "flow-mobilenet": {"stream": "flow", "preset": "mobilenet_v2", "pretrained": _mobilenet(), "partial_bn": True},
+        "flow-mobilenet": {
+            "stream": "flow",
+            "preset": "mobilenet_v2",
+            "pretrained": _mobilenet(),
+            "partial_bn": True,
+            "lr": 1e-4,
+        },
     }
     if synthetic_runs:
         for stream in ("rgb", "flow", "pose"):

@@ -47,23 +47,32 @@ def cache_dir() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "dance-streams"
 
 
-def resolve_mediapipe_model(explicit: str | os.PathLike | None = None, *, download: bool = True) -> Path:
-    """--model PATH > $DANCE_POSE_MODEL > shared/models > user cache > download of the official model."""
+def find_model_file(explicit, env: str, name: str) -> tuple[Path | None, list[str]]:
+    """The first of --model PATH > $``env`` > shared/models/``name`` > the user cache that exists, and the places
+    tried; a path the user named (option or variable) that does not exist is an error, not a fall-through."""
     tried = []
     for origin, candidate in (
         ("--model", explicit),
-        (f"${MODEL_ENV}", os.environ.get(MODEL_ENV)),
-        ("shared assets", shared_dir() / "models" / MEDIAPIPE_MODEL_NAME),
-        ("user cache", cache_dir() / MEDIAPIPE_MODEL_NAME),
+        (f"${env}", os.environ.get(env)),
+        ("shared assets", shared_dir() / "models" / name),
+        ("user cache", cache_dir() / name),
     ):
         if not candidate:
             continue
         path = Path(candidate)
         if path.is_file():
-            return path
-        if origin in ("--model", f"${MODEL_ENV}"):
+            return path, tried
+        if origin in ("--model", f"${env}"):
             raise DataError(path, f"pose model given by {origin} does not exist")
         tried.append(str(path))
+    return None, tried
+
+
+def resolve_mediapipe_model(explicit: str | os.PathLike | None = None, *, download: bool = True) -> Path:
+    """--model PATH > $DANCE_POSE_MODEL > shared/models > user cache > download of the official model."""
+    path, tried = find_model_file(explicit, MODEL_ENV, MEDIAPIPE_MODEL_NAME)
+    if path is not None:
+        return path
     target = cache_dir() / MEDIAPIPE_MODEL_NAME
     if download:
         try:
@@ -81,21 +90,9 @@ def resolve_mediapipe_model(explicit: str | os.PathLike | None = None, *, downlo
 def resolve_movenet_model(explicit: str | os.PathLike | None = None) -> Path:
     """--model PATH > $DANCE_MOVENET_MODEL > shared/models > user cache. MoveNet is Apache-2.0, but Google publishes
     it as TFLite/TF.js only: the ONNX conversion is a file the user (or shared/) provides, never downloaded here."""
-    tried = []
-    for origin, candidate in (
-        ("--model", explicit),
-        (f"${MOVENET_MODEL_ENV}", os.environ.get(MOVENET_MODEL_ENV)),
-        ("shared assets", shared_dir() / "models" / MOVENET_MODEL_NAME),
-        ("user cache", cache_dir() / MOVENET_MODEL_NAME),
-    ):
-        if not candidate:
-            continue
-        path = Path(candidate)
-        if path.is_file():
-            return path
-        if origin in ("--model", f"${MOVENET_MODEL_ENV}"):
-            raise DataError(path, f"pose model given by {origin} does not exist")
-        tried.append(str(path))
+    path, tried = find_model_file(explicit, MOVENET_MODEL_ENV, MOVENET_MODEL_NAME)
+    if path is not None:
+        return path
     raise DataError(
         MOVENET_MODEL_NAME,
         f"no MoveNet MultiPose ONNX model: pass --model PATH or set ${MOVENET_MODEL_ENV} "
@@ -209,6 +206,22 @@ class MediaPipePose:
                 landmarker.close()
 
 
+def onnx_session(model_path: str | os.PathLike):
+    """An onnxruntime session on the CPU, one thread (a batch runs one process per core already); a file that is
+    not a loadable model is a named one-line error."""
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        raise DataError("onnxruntime", "is not installed: pip install 'dance-streams[onnx]'") from None
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    options.inter_op_num_threads = 1
+    try:
+        return ort.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])
+    except Exception as err:  # noqa: BLE001 - a foreign file's failure, by name
+        raise DataError(model_path, f"not a loadable ONNX model ({str(err).splitlines()[0][:100]})") from None
+
+
 class OnnxYoloPose:
     input_size = 640
 
@@ -219,14 +232,7 @@ class OnnxYoloPose:
         score_threshold: float = 0.25,
         iou_threshold: float = 0.45,
     ):
-        try:
-            import onnxruntime as ort
-        except ImportError:
-            raise DataError("onnxruntime", "is not installed: pip install 'dance-streams[onnx]'") from None
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = 1  # one process per core already
-        options.inter_op_num_threads = 1
-        self.session = ort.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])
+        self.session = onnx_session(model_path)
         self.input_name = self.session.get_inputs()[0].name
         self.max_persons = max_persons
         self.score_threshold = score_threshold
@@ -280,17 +286,7 @@ class MoveNetMultiPose:
         score_threshold: float = 0.15,
         input_size: int = 256,
     ):
-        try:
-            import onnxruntime as ort
-        except ImportError:
-            raise DataError("onnxruntime", "is not installed: pip install 'dance-streams[onnx]'") from None
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = 1  # one process per core already
-        options.inter_op_num_threads = 1
-        try:
-            self.session = ort.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])
-        except Exception as err:  # noqa: BLE001 - a foreign file's failure, by name
-            raise DataError(model_path, f"not a loadable ONNX model ({str(err).splitlines()[0][:100]})") from None
+        self.session = onnx_session(model_path)
         inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
         if len(inputs) != 1 or inputs[0].type != "tensor(uint8)" or list(outputs[0].shape[-2:]) != [6, 56]:
             raise DataError(model_path, "not a MoveNet MultiPose model (uint8 image in, 1 × 6 × 56 out)")
