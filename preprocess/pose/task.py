@@ -31,7 +31,7 @@ def pose_params(
     step: int = 1,
     resize: str = "none",
     min_keypoint_confidence: float = 0.2,
-    rank: str = "dancing",
+    rank: str = "detection",
 ) -> dict:
     if rank not in RANKINGS:
         raise ValueError(f"rank must be one of {', '.join(RANKINGS)}, not {rank!r}")
@@ -48,13 +48,15 @@ def pose_params(
         "step": step,
         "resize": str(Resize.parse(resize)),
         "min_keypoint_confidence": min_keypoint_confidence,
-        "rank": rank,
+        # recorded only when not the default, so that outputs made before ranking existed stay valid
+        **({"rank": rank} if rank != "detection" else {}),
     }
 
 
-# Slot order: "dancing" tracks up to TRACKED_PER_SLOT times as many people as are kept and keeps those who dance
-# most, first (onlookers of a battle stand still); "detection" keeps the order people were first found in.
-RANKINGS = ("dancing", "detection")
+# Slot order: "detection" keeps the order people were first found in; "dancing" tracks TRACKED_PER_SLOT times as
+# many people as are kept and keeps those who dance most, first (onlookers of a battle stand still). Detection is
+# the default: on unseen street-dance sources MoveNet's pose stream scored 68.2 % with it, 54.5 % ranked (22 clips).
+RANKINGS = ("detection", "dancing")
 TRACKED_PER_SLOT = 2
 
 _MODEL = None  # one pose model per worker process
