@@ -216,7 +216,7 @@ def manifest_digest(work: str | Path) -> str:
     return hashlib.sha256((Path(work) / "manifest.json").read_bytes()).hexdigest()
 
 
-def _save_checkpoint(path: Path, **state) -> None:
+def save_checkpoint(path: Path, **state) -> None:
     # Serialised in memory, then written as plain bytes: torch.save writing to a full disk fails deep in its zip
     # writer ("unexpected pos"), naming neither the file nor the cause; a plain write raises ENOSPC, which
     # atomic_path reports as "RUN/last.pt: cannot write: no space left on device" (nothing of the old file lost).
@@ -512,7 +512,7 @@ def fit(config: dict, run: Training, loader, val_set, device, *, rank, world, da
             improved = metrics["macro_f1"] > state["best_f1"] + 1e-9
             if improved:
                 state.update(best_f1=metrics["macro_f1"], best_epoch=epoch + 1, stale=0)
-                _save_checkpoint(
+                save_checkpoint(
                     folder / "best.pt", model=model.state_dict(), config=json.dumps(config), epoch=epoch + 1
                 )
             else:
@@ -527,7 +527,7 @@ def fit(config: dict, run: Training, loader, val_set, device, *, rank, world, da
                 board = _log_epoch(board, folder, row, epoch + 1)
             if on_epoch is not None:
                 on_epoch(epoch + 1, metrics)
-            _save_checkpoint(
+            save_checkpoint(
                 last,
                 model=model.state_dict(),
                 optimizer=optimizer.state_dict(),

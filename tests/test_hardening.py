@@ -223,7 +223,7 @@ def test_importers_refuse_non_finite_and_absurd_skeletons_by_file(tiny_synth, tm
     write(3, conf=-0.5)
     write(4, raw='{"people": [{"pose_keypoints_2d": [' + ", ".join(['"NaN"', "5", "0.5"] * 25) + "]}]}")
     result = run_bin("preprocess", "import-pose", "openpose", tmp_path / "openpose", work / "manifest.json", work)
-    assert result.returncode == 0 and "Traceback" not in result.stderr
+    assert result.returncode == 1 and "Traceback" not in result.stderr  # the good frames imported, the bad listed
     for frame, why in ((1, "not finite"), (2, "not finite"), (3, "negative confidence"), (4, "not finite")):
         line = next(x for x in result.stderr.splitlines() if f"{frame:012d}_keypoints.json" in x)
         assert why in line, line
@@ -248,7 +248,7 @@ def test_coco_schema_errors_are_named_problems_not_tracebacks(tiny_synth, tmp_pa
     }
     (tmp_path / "coco.json").write_text(json.dumps(coco))
     result = run_bin("preprocess", "import-pose", "coco", tmp_path / "coco.json", work / "manifest.json", work)
-    assert result.returncode == 0 and "Traceback" not in result.stderr
+    assert result.returncode == 1 and "Traceback" not in result.stderr  # what could be imported is; problems fail it
     for what in (
         "image 1 is not a COCO image record",
         "image 2 is not",

@@ -160,7 +160,7 @@ def test_a_checkpoint_that_cannot_be_written_is_a_named_error_and_the_old_one_st
 
     import torch
 
-    from streams.train import _save_checkpoint
+    from streams.train import save_checkpoint
 
     path = tmp_path / "last.pt"
     path.write_bytes(b"the previous checkpoint")
@@ -169,7 +169,7 @@ def test_a_checkpoint_that_cannot_be_written_is_a_named_error_and_the_old_one_st
     resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 16, hard))
     try:
         with pytest.raises(DataError) as caught:
-            _save_checkpoint(path, model={"w": torch.zeros(1 << 16)})
+            save_checkpoint(path, model={"w": torch.zeros(1 << 16)})
     finally:
         resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
         signal.signal(signal.SIGXFSZ, handler)
