@@ -8,7 +8,7 @@ import os
 
 import numpy as np
 import pytest
-from conftest import run_bin
+from conftest import REPO, run_bin
 from test_fusion import CLASSES, write_run
 
 from fusion.classify import load_fusion
@@ -187,7 +187,7 @@ def test_sigterm_unwinds_the_scratch_folder_as_bin_classify_holds_it(tmp_path):
 
     script = textwrap.dedent(f"""
         import sys, tempfile, time
-        sys.path.insert(0, {os.getcwd()!r})
+        sys.path.insert(0, {str(REPO)!r})
         from preprocess.batch import exit_on_terminate
         exit_on_terminate()
         with tempfile.TemporaryDirectory(prefix="classify-", dir={str(tmp_path)!r}) as scratch:
@@ -245,7 +245,7 @@ def test_a_fuse_killed_halfway_leaves_the_previous_report_whole(tmp_path):
     errors = tmp_path / "fuse.err"
     with open(errors, "w") as err:
         process = subprocess.Popen(
-            [sys.executable, "bin/fuse", *map(str, runs), "--out", str(report), "--bootstrap", "20000"],
+            [sys.executable, str(REPO / "bin" / "fuse"), *map(str, runs), "--out", str(report), "--bootstrap", "20000"],
             stdout=subprocess.DEVNULL, stderr=err,
         )  # fmt: skip
     deadline = time.monotonic() + 600  # a busy machine takes its time to import
