@@ -139,7 +139,7 @@ def _tune(
     study.sampler = optuna.samplers.TPESampler(seed=seed + len(before))
     for trial in before:
         if trial.state == TrialState.RUNNING:
-            study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+            storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)  # (no public id: Optuna keeps it private)
             study.enqueue_trial(trial.params)
             log(f"trial {trial.number} was left running by a killed process: marked failed, its parameters retried")
     fixed = {**(options or {}), "stream": stream, "work": str(Path(work).resolve())}

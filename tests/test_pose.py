@@ -181,7 +181,9 @@ def test_mediapipe_pose_format_and_accuracy_on_synthetic_ground_truth(tiny_synth
 
 def test_onnx_pose_finds_couples_on_synthetic_ground_truth(tiny_synth, tmp_path):
     model = shared_asset("models/yolo11n-pose.onnx")
-    pytest.importorskip("onnxruntime", reason="onnxruntime is not installed")
+    pytest.importorskip(
+        "onnxruntime", reason="onnxruntime is not installed (pip install 'dance-streams[onnx]'): MoveNet needs it"
+    )
     run_bin(
         "preprocess",
         "pose",
@@ -206,7 +208,9 @@ def test_movenet_pose_finds_couples_on_synthetic_ground_truth(tiny_synth, tiny_w
     from preprocess.dataset import load_manifest
 
     model = shared_asset("models/movenet_multipose_lightning_256.onnx")
-    pytest.importorskip("onnxruntime", reason="onnxruntime is not installed")
+    pytest.importorskip(
+        "onnxruntime", reason="onnxruntime is not installed (pip install 'dance-streams[onnx]'): MoveNet needs it"
+    )
     info = json.loads((tiny_synth / "synth.json").read_text())
     clips = list({c["style"]: c for c in info["clips"]}.values())  # one clip per style: solo, couples, a group
     manifest = load_manifest(tiny_work)
@@ -239,7 +243,9 @@ def test_movenet_model_is_found_or_named(tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     with pytest.raises(DataError, match="no MoveNet MultiPose ONNX model: pass --model PATH"):
         resolve_movenet_model()
-    pytest.importorskip("onnxruntime", reason="onnxruntime is not installed")
+    pytest.importorskip(
+        "onnxruntime", reason="onnxruntime is not installed (pip install 'dance-streams[onnx]'): MoveNet needs it"
+    )
     yolo = shared_asset("models/yolo11n-pose.onnx")
     with pytest.raises(DataError, match="not a MoveNet MultiPose model"):
         MoveNetMultiPose(yolo)
@@ -268,7 +274,9 @@ def test_backends_on_coco_ground_truth():
     task = shared_asset("models/pose_landmarker_full.task")
     onnx = shared_asset("models/yolo11n-pose.onnx")
     pytest.importorskip("mediapipe", reason="mediapipe is not installed")
-    pytest.importorskip("onnxruntime", reason="onnxruntime is not installed")
+    pytest.importorskip(
+        "onnxruntime", reason="onnxruntime is not installed (pip install 'dance-streams[onnx]'): MoveNet needs it"
+    )
     mp_scores = _coco_scores(MediaPipePose(task, max_persons=20))
     yolo_scores = _coco_scores(OnnxYoloPose(onnx, max_persons=20))
     print(
@@ -282,7 +290,9 @@ def test_backends_on_coco_ground_truth():
 
 def test_movenet_on_coco_ground_truth():
     model = shared_asset("models/movenet_multipose_lightning_256.onnx")
-    pytest.importorskip("onnxruntime", reason="onnxruntime is not installed")
+    pytest.importorskip(
+        "onnxruntime", reason="onnxruntime is not installed (pip install 'dance-streams[onnx]'): MoveNet needs it"
+    )
     scores = _coco_scores(MoveNetMultiPose(model, max_persons=6))
     print("COCO: MoveNet OKS", np.round(scores, 2))
     assert len(scores) == 12  # people with >= 5 labelled keypoints

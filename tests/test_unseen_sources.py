@@ -143,10 +143,12 @@ def test_a_file_of_another_architecture_is_refused_by_name(tmp_path):
     other = tmp_path / "resnet18-imagenet.pth"
     torch.save(resnet18().state_dict(), other)
     with pytest.raises(DataError, match=r"resnet18-imagenet.pth: does not fit this MobileNetV2 backbone"):
-        load_backbone(create_backbone_2d(in_channels=3, preset="mobilenet_v2"), torch.load(other), other)
+        load_backbone(
+            create_backbone_2d(in_channels=3, preset="mobilenet_v2"), torch.load(other, weights_only=True), other
+        )
     path = shared_asset(MOBILENET)
     with pytest.raises(DataError, match=r"mobilenet_v2_imagenet_features.pth: does not fit this ResNet backbone"):
-        load_backbone(create_backbone_2d(in_channels=3, preset="resnet18"), torch.load(path), path)
+        load_backbone(create_backbone_2d(in_channels=3, preset="resnet18"), torch.load(path, weights_only=True), path)
 
 
 def _skeleton(person, cx, cy, height, phase):
