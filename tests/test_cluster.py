@@ -105,3 +105,81 @@ def test_a_ray_worker_that_dies_fails_its_video_not_the_batch(tiny_synth, tmp_pa
     assert sorted(summary.done) == sorted(v.video_id for v in manifest.videos if v.video_id != "tango_0001")
     assert [f["video_id"] for f in summary.failed] == ["tango_0001"]
     assert "worker process died" in summary.failed[0]["error"]
+
+
+def slow_and_watched(video, out_dir, params):
+    """A task that marks which process took which video, then takes its time over it."""
+    import os
+    import time
+    from pathlib import Path
+
+    from preprocess.batch import write_sidecar
+
+    (Path(params["marks"]) / f"{os.getpid()}.{video.video_id}").write_text("")
+    time.sleep(params["seconds"])
+    (out_dir / f"{video.video_id}.txt").write_text("done")
+    write_sidecar(out_dir, video, params)
+    return 1
+
+
+def test_ray_workers_die_with_a_killed_driver_and_write_nothing_after(tiny_synth, tmp_path):
+    pytest.importorskip("ray", reason="ray is not installed (pip install 'dance-streams[ray]')")
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import psutil
+
+    from preprocess.batch import Task
+    from preprocess.dataset import load_manifest
+    from tests.conftest import REPO
+
+    work, marks = tmp_path / "work", tmp_path / "marks"
+    marks.mkdir()
+    ingest(_small_dataset(tiny_synth, tmp_path, per_style=3)).save(work)
+    driver = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys; sys.path.insert(0, sys.argv[1])\n"
+            "from preprocess.batch import Task, run_batch\n"
+            "from preprocess.dataset import load_manifest\n"
+            "from tests.test_cluster import slow_and_watched\n"
+            "task = Task(name='slow', params={'marks': sys.argv[3], 'seconds': 1.5}, run=slow_and_watched,"
+            " data_suffix='.txt')\n"
+            "run_batch(task, load_manifest(sys.argv[2]), sys.argv[2], workers=2, executor='ray')\n",
+            str(REPO),
+            str(work),
+            str(marks),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.time() + 120
+    while len(list(marks.iterdir())) < 3 and time.time() < deadline:  # both actors at work, one on its second video
+        time.sleep(0.05)
+    assert len(list(marks.iterdir())) >= 3, "the Ray batch did not start in 2 minutes"
+    done_before = set((work / "slow").glob("*.txt"))
+    os.kill(driver.pid, signal.SIGKILL)
+    driver.wait()
+    killed = time.time()
+    workers = {int(mark.name.split(".")[0]) for mark in marks.iterdir()}
+
+    def alive(pid):
+        try:
+            return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+        except psutil.NoSuchProcess:
+            return False
+
+    while any(alive(pid) for pid in workers) and time.time() < killed + 5:
+        time.sleep(0.05)
+    gone_after = time.time() - killed
+    assert gone_after < 1.2, f"Ray workers outlived their driver by {gone_after:.1f} s"
+    time.sleep(max(0.0, killed + 2.5 - time.time()))  # past the in-flight videos' end
+    assert set((work / "slow").glob("*.txt")) == done_before  # nothing written after the driver died
+    # a rerun finishes the batch: what was done stays done, what the kill interrupted is redone
+    task = Task(name="slow", params={"marks": str(marks), "seconds": 1.5}, run=slow_and_watched, data_suffix=".txt")
+    rerun = run_batch(task, load_manifest(work), work, workers=2)
+    assert not rerun.failed and len(rerun.skipped) == len(done_before) and len(rerun.done) == 6 - len(done_before)

@@ -9,11 +9,18 @@ the batch goes on. Tasks that use a GPU ask for a fraction of one per actor, so 
 ``address=None`` starts a local cluster of ``workers`` CPUs for this batch and stops it after; ``"auto"`` (or
 ``ray://host:10001``) joins a running cluster (``ray start --head`` on one node, ``ray start --address ...`` on
 the others), where the files must be on storage every node sees.
+
+An actor on the driver's machine exits as soon as the driver is gone (killed with -9, say): Ray itself notices a
+dead driver only after a while (seconds, longer on a busy machine), and until then its actors would go on writing
+outputs beside a rerun's.
 """
 
 from __future__ import annotations
 
 import os
+import socket
+import threading
+import time
 
 
 def _ray():
@@ -55,11 +62,48 @@ def map_on_ray(function, items: list, workers: int, *, crashed, initializer=None
             ray.shutdown()
 
 
+def driver_identity() -> tuple[str, int, float]:
+    """(host, pid, start time) of this process: what an actor watches to know its driver is still the same one
+    (a pid alone may be reused)."""
+    import psutil  # a dependency of Ray
+
+    return socket.gethostname(), os.getpid(), psutil.Process().create_time()
+
+
+def exit_with_driver(driver: tuple[str, int, float], interval: float = 0.1) -> bool:
+    """In an actor: a daemon thread that ends this process the moment ``driver`` is gone; only on the driver's own
+    machine (elsewhere its pid means nothing, and Ray's own detection is what there is). True if one was started."""
+    import psutil
+
+    host, pid, started = driver
+    if socket.gethostname() != host:
+        return False
+
+    def alive() -> bool:
+        try:
+            process = psutil.Process(pid)
+            return process.create_time() == started and process.status() != psutil.STATUS_ZOMBIE
+        except psutil.NoSuchProcess:
+            return False
+
+    def watch():
+        while alive():
+            time.sleep(interval)
+        os._exit(1)  # mid-video is fine: outputs are written to a temp file and renamed, and a rerun clears those
+
+    threading.Thread(target=watch, name="exit-with-driver", daemon=True).start()
+    return True
+
+
 def _schedule(ray, function, items, workers, crashed, initializer, gpus_per_worker):
+    driver = driver_identity()
+
     @ray.remote(num_cpus=1, num_gpus=gpus_per_worker, max_restarts=0)
     class BatchWorker:
         def __init__(self):
             import cv2
+
+            exit_with_driver(driver)
 
             cv2.setNumThreads(1)  # one video per CPU, as in the process pool
             if initializer is not None:
