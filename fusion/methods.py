@@ -8,8 +8,6 @@ Fitted parameters serialise to JSON (``to_json`` / ``from_json``) so a fitted fu
 
 from __future__ import annotations
 
-import itertools
-
 import numpy as np
 from scipy.optimize import minimize, minimize_scalar
 from scipy.special import softmax
@@ -169,6 +167,39 @@ class MaxFusion(FusionMethod):
         return stacked.max(0)
 
 
+def simplex_grid(streams: int, n: int) -> np.ndarray:
+    """(M, streams) every weight vector of multiples of 1/n summing to 1, in the order of ``itertools.product`` over
+    the first streams - 1 weights (the last one takes the rest)."""
+    firsts = np.indices((n + 1,) * (streams - 1)).reshape(streams - 1, -1).T
+    firsts = firsts[firsts.sum(1) <= n]
+    return np.concatenate([firsts, n - firsts.sum(1, keepdims=True)], 1) / n
+
+
+def best_grid_weights(stacked: np.ndarray, labels: np.ndarray, n: int, *, chunk_bytes: int = 64 << 20) -> np.ndarray:
+    """The grid weights of highest accuracy on (S, N, C) scores; among those the lowest log-loss (scikit-learn's:
+    probabilities clipped to [eps, 1 - eps]), then the nearest to equal weights, then the first in grid order.
+
+    Vectorised: the fused scores of a block of weight vectors are one matrix product, so 5 streams (10,626 vectors
+    at n = 20) over 1,000 videos take a fraction of a second; the log-loss is computed only for the vectors that tie
+    on the best accuracy."""
+    s, videos, classes = stacked.shape
+    grid = simplex_grid(s, n)
+    flat = stacked.reshape(s, videos * classes)
+    rows = max(1, chunk_bytes // (8 * videos * classes))
+    accuracy = np.empty(len(grid))
+    for start in range(0, len(grid), rows):
+        fused = (grid[start : start + rows] @ flat).reshape(-1, videos, classes)
+        accuracy[start : start + rows] = (fused.argmax(2) == labels).mean(1)
+    tied = np.flatnonzero(accuracy == accuracy.max())
+    fused = np.einsum("ms,snc->mnc", grid[tied], stacked)
+    eps = np.finfo(np.float64).eps
+    right = fused[:, np.arange(videos), labels] / fused.sum(2)
+    loss = -np.log(np.clip(right, eps, 1 - eps)).mean(1)
+    distance = np.abs(grid[tied] - 1 / s).sum(1)
+    order = np.lexsort((np.arange(len(tied)), distance, loss))  # last key first: loss, then distance, then grid order
+    return grid[tied[order[0]]]
+
+
 class WeightedMeanFusion(FusionMethod):
     """Weighted mean with weights on the simplex fitted on validation: ``search="grid"`` maximises validation
     accuracy over a grid of step ``step`` (ties: lower log-loss, then nearer equal weights); ``search="logloss"``
@@ -194,21 +225,7 @@ class WeightedMeanFusion(FusionMethod):
             result = minimize(loss, np.zeros(s), method="L-BFGS-B")
             self.weights_ = softmax(result.x)
             return
-        n = int(round(1 / self.step))
-        best = None
-        for combo in itertools.product(range(n + 1), repeat=s - 1):
-            if sum(combo) > n:
-                continue
-            w = np.array(list(combo) + [n - sum(combo)], float) / n
-            fused = np.tensordot(w, stacked, 1)
-            key = (
-                -(fused.argmax(1) == labels).mean(),
-                log_loss(fused / fused.sum(1, keepdims=True), labels),
-                float(np.abs(w - 1 / s).sum()),
-            )
-            if best is None or key < best[0]:
-                best = (key, w)
-        self.weights_ = best[1]
+        self.weights_ = best_grid_weights(stacked, labels, int(round(1 / self.step)))
 
     def _combine(self, stacked):
         return np.tensordot(self.weights_, stacked, 1)
