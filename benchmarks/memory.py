@@ -45,8 +45,9 @@ def memory(*, minutes: float = 10.0, fps: float = 6.0, log=print) -> None:
                 ],
             ).save(work)
             flow = peak_rss_mib("flow", work, work, "--resize", "short:256", "--workers", 1)
-            frames_cache = peak_rss_mib("frames", work, work, "--resize", "short:128", "--workers", 1)
             pose = peak_rss_mib("pose", work, work, "--resize", "long:640", "--workers", 1)
+            # after pose: the frame cache's default (--background dim) reads its boxes
+            frames_cache = peak_rss_mib("frames", work, work, "--resize", "short:128", "--workers", 1)
             log(
                 f"{length:.1f} min 1080p video ({frames} frames): peak RSS flow {flow:.0f} MiB, "
                 f"frames {frames_cache:.0f} MiB, pose {pose:.0f} MiB"

@@ -43,8 +43,8 @@ def tiny_synth(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_work(tiny_synth, tmp_path_factory) -> Path:
-    """The tiny synthetic set ingested (one performer per split) and preprocessed: flow, frames, and pose imported
-    from the ground truth (so training tests need no pose model)."""
+    """The tiny synthetic set ingested (one performer per split) and preprocessed: flow, pose imported from the
+    ground truth (so training tests need no pose model), and frames (background dimmed, the default)."""
     from preprocess.batch import run_batch
     from preprocess.dataset import ingest
     from preprocess.dataset.synthetic import groundtruth_as_coco
@@ -56,6 +56,7 @@ def tiny_work(tiny_synth, tmp_path_factory) -> Path:
     manifest = ingest(tiny_synth / "dataset.csv", ratios=(0.34, 0.33, 0.33), seed=0)
     manifest.save(work)
     run_batch(flow_task(flow_params(FarnebackParams(), resize="none")), manifest, work, workers=2)
-    run_batch(frames_task(frames_params(resize="none")), manifest, work, workers=2)
     import_pose("coco", str(groundtruth_as_coco(tiny_synth, work / "gt_coco.json")), manifest, str(work), max_persons=4)
+    # after pose, as the demo does: the default frame cache dims the pixels outside the dancers' boxes
+    run_batch(frames_task(frames_params(resize="none")), manifest, work, workers=2)
     return work

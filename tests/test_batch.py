@@ -30,7 +30,7 @@ def test_shards_partition_any_manifest(tiny_synth):
     "stage, extra",
     [
         ("flow", ["--resize", "short:48"]),
-        ("frames", ["--resize", "short:48"]),
+        ("frames", ["--resize", "short:48", "--background", "keep"]),
         ("pose", ["--model", "models/pose_landmarker_full.task"]),
     ],
 )

@@ -23,7 +23,9 @@ def work(tiny_synth, tmp_path_factory):
 
 def test_frame_cache_equals_decoded_frames(work):
     work, manifest = work
-    run_bin("preprocess", "frames", work, work, "--resize", "short:48", "--step", "3", check=True)
+    run_bin(
+        "preprocess", "frames", work, work, "--resize", "short:48", "--step", "3", "--background", "keep", check=True
+    )
     video = manifest.videos[1]
     cached = load_frames(work, video.video_id)
     assert isinstance(cached, np.memmap) and cached.shape == (6, 48, 64, 3)

@@ -17,6 +17,8 @@ from preprocess.batch import DataError, Task, run_batch, write_sidecar
 from preprocess.dataset import Manifest, ingest, load_manifest
 from tests.conftest import REPO, run_bin
 
+KEEP = ["--background", "keep"]  # frames as decoded: these work folders have no pose (the default dims)
+
 
 def small_dataset(tiny_synth, root, styles=("ballet", "tango")):
     """Three clips of each of two styles of the tiny preset, as a folder per class."""
@@ -55,7 +57,7 @@ def test_unsafe_video_ids_are_refused_at_ingest_and_at_load(tiny_synth, tmp_path
     (work / "manifest.json").write_text(json.dumps(crafted))
     with pytest.raises(DataError, match="not a safe file name"):
         load_manifest(work)
-    result = run_bin("preprocess", "frames", work, work)
+    result = run_bin("preprocess", "frames", work, work, *KEEP)
     assert result.returncode == 1 and "not a safe file name" in result.stderr and "Traceback" not in result.stderr
     assert not (tmp_path / "escape.npy").exists() and not (work.parent / "escape.json").exists()
 
@@ -81,7 +83,7 @@ def test_outputs_honour_the_umask_and_a_killed_runs_temp_files_are_cleared(tiny_
     other = work / "frames" / "notes.txt"  # not ours: stays
     other.write_text("keep")
     result = subprocess.run(
-        [sys.executable, str(REPO / "bin" / "preprocess"), "frames", work, work, "--resize", "short:48"],
+        [sys.executable, str(REPO / "bin" / "preprocess"), "frames", work, work, "--resize", "short:48", *KEEP],
         capture_output=True,
         text=True,
         preexec_fn=lambda: os.umask(0o022),
@@ -104,7 +106,7 @@ def test_a_full_disk_names_the_file_and_the_batch_goes_on(tiny_synth, tmp_path):
     work = tmp_path / "work"
     ingest(data).save(work)
     result = subprocess.run(
-        [sys.executable, str(REPO / "bin" / "preprocess"), "frames", work, work, "--resize", "none"],
+        [sys.executable, str(REPO / "bin" / "preprocess"), "frames", work, work, "--resize", "none", *KEEP],
         capture_output=True,
         text=True,
         preexec_fn=_limit_file_size,
@@ -177,13 +179,13 @@ def test_truncated_or_corrupt_outputs_are_not_done_and_verify_lists_them(tiny_sy
 def test_preprocess_on_a_dataset_reports_skipped_inputs_and_fails_unless_allowed(tiny_synth, tmp_path):
     data = small_dataset(tiny_synth, tmp_path / "data")
     (data / "tango" / "broken.mp4").write_bytes(b"not a video")
-    result = run_bin("preprocess", "frames", data, tmp_path / "work", "--resize", "short:48")
+    result = run_bin("preprocess", "frames", data, tmp_path / "work", "--resize", "short:48", *KEEP)
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert f"skipped {data / 'tango' / 'broken.mp4'}" in result.stderr and "6 done" in result.stdout
     assert "--allow-skipped" in result.stderr
-    again = run_bin("preprocess", "frames", data, tmp_path / "work", "--resize", "short:48", "--allow-skipped")
+    again = run_bin("preprocess", "frames", data, tmp_path / "work", "--resize", "short:48", *KEEP, "--allow-skipped")
     assert again.returncode == 0 and "broken.mp4" in again.stderr and "6 already done" in again.stdout
-    on_work = run_bin("preprocess", "frames", tmp_path / "work", tmp_path / "work", "--resize", "short:48")
+    on_work = run_bin("preprocess", "frames", tmp_path / "work", tmp_path / "work", "--resize", "short:48", *KEEP)
     assert on_work.returncode == 0  # a work directory's manifest was already accepted: nothing newly skipped
 
 
@@ -265,6 +267,7 @@ def test_coco_schema_errors_are_named_problems_not_tracebacks(tiny_synth, tmp_pa
 
 FAST_FLOW = {
     "stream": "flow",
+    "preset": "small",
     "epochs": 2,
     "batch_size": 8,
     "size": 48,

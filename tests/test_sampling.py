@@ -31,9 +31,9 @@ def _work_at(fps: int, root):
     (data / "clips.csv").write_text("\n".join(lines) + "\n")
     manifest = ingest(data / "clips.csv")
     manifest.save(work)
-    run_batch(frames_task(frames_params(resize="none")), manifest, work, workers=1)
     run_batch(flow_task(flow_params(FarnebackParams(), resize="none")), manifest, work, workers=1)
     import_pose("coco", str(groundtruth_as_coco(data, work / "gt.json")), manifest, str(work), max_persons=2)
+    run_batch(frames_task(frames_params(resize="none")), manifest, work, workers=1)  # after pose: the default dims
     return work
 
 

@@ -108,12 +108,16 @@ def read_dancer_windows(pose_dir: Path, video, *, margin: float) -> np.ndarray:
     )
 
 
-def dancer_boxes(pose_dir: Path, video, *, margin: float) -> list[np.ndarray]:
+def dancer_boxes(pose_dir: Path, video, *, margin: float, mode: str = "dim") -> list[np.ndarray]:
     """Per source frame, the tracked persons' boxes (N, 4) widened by ``margin`` per side (source pixels): those
     of the latest pose frame at or before it (pose may run on every n-th frame); none before anybody is found."""
     path = pose_dir / f"{video.video_id}.npz"
     if not path.is_file():
-        raise DataError(path, f"--background needs the video's pose (run bin/preprocess pose first): {video.video_id}")
+        raise DataError(
+            path,
+            f"--background {mode} needs the video's pose (run bin/preprocess pose first, or pass --background keep): "
+            f"{video.video_id}",
+        )
     pose = read_npz(path)
     at = {}
     for t, index in enumerate(np.asarray(pose["frame_indices"]).tolist()):

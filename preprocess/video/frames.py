@@ -55,11 +55,12 @@ def frames_params(
     crop: str = "none",
     crop_size: int = 128,
     crop_margin: float = 0.15,
-    background: str = "keep",
+    background: str = "dim",
 ) -> dict:
     """With ``crop="dancers"`` every frame is the dancers' window (``crop.py``, from WORK/pose) resized to
     crop_size × crop_size, taken from the frame resized by ``resize``; with ``background`` dim or blur, the pixels
-    outside the tracked persons' boxes (widened by ``crop_margin``) are dimmed or blurred first."""
+    outside the tracked persons' boxes (widened by ``crop_margin``) are dimmed (the default: it reads WORK/pose, so
+    the pose stage runs first) or blurred first; ``keep`` leaves the frame as decoded."""
     if step < 1:
         raise ValueError(f"step must be at least 1, not {step}")
     return {
@@ -78,11 +79,11 @@ def cache_video_frames(video: VideoRecord, out_dir: Path, params: dict) -> int:
     background = params.get("background", "keep")
     if params.get("crop") == "dancers" or background != "keep":
         inputs = crop_inputs(out_dir, video.video_id)  # the pose file the windows and boxes come from
-    if background != "keep":
-        boxes = dancer_boxes(out_dir.parent / "pose", video, margin=params["crop_margin"])
-    if params.get("crop") == "dancers":
+    if params.get("crop") == "dancers":  # (first: a missing pose is named for the option the user typed)
         windows = read_dancer_windows(out_dir.parent / "pose", video, margin=params["crop_margin"])
         width = height = params["crop_size"]
+    if background != "keep":
+        boxes = dancer_boxes(out_dir.parent / "pose", video, margin=params["crop_margin"], mode=background)
     sampling = Sampling(step=params["step"])
     count = sampling.expected_count(video.frame_count)
     indices = []
