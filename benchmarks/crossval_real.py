@@ -27,7 +27,8 @@ def models(synthetic_runs: str | None) -> dict[str, dict]:
     """Model name → training options (on top of streams.train.DEFAULTS)."""
     table = {
         "rgb": {"stream": "rgb"},
-        "flow": {"stream": "flow"},
+        "flow": {"stream": "flow"},  # the default: ImageNet MobileNetV2 (found as bin/train finds it)
+        "flow-small": {"stream": "flow", "preset": "small"},  # our small CNN from scratch (the default until issue 20)
         "pose": {"stream": "pose"},
         "pose-lstm": {"stream": "pose", "head": "lstm"},
         "pose-lstm-attention": {"stream": "pose", "head": "lstm_attention"},

@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import json
+import os
 import pickle
 from pathlib import Path
 
@@ -188,6 +189,43 @@ def cached_download(url: str, cache_dir: str | Path | None = None) -> Path:
     return path
 
 
+IMAGENET_FILES = {"mobilenet_v2": ("DANCE_MOBILENET_V2", "mobilenet_v2_imagenet_features.pth")}
+IMAGENET_WEIGHTS = {"mobilenet_v2": "MobileNet_V2_Weights.IMAGENET1K_V1"}
+
+
+def imagenet_weights(preset: str, *, download: bool = True) -> Path:
+    """The ImageNet weights of a torchvision preset (``--pretrained imagenet``): $DANCE_MOBILENET_V2 > the shared
+    assets (``mobilenet_v2_imagenet_features.pth``) > torchvision's published file in torch's cache > its download
+    (checksummed; online only). Offline with none of these, a one-line error says where it looked."""
+    from preprocess.pose.backends import shared_dir
+
+    if preset not in IMAGENET_FILES:
+        raise DataError(preset, f"--pretrained imagenet: no ImageNet weights are known for preset {preset}")
+    env, name = IMAGENET_FILES[preset]
+    if os.environ.get(env):
+        path = Path(os.environ[env])
+        if not path.is_file():
+            raise DataError(path, f"ImageNet {preset} weights given by ${env} do not exist")
+        return path.resolve()
+    tried = [shared_dir() / "models" / name]
+    url = torchvision_weights_url(IMAGENET_WEIGHTS[preset])
+    tried.append(Path(torch.hub.get_dir()) / "checkpoints" / Path(url).name)
+    for path in tried:
+        if path.is_file():
+            return path.resolve()
+    if download:
+        try:
+            return cached_download(url)
+        except DataError:
+            pass
+    raise DataError(
+        name,
+        f"no ImageNet {preset} weights for --pretrained imagenet (the default of --preset {preset}): set ${env} to "
+        f"the file, or pass --pretrained none to train from scratch, or --preset small (looked in: "
+        f"{'; '.join(map(str, tried))}; no download)",
+    )
+
+
 # Input statistics that travel with the weights (torchvision's ``weights.transforms()`` say the same).
 OUR_STATS = {"mean": [0.45, 0.45, 0.45], "std": [0.225, 0.225, 0.225]}  # our own backbones, trained from scratch
 IMAGENET_STATS = {"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
@@ -211,7 +249,9 @@ def input_normalization(config: dict) -> dict:
             torchvision_weights_url(config["weights"])  # the named one-line error
             raise
         return {"mean": list(transform.mean), "std": list(transform.std), "from": config["weights"]}
-    if config.get("pretrained"):
+    if config.get("pretrained") == "imagenet":
+        return {**IMAGENET_STATS, "from": "ImageNet (torchvision state dict)"}
+    if config.get("pretrained") not in (None, "none"):
         path = Path(config["pretrained"])
         run = path if path.is_dir() else path.parent
         if (run / "config.json").is_file() and (path.is_dir() or path.suffix == ".pt"):

@@ -37,7 +37,12 @@ def _choice(name: str, choices, help: str | None) -> click.option:
 OPTIONS = [
     click.option("--epochs", type=int, default=D["epochs"], show_default=True),
     click.option("--batch-size", type=int, default=D["batch_size"], show_default=True),
-    click.option("--lr", type=float, default=D["lr"], show_default=True),
+    click.option(
+        "--lr",
+        type=float,
+        default=D["lr"],
+        help="Default: 1e-4 for a backbone that starts from ImageNet weights (flow's default), else 1e-3.",
+    ),
     _choice(
         "--optimizer",
         ["adamw", "sgd"],
@@ -90,12 +95,13 @@ OPTIONS = [
         help="Views per video at evaluation, averaged (multi-view testing).",
     ),
     click.option("--vote", is_flag=True, help="Plurality vote over views instead of averaging (Castro's protocol)."),
-    _choice(
+    click.option(
         "--preset",
-        [*PRESETS_2D, *PRESETS_3D[1:]],
-        "Backbone: small/medium (ours, CPUs) or torchvision's resnet18/34/50, mobilenet_v2 (rgb, flow; ImageNet "
-        "weights with --pretrained FILE or --weights NAME); small or torchvision's "
-        "r3d_18, r2plus1d_18, mc3_18, s3d (rgb --arch 3d).",
+        type=click.Choice([*PRESETS_2D, *PRESETS_3D[1:]]),
+        default=None,
+        help="Backbone: small/medium (ours, CPUs) or torchvision's resnet18/34/50, mobilenet_v2 (rgb, flow; "
+        "starts from ImageNet: --pretrained); small or torchvision's r3d_18, r2plus1d_18, mc3_18, s3d (rgb --arch "
+        "3d). Default: mobilenet_v2 for flow, small for the others.",
     ),
     _choice(
         "--arch",
@@ -168,10 +174,11 @@ OPTIONS = [
     ),
     click.option(
         "--pretrained",
-        type=click.Path(exists=True),
         default=None,
-        help="Backbone weights: a state dict of the preset's torchvision architecture (.pth, .safetensors), every "
-        "backbone tensor used (flow: TSN cross-modality first layer), or a run of ours (its best.pt).",
+        help="Backbone weights: imagenet (the preset's ImageNet file: $DANCE_MOBILENET_V2, ../shared/models, "
+        "torch's cache, else its download), a state dict of the preset's torchvision architecture (.pth, "
+        ".safetensors), every backbone tensor used (flow: TSN cross-modality first layer), a run of ours (its "
+        "best.pt), or none (from scratch). Default: imagenet for mobilenet_v2, none for the others.",
     ),
     click.option(
         "--weights",
@@ -181,8 +188,9 @@ OPTIONS = [
         "against their checksum. Needs the network; offline, use --pretrained PATH.",
     ),
     click.option(
-        "--partial-bn",
-        is_flag=True,
-        help="TSN partial BN: freeze the statistics of every BatchNorm layer but the first.",
+        "--partial-bn/--no-partial-bn",
+        default=None,
+        help="TSN partial BN: freeze the statistics of every BatchNorm layer but the first. Default: on for a "
+        "backbone that starts from ImageNet weights, else off.",
     ),
 ]

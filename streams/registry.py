@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -72,7 +73,7 @@ class TrainingOptions(Options):
 
     epochs: int = field(default=20, metadata=_range(1))
     batch_size: int = field(default=16, metadata=_range(1))
-    lr: float = field(default=1e-3, metadata=_range(1e-12))
+    lr: float | None = field(default=None, metadata=_range(1e-12, optional=True))  # None: see backbone_start
     optimizer: str = field(default="adamw", metadata=_range(choices=("adamw", "sgd")))
     schedule: str = field(default="cosine", metadata=_range(choices=("cosine", "step")))
     weight_decay: float = field(default=1e-4, metadata=_range(0))
@@ -95,19 +96,26 @@ def _dropout(default: float):
     return field(default=default, metadata=_range(0, 1, open_high=True))
 
 
+# The presets whose ImageNet weights are found without the network (streams.checkpoints.imagenet_weights): for
+# them --pretrained defaults to "imagenet".
+IMAGENET_OFFLINE = ("mobilenet_v2",)
+SCRATCH_LR, FINE_TUNE_LR = 1e-3, 1e-4
+
+
 @dataclass(frozen=True)
 class BackboneOptions(Options):
-    """A 2D or 3D CNN's: its preset, input size and where its weights come from."""
+    """A 2D or 3D CNN's: its preset, input size and where its weights come from (``pretrained``: a file, a run of
+    ours, ``imagenet`` or ``none``; None is the preset's default, see ``backbone_start``)."""
 
     preset: str = field(default="small", metadata=_range(choices=PRESETS_2D))
     size: int = field(default=112, metadata=_range(8))
     pretrained: str | None = None
     weights: str | None = None
-    partial_bn: bool = False
+    partial_bn: bool | None = None
 
     def __post_init__(self):
         super().__post_init__()
-        if self.pretrained and self.weights:
+        if self.pretrained and self.pretrained != "none" and self.weights:
             raise OptionError("give --weights NAME or --pretrained PATH, not both")
 
 
@@ -137,6 +145,9 @@ class CNNSequenceOptions(BackboneOptions):
 
 @dataclass(frozen=True)
 class FlowOptions(BackboneOptions):
+    # ImageNet's MobileNetV2 through TSN's cross-modality first layer: the measured winner on sources the network
+    # never saw (street dance 45.5 -> 63.6 %, Weizmann 87.5 -> 95.8 %; BENCHMARKS.md, issue 20)
+    preset: str = field(default="mobilenet_v2", metadata=_range(choices=PRESETS_2D))
     segments: int = field(default=3, metadata=_range(1))
     stack: int = field(default=5, metadata=_range(1))
     dropout: float = _dropout(0.5)
@@ -363,12 +374,14 @@ def resolve_config(config: dict, *, given=()) -> dict:
             raise OptionError(f"{_flag(key)} {value}: the {spec.name} stream does not take it")
         raise OptionError(f"unknown option {key!r} for the {spec.name} stream")
     own = {k: v for k, v in config.items() if k in names}
-    if own.get("dropout") is None:
-        own.pop("dropout", None)
+    for key in ("dropout", "preset"):  # None: the variant's own default
+        if own.get(key) is None:
+            own.pop(key, None)
     if "exclude" in own:
         own["exclude"] = tuple(own["exclude"] or ())
-    training = TrainingOptions(**{k: v for k, v in own.items() if k in TRAINING_NAMES})
     variant = spec.options(**{k: v for k, v in own.items() if k not in TRAINING_NAMES})
+    variant, lr = backbone_start(variant, own.get("lr"))
+    training = TrainingOptions(**{**{k: v for k, v in own.items() if k in TRAINING_NAMES}, "lr": lr})
     resolved = {
         "stream": spec.stream,
         "variant": spec.name,
@@ -378,6 +391,27 @@ def resolve_config(config: dict, *, given=()) -> dict:
     }
     resolved["exclude"] = list(resolved["exclude"])
     return resolved
+
+
+def backbone_start(variant: Options, lr: float | None) -> tuple[Options, float]:
+    """Where a backbone's weights come from when not said, and the learning rate and partial BN that go with it:
+    a preset whose ImageNet weights are found offline (mobilenet_v2) starts from them (``pretrained="imagenet"``;
+    ``none`` trains from scratch); a backbone that starts from ImageNet weights (``imagenet``, a torchvision file,
+    ``--weights``) is fine-tuned at 1e-4 with partial BN (TSN's recipe: at 1e-3 AdamW wrecks the pretrained
+    features within the first epochs), anything else trains at 1e-3 without. A value given is kept."""
+    if not isinstance(variant, BackboneOptions):
+        return variant, SCRATCH_LR if lr is None else lr
+    pretrained = variant.pretrained
+    if pretrained is None:
+        pretrained = "imagenet" if variant.preset in IMAGENET_OFFLINE and not variant.weights else "none"
+    if pretrained not in ("imagenet", "none") and not os.path.exists(pretrained):
+        raise OptionError(f"--pretrained {pretrained}: no such file or run folder (or say imagenet, none)")
+    if pretrained not in ("imagenet", "none"):
+        pretrained = os.path.abspath(pretrained)  # (paths stored in a run's config are absolute)
+    imagenet = bool(variant.weights) or pretrained == "imagenet" or os.path.isfile(pretrained)
+    partial_bn = imagenet if variant.partial_bn is None else variant.partial_bn
+    variant = dataclasses.replace(variant, pretrained=pretrained, partial_bn=partial_bn)
+    return variant, (FINE_TUNE_LR if imagenet else SCRATCH_LR) if lr is None else lr
 
 
 def _same(a, b) -> bool:
@@ -396,6 +430,7 @@ DEFAULTS: dict = {
         if f.name not in ("arch", "head", "dropout")
     },
     "features": FeatureSequenceOptions.features,
+    "preset": None,  # the variant's: mobilenet_v2 for flow, small for the others
     "arch": "tsn",
     "head": "tcn",
     "dropout": None,  # the variant's: 0.5 CNNs, 0.3 sequence heads, 0.1 ST-GCN

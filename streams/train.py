@@ -33,6 +33,7 @@ from preprocess.batch import atomic_path, folder_lock, write_json, write_text
 from .checkpoints import (
     cached_download,
     checkpoint_entry,
+    imagenet_weights,
     input_normalization,
     load_checkpoint,
     load_init,
@@ -390,9 +391,11 @@ def build(config: dict, train_set, device: torch.device, log=print) -> Training:
     if config.get("weights"):
         # an online convenience: torchvision's published file, downloaded once into torch's cache and checksummed
         log(load_pretrained(model, cached_download(torchvision_weights_url(config["weights"]))))
-    if config.get("pretrained"):
+    if config.get("pretrained") == "imagenet":
+        log(load_pretrained(model, imagenet_weights(config["preset"])))
+    elif config.get("pretrained") not in (None, "none"):
         log(load_pretrained(model, config["pretrained"]))
-    model.partial_bn = config.get("partial_bn", False)
+    model.partial_bn = bool(config.get("partial_bn"))
     criterion = nn.CrossEntropyLoss(
         weight=class_weights(train_set.labels, num_classes, config["class_weights"]).to(device),
         label_smoothing=config["label_smoothing"],

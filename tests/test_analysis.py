@@ -173,7 +173,7 @@ def test_seeds_train_one_run_each_and_the_report_shows_their_spread(tiny_work, t
     assert f"{100 * np.mean(top1):.1f} ± {100 * np.std(top1, ddof=1):.1f}" in md
     train(
         {**{k: v for k, v in config.items() if k != "frames"}, "stream": "flow", "run": str(tmp_path / "flow")}
-        | {"size": 48, "stack": 3, "segments": 2},
+        | {"preset": "small", "size": 48, "stack": 3, "segments": 2},
         log=lambda *_: None,
     )
     report = run_ablation([tmp_path / "pose", tmp_path / "flow"], tmp_path / "report", resamples=200)
@@ -235,6 +235,7 @@ def test_classify_uses_every_seed_of_a_seeds_run(tiny_synth, tiny_work, tmp_path
     from streams.seeds import train_seeds
 
     options = {"epochs": 1, "batch_size": 8, "size": 48, "stack": 3, "segments": 2, "views": 1, "min_epoch_clips": 1}
+    options["preset"] = "small"
     run = tmp_path / "flow"
     train_seeds({"stream": "flow", "work": str(tiny_work), "run": str(run), **options}, [0, 1], log=lambda *_: None)
     assert run_bin("fuse", run, "--out", tmp_path / "report").returncode == 0

@@ -68,7 +68,10 @@ def test_crossval_writes_out_of_fold_scores_that_fuse_fits_on(clip_grouped_work,
     pooled = {v.video_id for v in manifest.videos if v.split in ("train", "val")}
     tests = {v.video_id for v in manifest.videos if v.split == "test"}
     runs = {}
-    for stream, extra in (("pose", ["--frames", "12"]), ("flow", ["--size", "32", "--segments", "2", "--stack", "2"])):
+    for stream, extra in (
+        ("pose", ["--frames", "12"]),
+        ("flow", ["--preset", "small", "--size", "32", "--segments", "2", "--stack", "2"]),
+    ):
         run = tmp_path / stream
         run_bin("crossval", stream, work, run, "--folds", "3", *CV_OPTIONS, *extra, check=True)
         run_bin("train", stream, work, run, *CV_OPTIONS, *extra, check=True)

@@ -20,6 +20,7 @@ TINY_STREAMS = {
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):
     shared_asset("models/pose_landmarker_full.task")  # the demo's pose stage uses the shared MediaPipe model
+    shared_asset("models/mobilenet_v2_imagenet_features.pth")  # and its flow stream ImageNet's MobileNetV2
     out = tmp_path_factory.mktemp("demo")
     env = {
         **os.environ,

@@ -195,8 +195,8 @@ def test_classify_runs_pose_before_the_flow_cropped_to_its_dancers(tiny_synth, t
     crop = flow_params(FarnebackParams(), resize="none", crop="dancers", crop_size=32)
     run_batch(flow_task(crop), manifest, work, workers=2)
     run = tmp_path / "flow"
-    train({"stream": "flow", "work": str(work), "run": str(run), "size": 32, "segments": 1, "stack": 2, **TINY},
-          log=lambda *_: None)  # fmt: skip
+    flow = {"stream": "flow", "preset": "small", "size": 32, "segments": 1, "stack": 2}
+    train({**flow, "work": str(work), "run": str(run), **TINY}, log=lambda *_: None)
     assert list(Run.load(run).stages) == ["pose", "flow"]  # what the run reads, dependencies first
     run_bin("fuse", run, "--out", tmp_path / "report", "--bootstrap", "50", check=True)
     video = next((tiny_synth / "videos" / "ballet").glob("*.mp4"))

@@ -38,6 +38,7 @@ def tiny_features(tiny_work):
 FAST = {
     "epochs": 3,
     "batch_size": 8,
+    "preset": "small",  # (flow's default is ImageNet's MobileNetV2: tests/test_unseen_sources.py trains it)
     "size": 48,
     "segments": 2,
     "stack": 3,
@@ -183,7 +184,8 @@ def test_datasets_give_fixed_shapes_and_deterministic_augmentation(tiny_work):
         ("rgb", {"arch": "3d", "clip_len": 4, "frame_stride": 2}),
         ("pose", {"head": "lstm_attention", "epochs": 24}),
         ("rgb", {"arch": "sequence", "head": "lstm", "frames": 4}),  # CNN-LSTM, end to end
-        ("features", {"features": "small", "head": "lstm", "frames": 8}),
+        # (more epochs: the features of the dimmed frame cache separate the styles less at first)
+        ("features", {"features": "small", "head": "lstm", "frames": 8, "epochs": 24}),
         ("features-pose", {"features": "small", "head": "tcn", "frames": 8}),  # two-stream sequence model
     ],
 )
@@ -264,6 +266,8 @@ def test_init_loads_matching_weights(tiny_work, tmp_path):
         "flow",
         tiny_work,
         tmp_path / "run",
+        "--preset",
+        "small",  # the state dict's architecture (create_flow_model's default)
         "--epochs",
         "1",
         "--size",

@@ -1,6 +1,7 @@
 """Issue 20: choices that survive few groups (group folds in fusion, the fallback rule), the MobileNetV2 preset."""
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -12,7 +13,7 @@ from fusion.select import cross_validated_top1, fitting_support
 from preprocess import DataError
 from streams.checkpoints import IMAGENET_STATS, input_normalization, load_backbone, load_pretrained
 from streams.stats import group_sign_flip_p, mcnemar_exact
-from tests.conftest import shared_asset
+from tests.conftest import run_bin, shared_asset
 from tests.test_fusion import CLASSES, write_run
 
 
@@ -192,18 +193,20 @@ def test_background_outside_the_tracked_persons_is_dimmed_or_blurred(tiny_work, 
     manifest = load_manifest(tiny_work)
     manifest = dataclasses.replace(manifest, videos=manifest.videos[:6])
     changed_outside = kept_inside = 0
-    for mode in ("dim", "blur"):
+    for mode in ("keep", "dim", "blur"):
         out = tmp_path / mode
         out.mkdir()
         (out / "pose").symlink_to(tiny_work / "pose")
         params = frames_params(resize="none", crop_margin=0.0, background=mode)
         summary = run_batch(frames_task(params), manifest, out, workers=1)
         assert not summary.failed and len(summary.done) == 6
+        if mode == "keep":
+            continue
         for video in manifest.videos:
             vid = video.video_id
             info = FramesInfo.read(out, vid)
             assert info.params["background"] == mode and "pose" in info.inputs
-            plain, faded = load_frames(tiny_work, vid, mmap=False), load_frames(out, vid, mmap=False)
+            plain, faded = load_frames(tmp_path / "keep", vid, mmap=False), load_frames(out, vid, mmap=False)
             pose = load_pose(tiny_work, vid)
             for t, index in enumerate(pose["frame_indices"]):
                 present = pose["mask"][t]
@@ -217,3 +220,63 @@ def test_background_outside_the_tracked_persons_is_dimmed_or_blurred(tiny_work, 
                     assert (faded[index][~inside] == plain[index][~inside] // 4).all()
                 changed_outside += not np.array_equal(faded[index][~inside], plain[index][~inside])
     assert kept_inside > 50 and changed_outside > 0.9 * kept_inside
+
+
+def test_the_frame_cache_dims_the_background_by_default_and_needs_pose_first(tiny_synth, tiny_work, tmp_path):
+    import dataclasses
+
+    from preprocess.dataset import load_manifest
+    from preprocess.video import FramesInfo
+
+    work = tmp_path / "work"
+    manifest = load_manifest(tiny_work)
+    dataclasses.replace(manifest, videos=manifest.videos[:2]).save(work)
+    first = manifest.videos[0].video_id
+    missing = run_bin("preprocess", "frames", work, work, "--resize", "none", "--workers", "1")
+    assert missing.returncode == 1 and "Traceback" not in missing.stderr
+    assert str(work / "pose" / f"{first}.npz") in missing.stderr
+    assert "run bin/preprocess pose first, or pass --background keep" in missing.stderr
+    (work / "pose").mkdir()
+    for video in manifest.videos[:2]:
+        for suffix in (".npz", ".json"):
+            shutil.copy(tiny_work / "pose" / f"{video.video_id}{suffix}", work / "pose")
+    run_bin("preprocess", "frames", work, work, "--resize", "none", "--workers", "1", check=True)
+    info = FramesInfo.read(work, first)
+    assert info.params["background"] == "dim" and "pose" in info.inputs
+    # the library's default is the command's: the shared fixture's cache (frames_params defaults) is dimmed too
+    assert FramesInfo.read(tiny_work, first).params == info.params
+
+
+def test_flow_defaults_to_imagenet_mobilenet_v2_fine_tuned_with_its_recipe(tiny_work, tmp_path, monkeypatch):
+    from streams.checkpoints import imagenet_weights
+    from streams.registry import DEFAULTS, OptionError, resolve_config
+
+    def start(**options):
+        config = resolve_config({"stream": "flow", **options})
+        return config["preset"], config["pretrained"], config["lr"], config["partial_bn"]
+
+    assert start() == ("mobilenet_v2", "imagenet", 1e-4, True)
+    assert start(**DEFAULTS) == start()  # an API caller passing every general default gets the same
+    assert start(lr=3e-4, partial_bn=False) == ("mobilenet_v2", "imagenet", 3e-4, False)  # what is given is kept
+    assert start(pretrained="none") == ("mobilenet_v2", "none", 1e-3, False)
+    assert start(preset="small") == ("small", "none", 1e-3, False)
+    assert resolve_config({"stream": "rgb"})["preset"] == "small"  # RGB keeps our small CNN
+    with pytest.raises(OptionError, match="--pretrained .*nothing-here: no such file or run folder"):
+        start(pretrained=str(tmp_path / "nothing-here"))
+    # the shared file is found, every tensor used, and the run says so
+    shared_asset("models/mobilenet_v2_imagenet_features.pth")
+    run = tmp_path / "flow"
+    result = run_bin(
+        "train", "flow", tiny_work, run, "--epochs", "1", "--size", "32", "--segments", "1", "--stack", "2",
+        "--views", "1", "--min-epoch-clips", "1", check=True,
+    )  # fmt: skip
+    assert "loaded 312 of 312 backbone tensors" in result.stdout
+    config = json.loads((run / "config.json").read_text())
+    assert (config["preset"], config["pretrained"], config["lr"], config["partial_bn"]) == start()
+    # offline with no file anywhere: one line naming the asset and the ways out
+    monkeypatch.setenv("DANCE_SHARED", str(tmp_path / "empty"))
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.delenv("DANCE_MOBILENET_V2", raising=False)
+    with pytest.raises(DataError, match="mobilenet_v2_imagenet_features.pth: .*--pretrained none") as err:
+        imagenet_weights("mobilenet_v2", download=False)
+    assert "\n" not in str(err.value) and "$DANCE_MOBILENET_V2" in str(err.value)
