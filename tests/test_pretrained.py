@@ -109,6 +109,7 @@ def test_bin_train_fine_tunes_from_a_checkpoint_and_from_a_run_of_ours(tiny_work
     train(
         {
             "stream": "flow",
+            "preset": "small",
             "work": str(tiny_work),
             "run": str(first),
             "epochs": 1,
@@ -122,7 +123,18 @@ def test_bin_train_fine_tunes_from_a_checkpoint_and_from_a_run_of_ours(tiny_work
         log=lambda *_: None,
     )
     result = run_bin(
-        "train", "flow", tiny_work, tmp_path / "tuned", *fast, "--stack", "3", "--pretrained", first, check=True
+        "train",
+        "flow",
+        tiny_work,
+        tmp_path / "tuned",
+        *fast,
+        "--preset",
+        "small",
+        "--stack",
+        "3",
+        "--pretrained",
+        first,
+        check=True,
     )
     assert f"--pretrained {first / 'best.pt'}: loaded" in result.stdout
     refused = run_bin("train", "rgb", tiny_work, tmp_path / "bad", *fast, "--pretrained", resnet18_file)
