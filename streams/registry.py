@@ -408,7 +408,12 @@ def backbone_start(variant: Options, lr: float | None) -> tuple[Options, float]:
         raise OptionError(f"--pretrained {pretrained}: no such file or run folder (or say imagenet, none)")
     if pretrained not in ("imagenet", "none"):
         pretrained = os.path.abspath(pretrained)  # (paths stored in a run's config are absolute)
-    imagenet = bool(variant.weights) or pretrained == "imagenet" or os.path.isfile(pretrained)
+    # a foreign state dict (a torchvision file) counts as ImageNet's; a run of ours (its folder, or its best.pt
+    # beside its config.json) does not: it is fine-tuned as it was trained
+    foreign_file = os.path.isfile(pretrained) and not os.path.isfile(
+        os.path.join(os.path.dirname(pretrained), "config.json")
+    )
+    imagenet = bool(variant.weights) or pretrained == "imagenet" or foreign_file
     partial_bn = imagenet if variant.partial_bn is None else variant.partial_bn
     variant = dataclasses.replace(variant, pretrained=pretrained, partial_bn=partial_bn)
     return variant, (FINE_TUNE_LR if imagenet else SCRATCH_LR) if lr is None else lr

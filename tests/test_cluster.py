@@ -147,7 +147,7 @@ def test_ray_workers_die_with_a_killed_driver_and_write_nothing_after(tiny_synth
             "from preprocess.batch import Task, run_batch\n"
             "from preprocess.dataset import load_manifest\n"
             "from tests.test_cluster import slow_and_watched\n"
-            "task = Task(name='slow', params={'marks': sys.argv[3], 'seconds': 1.5}, run=slow_and_watched,"
+            "task = Task(name='slow', params={'marks': sys.argv[3], 'seconds': 3.0}, run=slow_and_watched,"
             " data_suffix='.txt')\n"
             "run_batch(task, load_manifest(sys.argv[2]), sys.argv[2], workers=2, executor='ray')\n",
             str(REPO),
@@ -158,13 +158,14 @@ def test_ray_workers_die_with_a_killed_driver_and_write_nothing_after(tiny_synth
         stderr=subprocess.DEVNULL,
     )
     deadline = time.time() + 120
-    while len(list(marks.iterdir())) < 3 and time.time() < deadline:  # both actors at work, one on its second video
+    while len(list(marks.iterdir())) < 4 and time.time() < deadline:  # both actors on their second video
         time.sleep(0.05)
-    assert len(list(marks.iterdir())) >= 3, "the Ray batch did not start in 2 minutes"
-    done_before = set((work / "slow").glob("*.txt"))
+    assert len(list(marks.iterdir())) >= 4, "the Ray batch did not start in 2 minutes"
+    time.sleep(0.3)  # well inside both videos (3 s each): none is about to be written
     os.kill(driver.pid, signal.SIGKILL)
     driver.wait()
     killed = time.time()
+    done_before = set((work / "slow").glob("*.txt"))
     workers = {int(mark.name.split(".")[0]) for mark in marks.iterdir()}
 
     def alive(pid):
@@ -177,9 +178,9 @@ def test_ray_workers_die_with_a_killed_driver_and_write_nothing_after(tiny_synth
         time.sleep(0.05)
     gone_after = time.time() - killed
     assert gone_after < 1.2, f"Ray workers outlived their driver by {gone_after:.1f} s"
-    time.sleep(max(0.0, killed + 2.5 - time.time()))  # past the in-flight videos' end
+    time.sleep(max(0.0, killed + 3.5 - time.time()))  # past the in-flight videos' end
     assert set((work / "slow").glob("*.txt")) == done_before  # nothing written after the driver died
     # a rerun finishes the batch: what was done stays done, what the kill interrupted is redone
-    task = Task(name="slow", params={"marks": str(marks), "seconds": 1.5}, run=slow_and_watched, data_suffix=".txt")
+    task = Task(name="slow", params={"marks": str(marks), "seconds": 3.0}, run=slow_and_watched, data_suffix=".txt")
     rerun = run_batch(task, load_manifest(work), work, workers=2)
     assert not rerun.failed and len(rerun.skipped) == len(done_before) and len(rerun.done) == 6 - len(done_before)

@@ -261,6 +261,14 @@ def test_flow_defaults_to_imagenet_mobilenet_v2_fine_tuned_with_its_recipe(tiny_
     assert start(pretrained="none") == ("mobilenet_v2", "none", 1e-3, False)
     assert start(preset="small") == ("small", "none", 1e-3, False)
     assert resolve_config({"stream": "rgb"})["preset"] == "small"  # RGB keeps our small CNN
+    ours = tmp_path / "ours"  # a run of ours (its folder or its best.pt) is fine-tuned as it was trained
+    ours.mkdir()
+    (ours / "config.json").write_text("{}")
+    (ours / "best.pt").write_bytes(b"")
+    foreign = tmp_path / "torchvision.pth"  # a foreign state dict counts as ImageNet's
+    foreign.write_bytes(b"")
+    assert start(pretrained=str(ours))[2:] == start(pretrained=str(ours / "best.pt"))[2:] == (1e-3, False)
+    assert start(pretrained=str(foreign)) == ("mobilenet_v2", str(foreign), 1e-4, True)
     with pytest.raises(OptionError, match="--pretrained .*nothing-here: no such file or run folder"):
         start(pretrained=str(tmp_path / "nothing-here"))
     # the shared file is found, every tensor used, and the run says so
