@@ -22,24 +22,13 @@ import numpy as np
 
 from .common import REPO, shared
 
-TRAIN_OPTIONS = [
-    "--size",
-    "64",
-    "--stack",
-    "3",
-    "--segments",
-    "2",
-    "--frames",
-    "16",
-    "--batch-size",
-    "8",
-    "--views",
-    "1",
-    "--min-epoch-clips",
-    "1",
-    "--device",
-    "cuda",
-]
+TRAIN_OPTIONS = ["--batch-size", "8", "--views", "1", "--min-epoch-clips", "1", "--device", "cuda"]
+# each stream's own (a stream refuses the options it does not take, by name)
+STREAM_OPTIONS = {
+    "rgb": ["--size", "64", "--segments", "2"],
+    "flow": ["--size", "64", "--segments", "2", "--stack", "3"],
+    "pose": ["--frames", "16"],
+}
 
 
 def tiny_work(root: Path) -> Path:
@@ -56,9 +45,22 @@ def tiny_work(root: Path) -> Path:
     manifest = ingest(synth / "dataset.csv", ratios=(0.34, 0.33, 0.33))
     manifest.save(work)
     run_batch(flow_task(flow_params(FarnebackParams(), resize="none")), manifest, work, workers=4)
-    run_batch(frames_task(frames_params(resize="none")), manifest, work, workers=4)
     import_pose("coco", str(groundtruth_as_coco(synth, root / "gt.json")), manifest, str(work), max_persons=4)
+    run_batch(frames_task(frames_params(resize="none")), manifest, work, workers=4)  # after pose: it dims by its boxes
     return work
+
+
+def _flow_preset() -> list[str]:
+    """Flow's default (ImageNet MobileNetV2) where its file is found without the network, else our small CNN (a
+    device machine may not carry ../shared)."""
+    from preprocess import DataError
+    from streams.checkpoints import imagenet_weights
+
+    try:
+        imagenet_weights("mobilenet_v2", download=False)
+        return []
+    except DataError:
+        return ["--preset", "small"]
 
 
 def _train(stream: str, work: Path, run: Path, epochs: int, processes: int = 1) -> subprocess.CompletedProcess:
@@ -72,6 +74,8 @@ def _train(stream: str, work: Path, run: Path, epochs: int, processes: int = 1) 
         "--epochs",
         str(epochs),
         *TRAIN_OPTIONS,
+        *STREAM_OPTIONS[stream],
+        *(_flow_preset() if stream == "flow" else []),
     ]
     return subprocess.run(command, capture_output=True, text=True, timeout=300)
 
