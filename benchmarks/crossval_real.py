@@ -15,14 +15,6 @@ from pathlib import Path
 from preprocess.batch import write_json, write_text
 
 
-def _mobilenet() -> str:
-    import os
-
-    from .common import shared
-
-    return os.environ.get("DANCE_MOBILENET_V2", str(shared() / "models" / "mobilenet_v2_imagenet_features.pth"))
-
-
 def models(synthetic_runs: str | None) -> dict[str, dict]:
     """Model name → training options (on top of streams.train.DEFAULTS)."""
     table = {
@@ -46,14 +38,14 @@ def models(synthetic_runs: str | None) -> dict[str, dict]:
         "rgb-cnn-lstm": {"stream": "rgb", "arch": "sequence", "head": "lstm", "frames": 8},
         "features": {"stream": "features", "head": "lstm", "frames": 16},
         "features-pose": {"stream": "features-pose", "head": "lstm", "frames": 16},
-        # the ImageNet MobileNetV2 (shared/models or $DANCE_MOBILENET_V2): fine-tuned with partial BN, or frozen
+        # the ImageNet MobileNetV2 (--pretrained imagenet, as bin/train finds it): fine-tuned with partial BN, or frozen
         # (bin/extract-features --preset mobilenet_v2 --pretrained FILE --name mobilenet_v2 first) under a head
         # (lr 1e-4: at the default 1e-3 AdamW wrecks the pretrained features in the first epochs: train top-1 stays
         # at chance, 2026-12-02)
         "rgb-mobilenet": {
             "stream": "rgb",
             "preset": "mobilenet_v2",
-            "pretrained": _mobilenet(),
+            "pretrained": "imagenet",
             "partial_bn": True,
             "lr": 1e-4,
         },
@@ -61,7 +53,7 @@ def models(synthetic_runs: str | None) -> dict[str, dict]:
         "flow-mobilenet": {
             "stream": "flow",
             "preset": "mobilenet_v2",
-            "pretrained": _mobilenet(),
+            "pretrained": "imagenet",
             "partial_bn": True,
             "lr": 1e-4,
         },

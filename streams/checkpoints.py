@@ -10,7 +10,6 @@
 from __future__ import annotations
 
 import json
-import os
 import pickle
 from pathlib import Path
 
@@ -197,22 +196,19 @@ def imagenet_weights(preset: str, *, download: bool = True) -> Path:
     """The ImageNet weights of a torchvision preset (``--pretrained imagenet``): $DANCE_MOBILENET_V2 > the shared
     assets (``mobilenet_v2_imagenet_features.pth``) > torchvision's published file in torch's cache > its download
     (checksummed; online only). Offline with none of these, a one-line error says where it looked."""
-    from preprocess.pose.backends import shared_dir
+    from preprocess.pose.backends import find_model_file
 
     if preset not in IMAGENET_FILES:
         raise DataError(preset, f"--pretrained imagenet: no ImageNet weights are known for preset {preset}")
     env, name = IMAGENET_FILES[preset]
-    if os.environ.get(env):
-        path = Path(os.environ[env])
-        if not path.is_file():
-            raise DataError(path, f"ImageNet {preset} weights given by ${env} do not exist")
+    path, tried = find_model_file(None, env, name, kind=f"ImageNet {preset} weights")  # $env > shared > user cache
+    if path is not None:
         return path.resolve()
-    tried = [shared_dir() / "models" / name]
     url = torchvision_weights_url(IMAGENET_WEIGHTS[preset])
-    tried.append(Path(torch.hub.get_dir()) / "checkpoints" / Path(url).name)
-    for path in tried:
-        if path.is_file():
-            return path.resolve()
+    published = Path(torch.hub.get_dir()) / "checkpoints" / Path(url).name  # torchvision's own file, if downloaded
+    if published.is_file():
+        return published.resolve()
+    tried.append(str(published))
     if download:
         try:
             return cached_download(url)
@@ -222,7 +218,7 @@ def imagenet_weights(preset: str, *, download: bool = True) -> Path:
         name,
         f"no ImageNet {preset} weights for --pretrained imagenet (the default of --preset {preset}): set ${env} to "
         f"the file, or pass --pretrained none to train from scratch, or --preset small (looked in: "
-        f"{'; '.join(map(str, tried))}; no download)",
+        f"{'; '.join(tried)}; no download)",
     )
 
 

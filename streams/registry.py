@@ -22,6 +22,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from .checkpoints import IMAGENET_FILES
 from .models import PRESETS_2D, PRESETS_3D, SEQUENCE_HEADS
 
 STREAMS = ("rgb", "flow", "pose", "features", "features-pose")
@@ -98,7 +99,7 @@ def _dropout(default: float):
 
 # The presets whose ImageNet weights are found without the network (streams.checkpoints.imagenet_weights): for
 # them --pretrained defaults to "imagenet".
-IMAGENET_OFFLINE = ("mobilenet_v2",)
+IMAGENET_OFFLINE = tuple(IMAGENET_FILES)
 SCRATCH_LR, FINE_TUNE_LR = 1e-3, 1e-4
 
 

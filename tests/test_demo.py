@@ -7,7 +7,7 @@ import subprocess
 import pytest
 
 from preprocess.video import Source, probe, read_frames
-from tests.conftest import REPO, run_bin, shared_asset
+from tests.conftest import REPO, SHARED, run_bin, shared_asset
 
 TINY_TRAINING = "--epochs 3 --batch-size 8 --views 2 --min-epoch-clips 1"
 TINY_STREAMS = {
@@ -17,17 +17,24 @@ TINY_STREAMS = {
 }
 
 
+def tiny_streams() -> dict:
+    """Each stream's small settings; flow on its default (ImageNet's MobileNetV2) where the shared file is, else on
+    our small CNN, so that the demo's path is tested either way."""
+    if (SHARED / "models" / "mobilenet_v2_imagenet_features.pth").is_file():
+        return TINY_STREAMS
+    return {**TINY_STREAMS, "DANCE_FLOW_OPTIONS": TINY_STREAMS["DANCE_FLOW_OPTIONS"] + " --preset small"}
+
+
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):
     shared_asset("models/pose_landmarker_full.task")  # the demo's pose stage uses the shared MediaPipe model
-    shared_asset("models/mobilenet_v2_imagenet_features.pth")  # and its flow stream ImageNet's MobileNetV2
     out = tmp_path_factory.mktemp("demo")
     env = {
         **os.environ,
         "DANCE_DEMO_DIR": str(out),
         "DANCE_PRESET": "tiny",
         "DANCE_TRAIN_OPTIONS": TINY_TRAINING,
-        **TINY_STREAMS,
+        **tiny_streams(),
     }
     result = subprocess.run(
         ["bash", str(REPO / "bin" / "demo")], cwd=REPO, env=env, capture_output=True, text=True, timeout=900
@@ -53,7 +60,7 @@ def test_tiny_demo_runs_every_stage(demo):
         "DANCE_DEMO_DIR": str(out),
         "DANCE_PRESET": "tiny",
         "DANCE_TRAIN_OPTIONS": TINY_TRAINING,
-        **TINY_STREAMS,
+        **tiny_streams(),
     }
     again = subprocess.run(
         ["bash", str(REPO / "bin" / "demo")], cwd=REPO, env=env, capture_output=True, text=True, timeout=900

@@ -271,6 +271,14 @@ def test_flow_defaults_to_imagenet_mobilenet_v2_fine_tuned_with_its_recipe(tiny_
     assert start(pretrained=str(foreign)) == ("mobilenet_v2", str(foreign), 1e-4, True)
     with pytest.raises(OptionError, match="--pretrained .*nothing-here: no such file or run folder"):
         start(pretrained=str(tmp_path / "nothing-here"))
+    # offline with no file anywhere: one line naming the asset and the ways out
+    monkeypatch.setenv("DANCE_SHARED", str(tmp_path / "empty"))
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.delenv("DANCE_MOBILENET_V2", raising=False)
+    with pytest.raises(DataError, match="mobilenet_v2_imagenet_features.pth: .*--pretrained none") as err:
+        imagenet_weights("mobilenet_v2", download=False)
+    assert "\n" not in str(err.value) and "$DANCE_MOBILENET_V2" in str(err.value)
+    monkeypatch.undo()
     # the shared file is found, every tensor used, and the run says so
     shared_asset("models/mobilenet_v2_imagenet_features.pth")
     run = tmp_path / "flow"
@@ -281,10 +289,3 @@ def test_flow_defaults_to_imagenet_mobilenet_v2_fine_tuned_with_its_recipe(tiny_
     assert "loaded 312 of 312 backbone tensors" in result.stdout
     config = json.loads((run / "config.json").read_text())
     assert (config["preset"], config["pretrained"], config["lr"], config["partial_bn"]) == start()
-    # offline with no file anywhere: one line naming the asset and the ways out
-    monkeypatch.setenv("DANCE_SHARED", str(tmp_path / "empty"))
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
-    monkeypatch.delenv("DANCE_MOBILENET_V2", raising=False)
-    with pytest.raises(DataError, match="mobilenet_v2_imagenet_features.pth: .*--pretrained none") as err:
-        imagenet_weights("mobilenet_v2", download=False)
-    assert "\n" not in str(err.value) and "$DANCE_MOBILENET_V2" in str(err.value)

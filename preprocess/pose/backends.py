@@ -47,7 +47,7 @@ def cache_dir() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "dance-streams"
 
 
-def find_model_file(explicit, env: str, name: str) -> tuple[Path | None, list[str]]:
+def find_model_file(explicit, env: str, name: str, *, kind: str = "pose model") -> tuple[Path | None, list[str]]:
     """The first of --model PATH > $``env`` > shared/models/``name`` > the user cache that exists, and the places
     tried; a path the user named (option or variable) that does not exist is an error, not a fall-through."""
     tried = []
@@ -63,7 +63,7 @@ def find_model_file(explicit, env: str, name: str) -> tuple[Path | None, list[st
         if path.is_file():
             return path, tried
         if origin in ("--model", f"${env}"):
-            raise DataError(path, f"pose model given by {origin} does not exist")
+            raise DataError(path, f"{kind} given by {origin} does not exist")
         tried.append(str(path))
     return None, tried
 
