@@ -83,7 +83,13 @@ OPTIONS = [
         is_flag=True,
         help="Also log each epoch's metrics to RUN/tensorboard (pip install tensorboard).",
     ),
-    click.option("--workers", type=int, default=D["workers"], show_default=True, help="Data-loader worker processes."),
+    click.option(
+        "--workers",
+        type=click.IntRange(min=0),
+        default=D["workers"],
+        help="Data-loader worker processes (default: on CUDA, the cores per GPU up to 8; on CPU 0, the model's "
+        "threads use every core and the preprocessed arrays load cheaply).",
+    ),
     click.option(
         "--device", default=D["device"], show_default=True, help="auto (CUDA when present), cpu, cuda, cuda:1 ..."
     ),

@@ -81,7 +81,7 @@ class TrainingOptions(Options):
     label_smoothing: float = field(default=0.1, metadata=_range(0, 1, open_high=True))
     patience: int = field(default=6, metadata=_range(1))
     seed: int = 0
-    workers: int = field(default=0, metadata=_range(0))
+    workers: int | None = field(default=None, metadata=_range(0, optional=True))  # None: streams.train.loader_workers
     device: str = "auto"
     views: int = field(default=3, metadata=_range(1))
     vote: bool = False

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, RandomSampler, Sampler
 from torch.utils.data.distributed import DistributedSampler
 
 from preprocess import DataError, load_manifest
@@ -116,13 +116,20 @@ def train_one_epoch(model, loader, optimizer, criterion, device) -> dict:
 
 
 @torch.no_grad()
-def evaluate(model, dataset, device, *, batch_size: int = 16, workers: int = 0, vote: bool = False):
+def evaluate(model, data, device, *, batch_size: int = 16, workers: int = 0, vote: bool = False):
     """Video-level scores: softmax averaged over each video's views. With ``vote``, the frame-by-frame protocol
     (Castro's frame baseline): every sampled frame (each segment of each view; a 2D model's segments are classified
     one by one, not averaged) votes for its top class, and a video's scores are the fraction of votes per class
-    (ties go to the higher mean probability). Returns (probs (N, C) float32, labels (N,), mean loss)."""
+    (ties go to the higher mean probability). Returns (probs (N, C) float32, labels (N,), mean loss).
+
+    ``data``: a dataset, or a loader from ``evaluation_loader`` (made once per run; under DDP each rank's loader
+    holds its share of the items, the per-video sums are added over ranks, and every rank returns the whole)."""
     model.eval()
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers, collate_fn=collate)
+    if isinstance(data, DataLoader):
+        loader, dataset = data, data.dataset
+    else:
+        dataset = data
+        loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers, collate_fn=collate)
     n_videos, n_classes = len(dataset.videos), len(dataset.classes)
     sums = np.zeros((n_videos, n_classes), np.float64)
     votes = np.zeros((n_videos, n_classes), np.float64)
@@ -148,6 +155,10 @@ def evaluate(model, dataset, device, *, batch_size: int = 16, workers: int = 0, 
         np.add.at(sums, idx, flat)
         np.add.at(votes, (idx, flat.argmax(1)), 1)
         np.add.at(counts, idx, 1)
+    if getattr(loader, "sharded", False):
+        sums, votes, counts, (loss_sum, loss_n) = _sum_over_ranks(
+            sums, votes, counts, [loss_sum, loss_n], device=device
+        )
     mean = sums / counts[:, None]
     if vote:
         # ties between voted classes go to the higher mean probability
@@ -156,6 +167,16 @@ def evaluate(model, dataset, device, *, batch_size: int = 16, workers: int = 0, 
     else:
         scores = mean
     return scores.astype(np.float32), dataset.labels.copy(), loss_sum / max(loss_n, 1)
+
+
+def _sum_over_ranks(*arrays, device):
+    """Each array summed over the DDP ranks (float64, on the backend's device: NCCL refuses CPU tensors)."""
+    out = []
+    for a in arrays:
+        t = torch.as_tensor(np.asarray(a, np.float64), device=device)
+        dist.all_reduce(t)
+        out.append(t.cpu().numpy())
+    return out
 
 
 def _distributed(config: dict) -> tuple[int, int, torch.device]:
@@ -340,11 +361,24 @@ def _tensorboard(run: Path):
     return SummaryWriter(str(run / "tensorboard"))
 
 
+def loader_workers(device: str) -> int:
+    """The default ``--workers``: feeding a GPU takes workers decoding ahead (the cores per GPU, at most 8); on CPU
+    the model's own threads use every core, and workers would only take cores from it."""
+    gpus = torch.cuda.device_count() if device != "cpu" else 0
+    if gpus == 0:
+        return 0
+    return max(
+        1, min(8, (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1) // gpus)
+    )
+
+
 def prepare_config(config: dict, *, given=()) -> dict:
     """A run's whole config from the options given (``streams.registry.resolve_config``), with what the data
     decides: the sampling rate (the training videos' median, so that a window spans the same time in every video;
     streams.sampling) and the RGB input statistics of the weights the network starts from."""
     config = resolve_config(config, given=given)
+    if config["workers"] is None:
+        config["workers"] = loader_workers(config["device"])
     if config["sample_fps"] is None:
         config["sample_fps"] = reference_fps(v.fps for v in load_manifest(config["work"]).by_split("train"))
     if "frames" in spec_of(config).stages:  # a network on RGB frames: the statistics of its starting weights
@@ -435,36 +469,68 @@ def resume(last: Path, config: dict, run: Training, data_digest: str, log=print)
     log(f"resuming {last.parent} after epoch {run.state['epoch']}")
 
 
-def training_loader(train_set, config: dict, rank: int, world: int):
-    """The training loader, made once per run; ``set_loader_epoch`` before each epoch gives that epoch's order,
-    which depends only on (seed, epoch)."""
-    if world > 1:
-        sampler = DistributedSampler(train_set, num_replicas=world, rank=rank, shuffle=True, seed=config["seed"])
-        return DataLoader(
-            train_set,
-            batch_size=config["batch_size"],
-            sampler=sampler,
-            num_workers=config["workers"],
-            collate_fn=collate,
-            drop_last=len(train_set) > config["batch_size"] * world,
-        )
+class EpochSampler(Sampler):
+    """A sampler whose items carry the epoch: ``(epoch, index)``. A persistent loader worker keeps the copy of the
+    dataset it was started with, so an epoch set on the main process's dataset would never reach it; the
+    augmentation of an item must depend on (seed, epoch, index) all the same."""
+
+    def __init__(self, sampler):
+        self.sampler, self.epoch = sampler, 0
+
+    def __iter__(self):
+        return ((self.epoch, i) for i in self.sampler)
+
+    def __len__(self):
+        return len(self.sampler)
+
+
+def _loader(dataset, config: dict, device: torch.device, **kw) -> DataLoader:
+    """A DataLoader as every loader of a run is made: workers that live for the run (their datasets' caches with
+    them), pinned memory when batches go to a GPU (the copies are ``non_blocking``)."""
+    workers = config["workers"]
+    device = device or torch.device("cpu")
     return DataLoader(
-        train_set,
+        dataset,
         batch_size=config["batch_size"],
-        shuffle=True,
-        generator=torch.Generator(),
-        num_workers=config["workers"],
+        num_workers=workers,
+        persistent_workers=workers > 0,
+        pin_memory=device.type == "cuda",
         collate_fn=collate,
-        drop_last=len(train_set) > config["batch_size"],
+        **kw,
     )
+
+
+def training_loader(train_set, config: dict, rank: int, world: int, device: torch.device | None = None):
+    """The training loader, made once per run; ``set_loader_epoch`` before each epoch gives that epoch's order and
+    augmentation, which depend only on (seed, epoch)."""
+    if world > 1:
+        base = DistributedSampler(train_set, num_replicas=world, rank=rank, shuffle=True, seed=config["seed"])
+        drop_last = len(train_set) > config["batch_size"] * world
+    else:
+        base = RandomSampler(train_set, generator=torch.Generator())
+        drop_last = len(train_set) > config["batch_size"]
+    # the loader's own generator draws its workers' base seed, which would otherwise come from torch's global RNG (and
+    # a resumed run, starting its workers once more, would drift from an uninterrupted one)
+    generator = torch.Generator().manual_seed(config["seed"])
+    return _loader(train_set, config, device, sampler=EpochSampler(base), drop_last=drop_last, generator=generator)
+
+
+def evaluation_loader(dataset, config: dict, rank: int, world: int, device: torch.device | None = None):
+    """An evaluation loader, made once per run and dataset: under DDP rank r scores items r, r + world, ... (every
+    rank its share of the videos and views; ``evaluate`` adds the shares up)."""
+    loader = _loader(dataset, config, device, sampler=range(rank, len(dataset), world) if world > 1 else None)
+    loader.sharded = world > 1
+    return loader
 
 
 def set_loader_epoch(loader, config: dict, epoch: int) -> None:
     loader.dataset.set_epoch(epoch)
-    if isinstance(loader.sampler, DistributedSampler):
-        loader.sampler.set_epoch(epoch)
+    loader.sampler.epoch = epoch
+    base = loader.sampler.sampler
+    if isinstance(base, DistributedSampler):
+        base.set_epoch(epoch)
     else:
-        loader.generator.manual_seed(config["seed"] * 100_003 + epoch)
+        base.generator.manual_seed(config["seed"] * 100_003 + epoch)
 
 
 def _log_epoch(board, run: Path, row: dict, epoch: int):
@@ -483,9 +549,10 @@ def _log_epoch(board, run: Path, row: dict, epoch: int):
     return board
 
 
-def fit(config: dict, run: Training, loader, val_set, device, *, rank, world, data_digest, log=print, on_epoch=None):
+def fit(config: dict, run: Training, loader, val_loader, device, *, rank, world, data_digest, log=print, on_epoch=None):
     """Epochs until ``config["epochs"]`` or early stopping (``patience`` epochs without a better validation
-    macro-F1): ``train_one_epoch``, ``evaluate`` on validation, the best checkpoint and ``last.pt`` after each."""
+    macro-F1): ``train_one_epoch``, ``evaluate`` on validation (``val_loader``: from ``evaluation_loader``, sharded
+    over the ranks), the best checkpoint and ``last.pt`` after each."""
     folder = Path(config["run"])
     last = folder / "last.pt"
     model, optimizer, state, history = run.model, run.optimizer, run.state, run.history
@@ -499,10 +566,9 @@ def fit(config: dict, run: Training, loader, val_set, device, *, rank, world, da
         stats = train_one_epoch(net, loader, optimizer, run.criterion, device)
         run.schedule.step()
         state["epoch"] = epoch + 1
+        # every rank scores its share of the validation items; each gets the whole, rank 0 writes
+        probs, labels, val_loss = evaluate(model, val_loader, device, vote=config["vote"])
         if rank == 0:
-            probs, labels, val_loss = evaluate(
-                model, val_set, device, batch_size=config["batch_size"], workers=config["workers"], vote=config["vote"]
-            )
             metrics = classification_metrics(labels, probs)
             row = {
                 "epoch": epoch + 1,
@@ -550,18 +616,22 @@ def fit(config: dict, run: Training, loader, val_set, device, *, rank, world, da
         board.close()
 
 
-def score(config: dict, model, val_set, device, splits, log=print) -> dict:
-    """The best checkpoint's scores of each of ``splits``, written as the run's score files; {split: metrics}."""
+def score(config: dict, model, val_loader, device, splits, *, rank: int = 0, world: int = 1) -> dict:
+    """The best checkpoint's scores of each of ``splits`` (every rank scores its share), written by rank 0 as the
+    run's score files; {split: metrics}."""
     run, work = Path(config["run"]), Path(config["work"])
     model.load_state_dict(checkpoint_entry(load_checkpoint(run / "best.pt"), "model", run / "best.pt"))
     result = {}
     for split in splits:
-        dataset = val_set if split == "val" else create_dataset(config, work, split, train=False, views=config["views"])
-        probs, labels, _ = evaluate(
-            model, dataset, device, batch_size=config["batch_size"], workers=config["workers"], vote=config["vote"]
-        )
+        if split == "val":
+            loader = val_loader
+        else:
+            dataset = create_dataset(config, work, split, train=False, views=config["views"])
+            loader = evaluation_loader(dataset, config, rank, world, device)
+        probs, labels, _ = evaluate(model, loader, device, vote=config["vote"])
         metrics = classification_metrics(labels, probs)
-        write_scores(run, split, dataset, probs, labels, config, str(run / "best.pt"), metrics)
+        if rank == 0:
+            write_scores(run, split, loader.dataset, probs, labels, config, str(run / "best.pt"), metrics)
         result[split] = metrics
     return result
 
@@ -597,12 +667,14 @@ def train(config: dict, log=print, *, on_epoch=None, splits=("val", "test"), giv
         resume(run / "last.pt", config, training, data_digest, log)
         if rank == 0:
             write_json(run / "config.json", config)
-        loader = training_loader(train_set, config, rank, world)
+        # the loaders are made once per run: their workers (and the datasets' caches in them) live for the run
+        loader = training_loader(train_set, config, rank, world, device)
+        val_loader = evaluation_loader(val_set, config, rank, world, device)
         fit(
             config,
             training,
             loader,
-            val_set,
+            val_loader,
             device,
             rank=rank,
             world=world,
@@ -610,7 +682,6 @@ def train(config: dict, log=print, *, on_epoch=None, splits=("val", "test"), giv
             log=log,
             on_epoch=on_epoch,
         )
-        result = {}
         if rank == 0:
             name = spec_of(config).fusion_name
             plot_curves(
@@ -620,7 +691,8 @@ def train(config: dict, log=print, *, on_epoch=None, splits=("val", "test"), giv
                 best_epoch=training.state["best_epoch"],
                 stopped_early=training.state["epoch"] < config["epochs"],
             )
-            result = score(config, training.model, val_set, device, splits, log)
+        result = score(config, training.model, val_loader, device, splits, rank=rank, world=world)
+        if rank == 0:
             shown, best = splits[-1], training.state["best_epoch"]
             log(
                 f"{config['stream']}: best epoch {best}, {shown} top-1 {result[shown]['top1']:.3f}, "

@@ -50,30 +50,8 @@ def test_weighted_grid_finds_the_only_weights_that_fit():
     assert np.isclose(sum(logloss.weights_), 1.0) and (logloss.weights_ >= 0).all()
 
 
-def _grid_search_loop(stacked, labels, n):
-    """The weighted search as it was before it was vectorised: one weight vector at a time, the key compared as a
-    tuple (accuracy, log-loss, distance to equal weights), the first best kept."""
-    import itertools
-
-    from fusion.methods import log_loss
-
-    s, best = stacked.shape[0], None
-    for combo in itertools.product(range(n + 1), repeat=s - 1):
-        if sum(combo) > n:
-            continue
-        w = np.array(list(combo) + [n - sum(combo)], float) / n
-        fused = np.tensordot(w, stacked, 1)
-        key = (
-            -(fused.argmax(1) == labels).mean(),
-            log_loss(fused / fused.sum(1, keepdims=True), labels),
-            float(np.abs(w - 1 / s).sum()),
-        )
-        if best is None or key < best[0]:
-            best = (key, w)
-    return best[1]
-
-
 def test_the_vectorised_weight_search_chooses_what_the_loop_chose():
+    from benchmarks.fusion_search import grid_search_loop
     from fusion.methods import best_grid_weights, simplex_grid
 
     grid = simplex_grid(4, 20)
@@ -87,7 +65,7 @@ def test_the_vectorised_weight_search_chooses_what_the_loop_chose():
         logits[:, np.arange(videos), labels] += rng.uniform(0, 2, (s, 1))
         stacked = np.exp(logits) / np.exp(logits).sum(2, keepdims=True)
         for n in (10, 20) if s < 4 else (10,):  # (the loop is slow: scikit-learn's log-loss per vector)
-            expected = _grid_search_loop(stacked, labels, n)
+            expected = grid_search_loop(stacked, labels, n)
             assert np.array_equal(best_grid_weights(stacked, labels, n, chunk_bytes=4096), expected), (trial, n)
     # identical streams: every split of their weight fuses the same, so the one nearest equal weights is kept
     same = stacked[:1].repeat(2, 0)

@@ -351,6 +351,44 @@ def test_torchrun_two_processes_write_one_set_of_outputs(tiny_work, tmp_path):
         ]
     )
     assert result.stdout.count("pose epoch 1/2") == 1  # logged once, by rank 0
+    # Evaluation was sharded (each rank scored every other item, the sums added up): the scores rank 0 wrote are
+    # the ones one process gets from the same best.pt.
+    from streams.run import Run
+
+    for split in ("val", "test"):
+        written = np.load(run / f"scores_{split}.npz", allow_pickle=False)
+        alone, dataset = Run.load(run).score(tiny_work, split, device="cpu")
+        assert written["video_ids"].tolist() == [v.video_id for v in dataset.videos]
+        assert np.allclose(written["probs"], alone, atol=1e-6), split
+
+
+def test_loaders_are_made_once_per_run_and_their_workers_see_each_epoch(tiny_work):
+    """A persistent worker keeps its own copy of the dataset: the epoch reaches it with each index, so epoch 2's
+    augmentation in a worker that lived through epoch 1 is what a fresh process computes."""
+    from streams.registry import create_dataset
+    from streams.train import evaluation_loader, prepare_config, set_loader_epoch, training_loader
+
+    config = prepare_config({"stream": "flow", "work": str(tiny_work), "preset": "small", "workers": 1})
+    assert config["workers"] == 1
+    by_epoch = {}
+    for workers in (0, 1):
+        config["workers"] = workers
+        train_set = create_dataset(config, tiny_work, "train", train=True, seed=3)
+        loader = training_loader(train_set, config, 0, 1)
+        pids = []
+        for epoch in range(3):
+            set_loader_epoch(loader, config, epoch)
+            batches = list(loader)
+            by_epoch[workers, epoch] = torch.cat([x for x, *_ in batches])
+            if workers:
+                pids.append(tuple(w.pid for w in loader._iterator._workers))
+        if workers:
+            assert loader.persistent_workers and len(set(pids)) == 1  # the same worker process all three epochs
+    for epoch in range(3):
+        assert torch.equal(by_epoch[0, epoch], by_epoch[1, epoch]), epoch
+    assert not torch.equal(by_epoch[1, 1], by_epoch[1, 2])  # each epoch its own order and augmentation
+    val = evaluation_loader(create_dataset(config, tiny_work, "val", train=False, views=2), config, 0, 1)
+    assert [len(list(val)) for _ in range(2)] == [len(val)] * 2 and val._iterator is not None
 
 
 def test_macro_averages_count_a_predicted_class_absent_from_the_labels():
