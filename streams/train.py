@@ -531,6 +531,8 @@ def set_loader_epoch(loader, config: dict, epoch: int) -> None:
         base.set_epoch(epoch)
     else:
         base.generator.manual_seed(config["seed"] * 100_003 + epoch)
+        # the draw a loader made from this generator before issue 22 (its workers' base seed): epochs keep their order
+        torch.empty((), dtype=torch.int64).random_(generator=base.generator)
 
 
 def _log_epoch(board, run: Path, row: dict, epoch: int):
