@@ -199,9 +199,9 @@ def best_grid_weights(stacked: np.ndarray, labels: np.ndarray, n: int, *, chunk_
     open_videos = np.flatnonzero(~(always | never))
     threats = ~settled[open_videos]  # (V, C): the classes that can beat the label under some weights
     # videos grouped by how many threats they have, so that each group is a dense (S, videos x threats) matrix
-    groups = []
-    for width in np.unique(threats.sum(1)):
-        members = np.flatnonzero(threats.sum(1) == width)
+    groups, per_video = [], threats.sum(1)
+    for width in np.unique(per_video):
+        members = np.flatnonzero(per_video == width)
         c = np.nonzero(threats[members])[1].reshape(len(members), width).T  # (width, members): k-th threat of each
         flat = margins[:, open_videos[members][None, :], c].reshape(s, -1)  # columns: threat slot, then video
         groups.append((len(members), width, flat.astype(np.float32)))

@@ -129,9 +129,7 @@ class _ClipDataset(Dataset):
         """Item ``index``, or ``(epoch, index)`` (from ``streams.train.EpochSampler``: the epoch travels with the
         index to a loader worker that keeps its own copy of the dataset)."""
         if isinstance(index, tuple):
-            epoch, index = index
-            if epoch != self.epoch:
-                self.epoch = epoch
+            self.epoch, index = index
         video_index, view = divmod(index % (len(self.videos) * self.views), self.views)
         rng = self.rng(index)
         return self.load(video_index, rng, view), int(self.labels[video_index]), video_index, view
@@ -230,9 +228,9 @@ def flip_rgb(image: np.ndarray) -> np.ndarray:
 
 
 def flip_flow_stack(stack: np.ndarray) -> np.ndarray:
-    """(2L, H, W) stack [x0, y0, x1, y1, ...] mirrored left-right with every x component negated."""
+    """(..., 2L, H, W) stacks [x0, y0, x1, y1, ...] mirrored left-right with every x component negated."""
     out = stack[..., ::-1].copy()
-    out[0::2] *= -1
+    out[..., 0::2, :, :] *= -1
     return out
 
 
@@ -273,7 +271,7 @@ class FlowStacks(_ClipDataset):
         stacks = _resize_stack(stacks.reshape(-1, side, side), self.size)
         stacks = stacks.reshape(len(picks), 2 * self.stack, self.size, self.size)
         if flip:
-            stacks = np.stack([flip_flow_stack(stack) for stack in stacks])
+            stacks = flip_flow_stack(stacks)
         return torch.from_numpy(np.ascontiguousarray(stacks, np.float32))
 
 

@@ -367,9 +367,8 @@ def loader_workers(device: str) -> int:
     gpus = torch.cuda.device_count() if device != "cpu" else 0
     if gpus == 0:
         return 0
-    return max(
-        1, min(8, (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1) // gpus)
-    )
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, min(8, cores // gpus))
 
 
 def prepare_config(config: dict, *, given=()) -> dict:
