@@ -22,13 +22,22 @@ def kinetics_gray(width: int, height: int, count: int | None = None):
     """Consecutive grayscale frames of the shared Kinetics clip (340 × 256) resized to width × height, (F, H, W)
     uint8: all of them, or ``count`` (repeating the clip when it is shorter) — the real frames every flow benchmark
     measures on."""
+    return kinetics_frames(width, height, count, colour="gray")
+
+
+def kinetics_rgb(width: int, height: int, count: int | None = None):
+    """The same frames in RGB, (F, H, W, 3) uint8: what the pose benchmarks measure on."""
+    return kinetics_frames(width, height, count, colour="rgb")
+
+
+def kinetics_frames(width: int, height: int, count: int | None, *, colour: str):
     import cv2
     import numpy as np
 
     from preprocess.video import read_frames
 
     clip = shared() / "data/clips/arm_wrestling_kinetics_340x256.mp4"
-    frames = [f.image for f, _ in zip(read_frames(str(clip), colour="gray"), range(count or 10**9))]
+    frames = [f.image for f, _ in zip(read_frames(str(clip), colour=colour), range(count or 10**9))]
     while count and len(frames) < count:
         frames += frames[: count - len(frames)]
     shrink = cv2.INTER_AREA if width <= 340 else cv2.INTER_LINEAR

@@ -5,6 +5,8 @@
   eager and ``torch.compile``'d, and the compiled engine's rate and EPE against OpenCV;
 * end to end: ``bin/preprocess flow --engine torch --device cuda`` on a dataset of real 640×360 clips, several
   decoding worker processes feeding the GPU, against the kernel-only rate (goal ≥ 0.7×);
+* pose frames/s of the ONNX backends (MoveNet MultiPose, and the YOLO-pose model where its file is there) on
+  onnxruntime's CUDA provider against its CPU provider (one thread, as each batch worker runs it), on real frames;
 * training clips/s of each stream with ``--preset resnet18`` (data loader vs model, ``bin/benchmark train``'s
   measurement) on the tiny synthetic set.
 
@@ -25,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .common import REPO, kinetics_gray
+from .common import REPO, kinetics_gray, shared
 
 SIZES = ((340, 256), (640, 360), (1280, 720))
 
@@ -158,6 +160,39 @@ def _end_to_end(kernel_rate: float | None, workers: int, log) -> None:
         )
 
 
+def _pose_rows(seconds: float, log) -> None:
+    """Frames/s of each ONNX pose backend, CPU provider against CUDA provider, on the shared Kinetics clip's
+    frames (RGB, 340×256): what ``bin/preprocess pose --backend movenet|onnx --device cuda`` gains per worker."""
+    from preprocess.pose.backends import MoveNetMultiPose, OnnxYoloPose, onnx_providers
+
+    from .common import kinetics_rgb
+
+    onnx_providers("cuda")  # no CUDA provider: this section fails by name (pip install 'dance-streams[onnx-gpu]')
+    frames = kinetics_rgb(340, 256, 32)
+    for name, make, file in (
+        ("movenet", MoveNetMultiPose, "models/movenet_multipose_lightning_256.onnx"),
+        ("onnx (YOLO-pose)", OnnxYoloPose, "models/yolo11n-pose.onnx"),
+    ):
+        path = shared() / file
+        if not path.is_file():
+            log(f"| pose | 340x256 | | {name} | SKIPPED: {path} is not there |")
+            continue
+        rates = {}
+        for device in ("cpu", "cuda"):
+            model = make(path, device=device)
+            model.detect_batch(frames[:4])  # warm-up (CUDA context, cuDNN autotune)
+            done, start = 0, time.perf_counter()
+            while done == 0 or time.perf_counter() - start < seconds:
+                model.detect_batch(frames)
+                done += len(frames)
+            rates[device] = done / (time.perf_counter() - start)
+        batches = "batches" if model.takes_batches else "one frame a call (its export fixes batch 1)"
+        log(
+            f"| pose | 340x256 | 32 | {name}, {batches} | {rates['cuda']:.0f} frames/s on CUDA, "
+            f"{rates['cpu']:.0f} on 1 CPU thread ({rates['cuda'] / rates['cpu']:.1f}x) |"
+        )
+
+
 def _training_rows(log) -> None:
     from .gpu_smoke import tiny_work
     from .training import training
@@ -170,7 +205,7 @@ def _training_rows(log) -> None:
             preset="resnet18",
             batch_size=32,
             batches=12,
-            loader_workers=8,
+            # (workers: bin/train's default for the machine, the cores per GPU)
             log=lambda line: log(f"| training | {line} |"),
         )
 
@@ -197,6 +232,7 @@ def gpu(
     rates = _kernel_rows(device, sizes, (8, 32, 128), seconds, compile, log)
     for section, run in (
         ("end to end", lambda: _end_to_end(rates.get((640, 360, 32)), workers or min(8, os.cpu_count() or 1), log)),
+        ("pose", lambda: _pose_rows(seconds, log)),
         ("training", lambda: _training_rows(log)),
     ):
         try:

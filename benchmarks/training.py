@@ -1,4 +1,11 @@
-"""Training throughput per stream: data-loader-only clips/s against model-only clips/s, and the two together."""
+"""Training throughput per stream through ``bin/train``'s own code: its loader (``streams.train.training_loader``)
+against its optimiser step (``streams.train.train_step`` on the model ``streams.train.build`` makes), and the two
+together; says whether training is loader-bound or model-bound.
+
+    prepare_config ─► create_dataset ─► training_loader ─► batches/s        (loader only, epoch after epoch)
+                                     └► build ─► train_step on kept batches (model only, already on the device)
+                                                 train_step on loader batches (both: what an epoch of bin/train does)
+"""
 
 from __future__ import annotations
 
@@ -6,62 +13,59 @@ import itertools
 import time
 
 import torch
-from torch.utils.data import DataLoader
 
-from streams.data import collate
-from streams.registry import SPECS, create_dataset, create_model, variant_of
-from streams.train import autocast, forward_batch, pick_device, prepare_config
+from streams.registry import SPECS, create_dataset, variant_of
+from streams.train import (
+    build,
+    epoch_repeats,
+    pick_device,
+    prepare_config,
+    set_loader_epoch,
+    train_step,
+    training_loader,
+)
 
 
 def training(
     work: str,
     *,
     device: str = "auto",
-    loader_workers: int = 2,
+    workers: int | None = None,
     batch_size: int = 16,
     batches: int = 12,
     preset: str = "small",
     log=print,
 ) -> None:
-    """Per stream: data-loader-only clips/s against model-only training clips/s (forward, backward, step on batches
-    already in memory), and the two together. Goal: the loader at least 2x the model, so it never starves it."""
+    """Per stream: loader-only clips/s against model-only clips/s (forward, backward, step on batches already on the
+    device), and the two together, with ``bin/train``'s defaults (``workers`` None: its ``--workers`` default for the
+    device). Goal: the loader at least 2x the model, so that it never starves it. With workers, also how long an
+    epoch waits for its first batch, the loader kept against one made anew (its workers respawned: before issue 22)."""
     for stream in ("rgb", "flow", "pose"):
-        config = prepare_config(
-            {
-                "stream": stream,
-                "work": work,
-                "device": device,
-                "batch_size": batch_size,
-                # (a pose network has no CNN backbone: it refuses --preset)
-                **({"preset": preset} if "preset" in SPECS[variant_of(stream, {})].option_names() else {}),
-            }
-        )
-        loader_rate, model_rate, both, dev = _measure(config, loader_workers, batches)
+        options = {"stream": stream, "work": work, "device": device, "batch_size": batch_size, "workers": workers}
+        if "preset" in SPECS[variant_of(stream, {})].option_names():  # (a pose network has no CNN backbone)
+            options["preset"] = preset
+        config = prepare_config(options)
+        rates = _measure(config, batches)
+        ratio = rates["loader"] / rates["model"]
+        bound = "model-bound" if ratio >= 1 else "loader-bound (more --workers, or a smaller --resize)"
+        respawned = ""
+        if "epoch_start" in rates:  # the loader made once per run against one made per epoch (before issue 22)
+            respawned = (
+                f"; an epoch's first batch after {rates['epoch_start']:.2f} s (loader kept), "
+                f"{rates['respawned_start']:.2f} s (loader made anew each epoch, its workers started again)"
+            )
         log(
-            f"{stream}: loader {loader_rate:.0f} clips/s ({loader_workers} workers), model {model_rate:.0f} clips/s "
-            f"on {dev} (loader/model {loader_rate / model_rate:.1f}x), training with both {both:.0f} clips/s"
+            f"{stream}: loader {rates['loader']:.0f} clips/s ({config['workers']} workers), model "
+            f"{rates['model']:.0f} clips/s on {rates['device']} (loader/model {ratio:.1f}x: {bound}), "
+            f"training with both {rates['both']:.0f} clips/s{respawned}"
         )
 
 
-class _Trainer:
-    """One optimiser step at a time on the stream's model, synchronised on CUDA so that wall time is device time."""
-
-    def __init__(self, config: dict, num_classes: int, device: torch.device):
-        self.device = device
-        self.model = create_model(config, num_classes).to(device).train()
-        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=1e-3)
-        self.criterion = torch.nn.CrossEntropyLoss()
-
-    def step(self, x, labels) -> None:
-        with autocast(self.device):
-            loss = self.criterion(forward_batch(self.model, x, self.device).float(), labels.to(self.device))
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        self.optimizer.step()
-
-    def sync(self) -> None:
-        if self.device.type == "cuda":
-            torch.cuda.synchronize()
+def _epochs(loader, config: dict):
+    """Batches without end, epoch after epoch, as ``bin/train``'s fit goes over its one loader."""
+    for epoch in itertools.count():
+        set_loader_epoch(loader, config, epoch)
+        yield from loader
 
 
 def _clips_per_second(batch_size: int, batches: int, work) -> float:
@@ -71,45 +75,53 @@ def _clips_per_second(batch_size: int, batches: int, work) -> float:
     return batches * batch_size / (time.perf_counter() - start)
 
 
-def _measure(config: dict, loader_workers: int, batches: int) -> tuple[float, float, float, torch.device]:
+def _measure(config: dict, batches: int) -> dict:
     batch_size = config["batch_size"]
     device = pick_device(config, 0)
-    dataset = create_dataset(config, config["work"], "train", train=True)
-    loader = DataLoader(
-        dataset,
-        batch_size=batch_size,
-        shuffle=True,
-        num_workers=loader_workers,
-        collate_fn=collate,
-        persistent_workers=loader_workers > 0,
-        generator=torch.Generator().manual_seed(0),
-    )
-    stream_batches = itertools.chain.from_iterable(itertools.repeat(loader))  # endless, one epoch after another
-    kept = [next(stream_batches) for _ in range(2)]  # also warms the workers up
-    loader_rate = _clips_per_second(batch_size, batches, lambda i: next(stream_batches))
+    sync = torch.cuda.synchronize if device.type == "cuda" else lambda: None
+    train_set = create_dataset(config, config["work"], "train", train=True, seed=config["seed"])
+    train_set.repeats = epoch_repeats(config, train_set)
+    loader = training_loader(train_set, config, 0, 1, device)
+    stream = _epochs(loader, config)
+    kept = [next(stream) for _ in range(2)]  # also starts the workers
+    rates = {"device": device, "loader": _clips_per_second(batch_size, batches, lambda i: next(stream))}
 
-    trainer = _Trainer(config, len(dataset.classes), device)
+    run = build(config, train_set, device, log=lambda *_: None)
+    run.model.train()
+
+    def step(x, labels):
+        train_step(run.model, run.optimizer, run.criterion, x, labels.to(device, non_blocking=True), device)
+
     on_device = [
-        ((x[0].to(device), x[1].to(device)) if isinstance(x, tuple) else x.to(device), y.to(device))
+        (tuple(part.to(device) for part in x) if isinstance(x, (tuple, list)) else x.to(device), y.to(device))
         for x, y, _, _ in kept
     ]
-    trainer.step(*on_device[0])  # warm-up (cuDNN autotune, allocator)
-    trainer.sync()
+    step(*on_device[0])  # warm-up (cuDNN autotune, the allocator)
+    sync()
 
     def model_only(i):
-        trainer.step(*on_device[i % len(on_device)])
+        step(*on_device[i % len(on_device)])
         if i == batches - 1:
-            trainer.sync()
+            sync()
 
     def both(i):
-        x, y, _, _ = next(stream_batches)
-        trainer.step(x, y)
+        x, y, _, _ = next(stream)
+        step(x, y)
         if i == batches - 1:
-            trainer.sync()
+            sync()
 
-    return (
-        loader_rate,
-        _clips_per_second(batch_size, batches, model_only),
-        _clips_per_second(batch_size, batches, both),
-        device,
-    )
+    rates["model"] = _clips_per_second(batch_size, batches, model_only)
+    rates["both"] = _clips_per_second(batch_size, batches, both)
+    if config["workers"] > 0:
+        del stream  # (the loader's iterator is reset by the next epoch's)
+        rates["epoch_start"] = _first_batch_seconds(loader, config, 1000)
+        rates["respawned_start"] = _first_batch_seconds(training_loader(train_set, config, 0, 1, device), config, 1001)
+    return rates
+
+
+def _first_batch_seconds(loader, config: dict, epoch: int) -> float:
+    """Seconds from the start of an epoch to its first batch: what every epoch pays before its first step."""
+    set_loader_epoch(loader, config, epoch)
+    start = time.perf_counter()
+    next(iter(loader))
+    return time.perf_counter() - start

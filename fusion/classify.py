@@ -100,17 +100,13 @@ def load_fusion(report: str | Path) -> tuple[FusionMethod, list[str], dict[str, 
     return method, classes, runs
 
 
-def preprocess_like(runs: list[Run], manifest: Manifest, scratch: Path, workers: int) -> tuple[dict, dict]:
-    """Preprocess ``manifest``'s videos for ``runs``: one scratch work directory per training work directory, its
-    stages run in dependency order with the training parameters. ({training work: scratch work}, {video id: the
-    first failure's line})."""
-    folders, failures = {}, {}
+def new_video_stages(runs: list[Run]) -> dict[Path, dict[str, dict]]:
+    """{training work directory: {stage: the parameters new videos get}} for ``runs``, stages in dependency order
+    (pose before the crops that read it): the training parameters, sized for new videos (``scratch_params``)."""
+    out: dict[Path, dict[str, dict]] = {}
     for run in runs:
-        if run.work in folders:
+        if run.work in out:
             continue
-        folder = scratch / f"work{len(folders)}"
-        manifest.save(folder)
-        folders[run.work] = folder
         stages = {}
         for member in (r for r in runs if r.work == run.work):
             if any(s not in STAGE_ORDER for s in member.spec.stages):
@@ -120,10 +116,24 @@ def preprocess_like(runs: list[Run], manifest: Manifest, scratch: Path, workers:
                 )
             stages.update(member.stages)
         short_side = _training_short_side(run.work)
-        for stage in STAGE_ORDER:  # dependency order: pose before the crops that read it
-            if stage not in stages:
-                continue
-            params = stages[stage] if stage == "pose" else scratch_params(stages[stage], short_side)
+        out[run.work] = {
+            stage: stages[stage] if stage == "pose" else scratch_params(stages[stage], short_side)
+            for stage in STAGE_ORDER
+            if stage in stages
+        }
+    return out
+
+
+def preprocess_like(runs: list[Run], manifest: Manifest, scratch: Path, workers: int) -> tuple[dict, dict]:
+    """Preprocess ``manifest``'s videos for ``runs``: one scratch work directory per training work directory, its
+    stages run in dependency order with the training parameters. ({training work: scratch work}, {video id: the
+    first failure's line})."""
+    folders, failures = {}, {}
+    for work, stages in new_video_stages(runs).items():
+        folder = scratch / f"work{len(folders)}"
+        manifest.save(folder)
+        folders[work] = folder
+        for stage, params in stages.items():
             summary = run_batch(stage_task(stage, params), manifest, folder, workers=workers)
             for failure in summary.failed:
                 failures.setdefault(failure["video_id"], failure["error"])

@@ -130,6 +130,8 @@ class _ClipDataset(Dataset):
         index to a loader worker that keeps its own copy of the dataset)."""
         if isinstance(index, tuple):
             self.epoch, index = index
+        if not 0 <= index < len(self):  # (an end, so that iterating a dataset stops)
+            raise IndexError(f"item {index} of a dataset of {len(self)}")
         video_index, view = divmod(index % (len(self.videos) * self.views), self.views)
         rng = self.rng(index)
         return self.load(video_index, rng, view), int(self.labels[video_index]), video_index, view

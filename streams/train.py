@@ -28,7 +28,7 @@ from torch.utils.data import DataLoader, RandomSampler, Sampler
 from torch.utils.data.distributed import DistributedSampler
 
 from preprocess import DataError, load_manifest
-from preprocess.batch import atomic_path, folder_lock, write_json, write_text
+from preprocess.batch import atomic_path, available_cores, folder_lock, write_json, write_text
 
 from .checkpoints import (
     cached_download,
@@ -75,6 +75,20 @@ def autocast(device: torch.device):
     )
 
 
+def train_step(model, optimizer, criterion, x, labels, device):
+    """One optimiser step on one batch (``labels`` already on ``device``): (loss, logits). A loss that is not finite
+    takes no step: the caller names the batch."""
+    with autocast(device):
+        logits = forward_batch(model, x, device)
+        loss = criterion(logits.float(), labels)
+    if not torch.isfinite(loss):
+        return loss, logits
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return loss, logits
+
+
 def train_one_epoch(model, loader, optimizer, criterion, device) -> dict:
     """One pass over ``loader``. Loss and top-1 are over every process's clips under torchrun (summed across
     ranks), not rank 0's share. A non-finite loss stops training with a named error: the batch's videos."""
@@ -84,10 +98,8 @@ def train_one_epoch(model, loader, optimizer, criterion, device) -> dict:
     total_loss, correct, seen = 0.0, 0, 0
     start = time.perf_counter()
     for x, labels, videos, _ in loader:
-        labels = labels.to(device)
-        with autocast(device):
-            logits = forward_batch(model, x, device)
-            loss = criterion(logits.float(), labels)
+        labels = labels.to(device, non_blocking=True)
+        loss, logits = train_step(model, optimizer, criterion, x, labels, device)
         if not torch.isfinite(loss):
             dataset = loader.dataset
             names = sorted({dataset.videos[int(i)].video_id for i in videos})
@@ -96,9 +108,6 @@ def train_one_epoch(model, loader, optimizer, criterion, device) -> dict:
                 f"training loss is {float(loss)} on a batch of videos {', '.join(names)}: "
                 "an input holds NaN or Inf (bin/preprocess verify; check these videos)",
             )
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
         total_loss += float(loss.detach()) * len(labels)
         correct += int((logits.argmax(1) == labels).sum())
         seen += len(labels)
@@ -361,14 +370,20 @@ def _tensorboard(run: Path):
     return SummaryWriter(str(run / "tensorboard"))
 
 
+def epoch_repeats(config: dict, train_set) -> int:
+    """How many times an epoch goes over the training videos. A small training set is gone over several times, so
+    that an epoch is enough optimiser steps for the schedule and early stopping to mean something (24 videos at
+    batch 16 would be one step)."""
+    return max(1, -(-config["min_epoch_clips"] // len(train_set.videos)))
+
+
 def loader_workers(device: str) -> int:
     """The default ``--workers``: feeding a GPU takes workers decoding ahead (the cores per GPU, at most 8); on CPU
     the model's own threads use every core, and workers would only take cores from it."""
     gpus = torch.cuda.device_count() if device != "cpu" else 0
     if gpus == 0:
         return 0
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    return max(1, min(8, cores // gpus))
+    return max(1, min(8, available_cores() // gpus))
 
 
 def prepare_config(config: dict, *, given=()) -> dict:
@@ -655,9 +670,7 @@ def train(config: dict, log=print, *, on_epoch=None, splits=("val", "test"), giv
         train_set = create_dataset(
             config, work, "train", train=True, seed=config["seed"], video_ids=training_ids(config, log)
         )
-        # A small training set is gone over several times per epoch, so that an epoch is enough optimiser steps for
-        # the schedule and early stopping to mean something (24 videos at batch 16 would be one step).
-        train_set.repeats = max(1, -(-config["min_epoch_clips"] // len(train_set.videos)))
+        train_set.repeats = epoch_repeats(config, train_set)
         val_set = create_dataset(config, work, "val", train=False, views=config["views"])
         if hasattr(train_set, "input_dim"):  # feature sequences: the width of the cached features (+ pose)
             config["input_features"] = train_set.input_dim

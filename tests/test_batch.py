@@ -5,7 +5,7 @@ import shutil
 
 import pytest
 
-from preprocess.batch import parse_shard, shard_videos
+from preprocess.batch import default_workers, parse_shard, shard_videos
 from preprocess.dataset import ingest
 from tests.conftest import run_bin, shared_asset
 
@@ -15,6 +15,24 @@ def test_parse_shard():
     for bad in ("5/5", "-1/3", "a/b", "3"):
         with pytest.raises(ValueError):
             parse_shard(bad)
+
+
+@pytest.mark.parametrize("cores", [2, 16])
+def test_a_gpu_stage_defaults_to_a_few_workers_per_gpu_not_one_per_core(monkeypatch, cores):
+    import torch
+
+    from preprocess.batch import runner
+    from preprocess.flow.task import flow_task
+
+    monkeypatch.setattr(runner, "available_cores", lambda: cores)  # the machine, not the code under test
+    on_cpu = flow_task({"engine": "torch", "device": "cpu"})
+    on_gpu = flow_task({"engine": "torch", "device": "cuda:1"})
+    assert not on_cpu.gpu and on_gpu.gpu
+    assert default_workers(on_cpu) == cores
+    # the pool's workers all use the one device named: 4 of them, never more than there are cores
+    assert default_workers(on_gpu) == min(cores, 4)
+    # Ray's actors each take --gpus-per-worker of a GPU: 1/0.5 = 2 per GPU of this machine (at least one GPU)
+    assert default_workers(on_gpu, "ray", 0.5) == min(cores, 2 * max(1, torch.cuda.device_count()))
 
 
 def test_shards_partition_any_manifest(tiny_synth):

@@ -93,3 +93,69 @@ def test_classify_new_videos_with_the_fitted_fusion(demo, tmp_path):
         assert len(frames) == 16 and height > 96 and width >= 128 + 96
         # written at the source's rate (the tiny preset's 12 fps), not a fixed 25, so it plays in step
         assert probe(Source(answer["overlay"])).fps == pytest.approx(probe(Source(answer["video"])).fps) == 12
+
+
+def _write_lossless(frames, path, fps):
+    """Frames as an FFV1 video: decoded again, they are these pixels exactly (an mp4 would re-encode them)."""
+    import cv2
+
+    height, width = frames[0].shape[:2]
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"FFV1"), fps, (width, height))
+    assert writer.isOpened(), "OpenCV's FFmpeg cannot write FFV1 here"
+    for frame in frames:
+        writer.write(frame)
+    writer.release()
+    return path
+
+
+def test_live_windows_are_scored_as_offline_classify_scores_the_same_stretch(demo, tmp_path):
+    out, _ = demo
+    synth = json.loads((out / "synthetic" / "synth.json").read_text())
+    clips = [out / "synthetic" / c["video"] for c in synth["clips"][:3]]
+    frames = [f.image for clip in clips for f in read_frames(str(clip))]  # three dancers, one after another
+    fps = probe(Source(str(clips[0]))).fps
+    stream = _write_lossless(frames, tmp_path / "stream.mkv", fps)
+    window, every = 15 / fps, 12 / fps
+    live = run_bin(
+        "classify", "--live", stream, "--report", out / "report", "--as-fast-as-possible",
+        "--window", f"{window:.6f}", "--every", f"{every:.6f}",
+    )  # fmt: skip
+    assert live.returncode == 0, live.stderr[-2000:]
+    answers = [json.loads(line) for line in live.stdout.splitlines()]
+    # a whole window every 12 frames once 15 have come, then what the stream left: a final, shorter-lived window
+    assert [a["frames"] for a in answers] == [[0, 15], [12, 27], [24, 39], [33, 48]]
+    assert [a["final"] for a in answers] == [False, False, False, True] and answers[0]["dropped"] == 0
+    assert "per answer: flow stream" in live.stderr and "ended" in live.stderr  # the latencies, how it ended
+    # offline: each window's stretch as a video of its own, through bin/classify
+    stretches = [
+        _write_lossless(frames[a:b], tmp_path / f"stretch{a}.mkv", fps) for a, b in (x["frames"] for x in answers)
+    ]
+    offline = run_bin("classify", *stretches, "--report", out / "report", "--json")
+    assert offline.returncode == 0, offline.stderr[-2000:]
+    for answer, alone in zip(answers, json.loads(offline.stdout), strict=True):
+        for stream_name, probs in answer["streams"].items():
+            # flow looks at pairs of frames only: the same to float rounding in every window; pose (and the RGB
+            # frames dimmed outside the dancers' boxes) too from the stream's start, where MediaPipe's tracking
+            # starts in both; later, live MediaPipe has tracked the dancers since the stream began
+            exact = stream_name == "flow" or answer["frames"][0] == 0
+            tolerance = 1e-4 if exact else 0.15
+            differences = [abs(p - alone["streams"][stream_name][c]) for c, p in probs.items()]
+            assert max(differences) <= tolerance, (answer["frames"], stream_name, max(differences))
+        if answer["frames"][0] == 0:
+            assert answer["prediction"] == alone["prediction"]
+            assert max(abs(p - alone["fused"][c]) for c, p in answer["fused"].items()) <= 1e-4
+
+
+def test_live_sources_that_cannot_be_read_are_named(demo, tmp_path):
+    out, _ = demo
+    result = run_bin("classify", "--live", tmp_path / "missing.mp4", "--report", out / "report")
+    assert result.returncode != 0 and "missing.mp4: no such file, camera index or stream URL" in result.stderr
+    assert "Traceback" not in result.stderr
+    broken = tmp_path / "broken.mp4"
+    broken.write_bytes(b"not a video")
+    result = run_bin("classify", "--live", broken, "--report", out / "report")
+    assert result.returncode != 0 and "broken.mp4: cannot be opened" in result.stderr
+    result = run_bin("classify", "--live", broken, "--report", out / "report", "--overlay", tmp_path)
+    assert result.returncode != 0 and "--overlay: not with --live" in result.stderr
+    result = run_bin("classify", broken, "--report", out / "report", "--window", "2")
+    assert result.returncode != 0 and "--window: only with --live SOURCE" in result.stderr

@@ -308,6 +308,81 @@ def test_pose_command_errors_are_one_line(tiny_synth, tmp_path):
     assert result.returncode != 0 and "needs a model file" in result.stderr
 
 
+def test_pose_runs_on_the_device_asked_for_or_says_why_not(tiny_synth, tmp_path):
+    # MediaPipe has no device or batch to choose: given, they are refused by name
+    data = tiny_synth / "dataset.csv"
+    for option in (["--device", "cuda"], ["--batch", "4"]):
+        result = run_bin("preprocess", "pose", data, tmp_path, *option)
+        assert result.returncode != 0 and f"{option[0]}" in result.stderr and "mediapipe backend" in result.stderr
+        assert "Traceback" not in result.stderr
+    pytest.importorskip("onnxruntime", reason="onnxruntime is not installed (pip install 'dance-streams[onnx]')")
+    import onnxruntime
+
+    model = shared_asset("models/movenet_multipose_lightning_256.onnx")
+    movenet = ("preprocess", "pose", data, tmp_path, "--backend", "movenet", "--model", model)
+    result = run_bin(*movenet, "--device", "gpu")
+    assert result.returncode != 0 and "'gpu' is neither cpu nor cuda[:N]" in result.stderr
+    if "CUDAExecutionProvider" not in onnxruntime.get_available_providers():  # (as on the CI machine)
+        result = run_bin(*movenet, "--device", "cuda")
+        assert result.returncode != 0 and "no CUDA provider" in result.stderr and "[onnx-gpu]" in result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1 and not (tmp_path / "pose").exists()  # before any video
+    # on a GPU the pose stage is a GPU task: Ray gives its workers a fraction of one, the pool a few per GPU
+    from preprocess.pose import pose_task
+
+    assert pose_task({"backend": "movenet"}, device="cuda").gpu and not pose_task({"backend": "movenet"}).gpu
+
+
+def _yolo_layout_model(path, seed=0):
+    """A small ONNX model with the YOLO-pose output layout (B × 56 × anchors) whose batch size is free, as a
+    ``dynamic=True`` export makes: one strided convolution, boxes near the frame's centre, keypoints anywhere."""
+    onnx = pytest.importorskip("onnx", reason="onnx is not installed (pip install 'dance-streams[test]')")
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(seed)
+    weight = rng.normal(0, 0.02, (56, 3, 16, 16)).astype(np.float32)
+    bias = np.zeros(56, np.float32)
+    bias[:4] = 320, 320, 120, 240  # cx, cy, w, h: boxes that overlap, so that NMS has work
+    weight[:4] *= 400
+    bias[5:] = np.tile([320, 320, 0.5], 17)
+    weight[5:] *= np.tile([400, 400, 1], 17)[:, None, None, None]
+    graph = helper.make_graph(
+        [
+            helper.make_node("Conv", ["images", "w", "b"], ["features"], strides=[16, 16]),
+            helper.make_node("Reshape", ["features", "shape"], ["output0"]),
+        ],
+        "yolo_layout",
+        [helper.make_tensor_value_info("images", TensorProto.FLOAT, ["batch", 3, 640, 640])],
+        [helper.make_tensor_value_info("output0", TensorProto.FLOAT, ["batch", 56, 1600])],
+        [
+            numpy_helper.from_array(weight, "w"),
+            numpy_helper.from_array(bias, "b"),
+            numpy_helper.from_array(np.array([0, 56, -1], np.int64), "shape"),
+        ],
+    )
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), str(path))
+    return path
+
+
+def test_onnx_backends_run_frames_in_batches_where_the_model_takes_them(tmp_path):
+    pytest.importorskip("onnxruntime", reason="onnxruntime is not installed (pip install 'dance-streams[onnx]')")
+    frames = [rgb for rgb, _ in _coco_images()][:6]
+    batched = OnnxYoloPose(_yolo_layout_model(tmp_path / "batched.onnx"), max_persons=5)
+    assert batched.takes_batches
+    together = batched.detect_batch(frames)
+    one_by_one = [batched.detect_image(rgb) for rgb in frames]
+    assert sum(len(people) for people in together) >= len(frames)  # people found: the comparison means something
+    assert [len(p) for p in together] == [len(p) for p in one_by_one]
+    for people, alone in zip(together, one_by_one, strict=True):
+        for (kp, score), (kp_alone, score_alone) in zip(people, alone, strict=True):
+            np.testing.assert_allclose(kp, kp_alone, rtol=1e-4, atol=1e-2)  # (a batched convolution's rounding)
+            assert abs(score - score_alone) < 1e-4
+    # the shipped exports fix their batch at 1: their frames run one at a time, with the same results
+    fixed = MoveNetMultiPose(shared_asset("models/movenet_multipose_lightning_256.onnx"), max_persons=6)
+    assert not fixed.takes_batches
+    found = fixed.detect_batch(frames[:3])
+    assert [len(p) for p in found] == [len(fixed.detect_image(rgb)) for rgb in frames[:3]] and any(found)
+
+
 def test_clean_detections_removes_copies_but_keeps_an_overlapping_partner():
     from preprocess.pose import clean_detections
 

@@ -389,6 +389,8 @@ def test_loaders_are_made_once_per_run_and_their_workers_see_each_epoch(tiny_wor
     assert not torch.equal(by_epoch[1, 1], by_epoch[1, 2])  # each epoch its own order and augmentation
     val = evaluation_loader(create_dataset(config, tiny_work, "val", train=False, views=2), config, 0, 1)
     assert [len(list(val)) for _ in range(2)] == [len(val)] * 2 and val._iterator is not None
+    # a dataset is a sequence with an end: iterating it stops after its items
+    assert len(list(val.dataset)) == len(val.dataset) and len(val.dataset) > 0
 
 
 def test_macro_averages_count_a_predicted_class_absent_from_the_labels():

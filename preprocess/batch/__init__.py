@@ -12,12 +12,13 @@
 """
 
 from .errors import DataError, exit_on_terminate, one_line_errors
-from .pool import map_surviving_crashes, process_pool
+from .pool import available_cores, map_surviving_crashes, process_pool
 from .progress import Progress
 from .runner import (
     StageOutput,
     Summary,
     Task,
+    default_workers,
     is_done,
     output_problem,
     parse_shard,
@@ -43,6 +44,8 @@ from .storage import (
 )
 
 __all__ = [
+    "available_cores",
+    "default_workers",
     "folder_lock",
     "exit_on_terminate",
     "DataError",

@@ -13,6 +13,11 @@ from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 
 
+def available_cores() -> int:
+    """The cores this process may run on (a job scheduler's CPU set, not the machine's count)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 def _die_with_parent() -> None:
     """End this worker as soon as the process that made the pool ends. A batch killed with SIGKILL must leave no
     orphan finishing videos behind it (racing a rerun) or idling forever: a thread waits on the parent's

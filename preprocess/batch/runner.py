@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
 
 from .errors import DataError
-from .pool import map_surviving_crashes
+from .pool import available_cores, map_surviving_crashes
 from .progress import Progress
 from .storage import read_json, remove_partials, write_json
 
@@ -185,12 +185,31 @@ def _crashed(args):
     return video.video_id, 0, f"{video.source}: the worker process died on it (a crash in native code, or killed)"
 
 
+# Decoding workers per GPU of a GPU stage: enough to keep it fed, few enough that CUDA contexts (and torch.compile
+# runs) do not multiply by the core count; Ray's default --gpus-per-worker (0.25) fits as many on one GPU.
+GPU_WORKERS_PER_DEVICE = 4
+
+
+def default_workers(task: Task, executor: str = "pool", gpus_per_worker: float = 0.25) -> int:
+    """The ``--workers`` of a batch left unset: one process per core; a GPU stage a few per GPU it runs on (the
+    pool's workers share the one device they name; Ray's actors spread over this machine's GPUs)."""
+    cores = available_cores()
+    if not task.gpu:
+        return cores
+    if executor == "ray":
+        import torch
+
+        per_gpu = max(1, round(1 / gpus_per_worker)) if gpus_per_worker > 0 else GPU_WORKERS_PER_DEVICE
+        return max(1, min(cores, per_gpu * max(1, torch.cuda.device_count())))
+    return max(1, min(cores, GPU_WORKERS_PER_DEVICE))
+
+
 def run_batch(
     task: Task,
     manifest: Manifest,
     work: str | os.PathLike,
     *,
-    workers: int = 1,
+    workers: int | None = 1,
     shard: tuple[int, int] = (0, 1),
     force: bool = False,
     video_ids: list[str] | None = None,
@@ -200,10 +219,13 @@ def run_batch(
 ) -> Summary:
     """Run ``task`` over the (sharded) manifest; writes ``WORK/<task>/summary[-i-of-N].json`` and returns it.
 
-    ``executor="pool"`` runs videos in ``workers`` local processes; ``"ray"`` on ``workers`` actors of a Ray cluster
-    (``ray_address``: None starts a local one; GPU tasks take ``gpus_per_worker`` of a GPU each)."""
+    ``executor="pool"`` runs videos in ``workers`` local processes (None: ``default_workers``); ``"ray"`` on
+    ``workers`` actors of a Ray cluster (``ray_address``: None starts a local one; GPU tasks take
+    ``gpus_per_worker`` of a GPU each)."""
     if executor not in ("pool", "ray"):
         raise ValueError(f"executor must be pool or ray, not {executor!r}")
+    if workers is None:
+        workers = default_workers(task, executor, gpus_per_worker)
     out_dir = Path(work) / task.name
     out_dir.mkdir(parents=True, exist_ok=True)
     videos = shard_videos(manifest.videos, shard)

@@ -107,13 +107,14 @@ class FarnebackTorch:
         frames (F, H, W) ──expand──► per level (coarsest first): blur → resize → polynomial expansion (F, 5, h, w)
                                       (once per frame: a video's frame t is "next" of pair t-1 and "prev" of pair t)
         prev/next expansions ──flow_between──► per level: upsample the flow, then `iterations` times
-                                      [update matrix (one gather of 4 bilinear taps) → window blur → 2×2 solve]
+                                      [update matrix (R1 sampled by grid_sample) → window blur → 2×2 solve]
 
     Everything a call needs besides the frames (kernels, border weights, pixel grids, index tensors) is built once
     per frame size and kept on the device, so a call makes no host-to-device copy and no host sync; the expansion's
     Gaussian-weighted least squares is two convolutions with the inverse Gram matrix folded into the weights; the box
-    window is two 1D average poolings. ``compile=True`` runs the per-level iteration through ``torch.compile``
-    (fused kernels; on a GPU add ``mode="reduce-overhead"`` for CUDA graphs).
+    window is two 1D average poolings; the update and the solve work on whole groups of channels at once (about 40
+    operations per iteration, each a kernel launch on a GPU). ``compile=True`` runs the per-level iteration through
+    ``torch.compile`` (fused kernels; on a GPU add ``mode="reduce-overhead"`` for CUDA graphs).
     """
 
     def __init__(
@@ -183,10 +184,14 @@ class FarnebackTorch:
             "r0_outside": torch.tensor([0.5, 0.5, 1.0, 1.0, 0.5], **opts).view(1, 5, 1, 1),
             "r1_sampled": torch.tensor([-0.5, -0.5, 0.5, 0.5, 0.25], **opts).view(1, 5, 1, 1),
             "window": window,
-            # M = w[i1]·w[i2] + w[i3]·w[i4] over w = (r2, r3, r4, r5, r6): the five products of OpenCV's update
-            "products": torch.tensor([2, 2, 3, 2, 4, 2, 4, 3, 0, 0, 4, 3, 4, 1, 1, 4, 4, 4, 4, 3], device=self.device),
-            "solve_a": torch.tensor([0, 2], device=self.device),
-            "solve_b": torch.tensor([4, 3], device=self.device),
+            # the update's matrix [[r6, r4], [r5, r6]] over w = (r2, r3, r4, r5, r6)
+            "flow_terms": torch.tensor([4, 2, 3, 4], device=self.device),
+            # M = w[i1]·w[i2] + w[i3]·w[i4]: the five products of OpenCV's update, as (term, factor, product)
+            "products": torch.tensor([2, 2, 3, 2, 4, 2, 4, 3, 0, 0, 4, 4, 4, 4, 3, 4, 3, 4, 1, 1], device=self.device),
+            # det, and the flow's two numerators: x1·y1 − x2·y2 over m = (g11, g12, g22, h1, h2), as (term, factor)
+            "solve_terms": torch.tensor([0, 0, 2, 2, 4, 3, 1, 1, 1, 1, 3, 4], device=self.device),
+            "minus_second": torch.tensor([1.0, -1.0], **opts).view(1, 2, 1, 1, 1),
+            "det_offset": torch.tensor(1e-3, **opts),  # (a tensor: a Python number would be copied in every call)
         }
 
     def _plan(self, height: int, width: int) -> list[dict]:
@@ -195,12 +200,14 @@ class FarnebackTorch:
         if key in self._plans:
             return self._plans[key]
         opts, plan = self._opts, []
+        zero = torch.zeros((), **opts)
         for k in range(usable_levels(width, height, self.pyr_scale, self.levels), -1, -1):
             scale = self.pyr_scale**k
             sigma = (1.0 / scale - 1) * 0.5
             size = max(_cv_round(sigma * 5) | 1, 3)
             w, h = _cv_round(width * scale), _cv_round(height * scale)
             grid = np.stack(np.meshgrid(np.arange(w), np.arange(h), indexing="xy"))[None]  # (1, 2, h, w): x, y
+            to_unit = np.array([2 / (w - 1), 2 / (h - 1)]).reshape(1, 2, 1, 1)
             plan.append(
                 {
                     "size": (h, w),
@@ -209,10 +216,11 @@ class FarnebackTorch:
                     # OpenCV multiplies R0..R6 by the border weight s before the products: s² on the products
                     "weight2": _border_weight(h, w, **opts).pow(2).view(1, 1, h, w),
                     "grid": torch.tensor(grid, **opts),
-                    "upper": torch.tensor([w - 1, h - 1], **opts).view(1, 2, 1, 1),
-                    "clamp": torch.tensor([w - 2, h - 2], **opts).view(1, 2, 1, 1),
-                    "stride": torch.tensor([1, w], device=self.device).view(1, 2, 1, 1),
-                    "taps": torch.tensor([0, 1, w, w + 1], device=self.device).view(1, 4, 1, 1),
+                    "lowest": torch.zeros(1, 2, 1, 1, **opts),
+                    "below_upper": torch.tensor([w - 1, h - 1], **opts).view(1, 2, 1, 1).nextafter(zero),
+                    # pixel x → grid_sample's unit coordinate 2x / (size − 1) − 1
+                    "unit_grid": torch.tensor(grid * to_unit - 1, **opts),
+                    "to_unit": torch.tensor(to_unit, **opts),
                 }
             )
         self._plans[key] = plan
@@ -281,23 +289,24 @@ class FarnebackTorch:
 
     def _update(self, r0_in, r0_out, r1_sampled, flow, level):
         """OpenCV's update matrix (N, 5, H, W) at the current flow: R1 sampled bilinearly at x + flow (R0 alone
-        outside the frame), the five products, the border weight."""
+        outside the frame), the five products, the border weight. Whole channel groups per operation: on a GPU each
+        operation is a kernel launch, and at video sizes launches, not arithmetic, set the rate."""
         n, _, h, w = r0_in.shape
         where = level["grid"] + flow
-        base = torch.floor(where)
-        frac = where - base
-        inside = ((base >= 0) & (base < level["upper"])).all(1, keepdim=True)
-        index = (torch.minimum(base.clamp(min=0), level["clamp"]).long() * level["stride"]).sum(1, keepdim=True)
-        index = (index + level["taps"]).view(n, 1, 4 * h * w).expand(n, 5, 4 * h * w)
-        taps = r1_sampled.reshape(n, 5, h * w).gather(2, index).view(n, 5, 4, h, w)
-        wx = torch.cat([1 - frac[:, 0:1], frac[:, 0:1]], 1)  # (N, 2, h, w) for taps x, x + 1
-        wy = torch.cat([1 - frac[:, 1:2], frac[:, 1:2]], 1)
-        weights = (wy.unsqueeze(2) * wx.unsqueeze(1)).view(n, 1, 4, h, w)  # taps (0,0), (0,1), (1,0), (1,1)
-        v = torch.where(inside, r0_in + (taps * weights).sum(2), r0_out)  # (r2, r3, r4, r5, r6) of OpenCV
-        # r2 += r4·dy + r6·dx, r3 += r5·dx + r6·dy
-        v = torch.cat([v[:, 0:2] + v[:, 2:4] * flow.flip(1) + v[:, 4:5] * flow, v[:, 2:5]], 1)
-        pairs = v.index_select(1, self._shared["products"]).view(n, 4, 5, h, w)
-        return (pairs[:, 0] * pairs[:, 1] + pairs[:, 2] * pairs[:, 3]) * level["weight2"]
+        # OpenCV samples where both taps lie in the frame: 0 <= floor(x) < size - 1, i.e. x in [0, size - 1), i.e.
+        # x unchanged by clamping to [0, the float below size - 1] (NaN is not: outside, as OpenCV's compare says)
+        inside = (torch.clamp(where, level["lowest"], level["below_upper"]) == where).all(1, keepdim=True)
+        # grid_sample's unit coordinates (align_corners: -1 and 1 are the centres of the first and last pixels)
+        unit = torch.addcmul(level["unit_grid"], flow, level["to_unit"]).permute(0, 2, 3, 1)
+        sampled = F.grid_sample(r1_sampled, unit, mode="bilinear", padding_mode="zeros", align_corners=True)
+        v = torch.where(inside, r0_in + sampled, r0_out)  # (r2, r3, r4, r5, r6) of OpenCV
+        # r2 += r6·dx + r4·dy, r3 += r5·dx + r6·dy: (r2, r3) plus the 2×2 matrix [[r6, r4], [r5, r6]] times the flow
+        shared = self._shared
+        moved = (v.index_select(1, shared["flow_terms"]).view(n, 2, 2, h, w) * flow.unsqueeze(1)).sum(2)
+        v[:, 0:2] += moved  # (v is this call's own tensor)
+        # M = w[i1]·w[i2] + w[i3]·w[i4] over w = (r2, r3, r4, r5, r6): the five products, (term, factor) grouped
+        products = v.index_select(1, shared["products"]).view(n, 2, 2, 5, h, w).prod(2).sum(1)
+        return products * level["weight2"]
 
     def _blur(self, m):
         half = self.winsize // 2
@@ -309,11 +318,12 @@ class FarnebackTorch:
 
     def _solve(self, m):
         """The 2×2 system per pixel with OpenCV's idet = 1 / (det + 1e-3) → (N, 2, H, W) flow."""
-        g11, g12, g22 = m[:, 0:1], m[:, 1:2], m[:, 2:3]
-        idet = 1.0 / (g11 * g22 - g12 * g12 + 1e-3)
-        shared = self._shared
-        # (g11·h2 − g12·h1, g22·h1 − g12·h2) · idet
-        return (m.index_select(1, shared["solve_a"]) * m.index_select(1, shared["solve_b"]) - g12 * m[:, 3:5]) * idet
+        n, _, h, w = m.shape
+        # (det, g11·h2 − g12·h1, g22·h1 − g12·h2) = x1·y1 − x2·y2, all three from one gather of m's channels
+        terms = m.index_select(1, self._shared["solve_terms"]).view(n, 2, 2, 3, h, w).prod(2)
+        det_and_numerators = (terms * self._shared["minus_second"]).sum(1)
+        idet = (det_and_numerators[:, 0:1] + self._shared["det_offset"]).reciprocal()
+        return det_and_numerators[:, 1:3] * idet
 
     # ---- entry points -------------------------------------------------------------------------------------------
 

@@ -70,6 +70,15 @@ def flow_params(
     return params
 
 
+def stored_field(flow: np.ndarray, params: dict, source: str, pair: int) -> np.ndarray:
+    """A field as the flow stage stores it: uint8 quantised to ±bound, or float16; NaN would quantise to a silent
+    value, and float16 overflows to inf: such a field is refused, never stored."""
+    stored = flow.astype(np.float16) if params["storage"] == "float16" else None
+    if not np.isfinite(flow).all() or (stored is not None and not np.isfinite(stored).all()):
+        raise DataError(source, f"flow of frame pair {pair} is not finite (NaN or beyond float16)")
+    return quantize(flow, params["bound"]) if stored is None else stored
+
+
 def compute_video_flow(video: VideoRecord, out_dir: Path, params: dict) -> int:
     """Write ``out_dir/<id>.npy`` (T - k, H, W, 2) and the sidecar; returns the number of frames decoded."""
     farneback = FarnebackParams(**params["farneback"])
@@ -100,11 +109,7 @@ def compute_video_flow(video: VideoRecord, out_dir: Path, params: dict) -> int:
             if windows is not None:
                 x0, _, x1, _ = windows[out.count] * scale[0]
                 flow = crop_to_window(flow, windows[out.count], scale, stored_size[0]) * (stored_size[0] / (x1 - x0))
-            stored = flow.astype(np.float16) if dtype == np.float16 else None
-            # NaN would quantise to a silent value, and float16 overflows to inf: refuse, never store
-            if not np.isfinite(flow).all() or (stored is not None and not np.isfinite(stored).all()):
-                raise DataError(video.source, f"flow of frame pair {out.count} is not finite (NaN or beyond float16)")
-            out.write(quantize(flow, params["bound"]) if stored is None else stored)
+            out.write(stored_field(flow, params, video.source, out.count))
 
         engine = StreamingFlowEngine(farneback, params) if params.get("engine") == "torch" else None
         recent: deque[np.ndarray] = deque(maxlen=k + 1)

@@ -206,23 +206,89 @@ class MediaPipePose:
                 landmarker.close()
 
 
-def onnx_session(model_path: str | os.PathLike):
-    """An onnxruntime session on the CPU, one thread (a batch runs one process per core already); a file that is
-    not a loadable model is a named one-line error."""
+def onnx_providers(device: str) -> list:
+    """onnxruntime's execution providers for ``device`` (cpu, cuda, cuda:N), or a named error where this
+    onnxruntime cannot run there: checked before a batch starts, so that it fails once, not once per video."""
     try:
         import onnxruntime as ort
     except ImportError:
         raise DataError("onnxruntime", "is not installed: pip install 'dance-streams[onnx]'") from None
+    if device == "cpu":
+        return ["CPUExecutionProvider"]
+    if not (device == "cuda" or (device.startswith("cuda:") and device[5:].isdigit())):
+        raise DataError("--device", f"{device!r} is neither cpu nor cuda[:N]")
+    if "CUDAExecutionProvider" not in ort.get_available_providers():
+        raise DataError(
+            f"--device {device}",
+            f"onnxruntime {ort.__version__} here has no CUDA provider: pip install 'dance-streams[onnx-gpu]' "
+            "(onnxruntime-gpu, in place of onnxruntime)",
+        )
+    return [("CUDAExecutionProvider", {"device_id": int(device[5:] or 0)}), "CPUExecutionProvider"]
+
+
+def onnx_session(model_path: str | os.PathLike, device: str = "cpu"):
+    """An onnxruntime session for ``device``: "cpu" with one thread (a batch runs one process per core already), or
+    "cuda[:N]" on onnxruntime's CUDA provider (``pip install 'dance-streams[onnx-gpu]'``). A file that is not a
+    loadable model, or a GPU that onnxruntime cannot use, is a named one-line error."""
+    providers = onnx_providers(device)
+    import onnxruntime as ort
+
     options = ort.SessionOptions()
-    options.intra_op_num_threads = 1
-    options.inter_op_num_threads = 1
+    if device == "cpu":
+        options.intra_op_num_threads = 1
+        options.inter_op_num_threads = 1
     try:
-        return ort.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])
+        session = ort.InferenceSession(str(model_path), options, providers=providers)
     except Exception as err:  # noqa: BLE001 - a foreign file's failure, by name
         raise DataError(model_path, f"not a loadable ONNX model ({str(err).splitlines()[0][:100]})") from None
+    if device != "cpu" and "CUDAExecutionProvider" not in session.get_providers():
+        # onnxruntime falls back to the CPU, with a warning only, when CUDA or cuDNN libraries are missing
+        raise DataError(f"--device {device}", "onnxruntime's CUDA provider did not load (CUDA/cuDNN libraries?)")
+    return session
 
 
-class OnnxYoloPose:
+class _OnnxPose:
+    """What both ONNX backends share: a session, frames run in batches (``detect_batch``) where the model takes a
+    batch of any size, one at a time where its export fixed the batch at 1 (most do; then nothing is stacked).
+
+    frames ─prepare─► model inputs ─session.run (a batch a call)─► outputs ─decode─► people per frame"""
+
+    def __init__(self, model_path: str | os.PathLike, device: str):
+        self.session = onnx_session(model_path, device)
+        self.device = device
+        first = self.session.get_inputs()[0]
+        self.input_name = first.name
+        self.takes_batches = not (isinstance(first.shape[0], int) and first.shape[0] > 0)
+
+    def prepare(self, rgb: np.ndarray) -> tuple[np.ndarray, tuple]:
+        """(one frame's model input, what ``decode`` needs to map its output back to the frame's pixels)"""
+        raise NotImplementedError
+
+    def decode(self, output: np.ndarray, geometry: tuple) -> list:
+        raise NotImplementedError
+
+    def detect_batch(self, images: list[np.ndarray]) -> list[list]:
+        """People (keypoints (17, 3) in each frame's pixels, score) of every frame, in order."""
+        if not self.takes_batches:
+            return [self._run_one(*self.prepare(rgb)) for rgb in images]
+        prepared = [self.prepare(rgb) for rgb in images]
+        if len({x.shape for x, _ in prepared}) > 1:  # frames of other sizes do not stack (a video's all share one)
+            return [self._run_one(x, geometry) for x, geometry in prepared]
+        outputs = self.session.run(None, {self.input_name: np.stack([x for x, _ in prepared])})[0]
+        return [self.decode(out, geometry) for out, (_, geometry) in zip(outputs, prepared, strict=True)]
+
+    def _run_one(self, x: np.ndarray, geometry: tuple) -> list:
+        return self.decode(self.session.run(None, {self.input_name: x[None]})[0][0], geometry)
+
+    def detect_image(self, rgb: np.ndarray) -> list:
+        return self._run_one(*self.prepare(rgb))
+
+    @contextmanager
+    def video(self):
+        yield lambda rgb, time_ms: self.detect_image(rgb)
+
+
+class OnnxYoloPose(_OnnxPose):
     input_size = 640
 
     def __init__(
@@ -231,9 +297,9 @@ class OnnxYoloPose:
         max_persons: int = 20,
         score_threshold: float = 0.25,
         iou_threshold: float = 0.45,
+        device: str = "cpu",
     ):
-        self.session = onnx_session(model_path)
-        self.input_name = self.session.get_inputs()[0].name
+        super().__init__(model_path, device)
         self.max_persons = max_persons
         self.score_threshold = score_threshold
         self.iou_threshold = iou_threshold
@@ -251,10 +317,13 @@ class OnnxYoloPose:
         )
         return canvas, scale, left, top
 
-    def detect_image(self, rgb: np.ndarray):
+    def prepare(self, rgb):
         canvas, scale, left, top = self.letterbox(rgb)
-        blob = canvas.astype(np.float32).transpose(2, 0, 1)[None] / 255.0
-        pred = self.session.run(None, {self.input_name: blob})[0][0].T  # (anchors, 56)
+        return canvas.astype(np.float32).transpose(2, 0, 1) / 255.0, (scale, left, top)
+
+    def decode(self, output, geometry):
+        scale, left, top = geometry
+        pred = output.T  # (anchors, 56)
         scores = pred[:, 4]
         keep = np.nonzero(scores >= self.score_threshold)[0]
         if keep.size == 0:
@@ -271,12 +340,8 @@ class OnnxYoloPose:
             people.append((np.nan_to_num(kp), float(cand[i, 4])))
         return people
 
-    @contextmanager
-    def video(self):
-        yield lambda rgb, time_ms: self.detect_image(rgb)
 
-
-class MoveNetMultiPose:
+class MoveNetMultiPose(_OnnxPose):
     """MoveNet MultiPose Lightning through onnxruntime: up to 6 people a frame, COCO-17, in one pass."""
 
     def __init__(
@@ -285,12 +350,12 @@ class MoveNetMultiPose:
         max_persons: int = 6,
         score_threshold: float = 0.15,
         input_size: int = 256,
+        device: str = "cpu",
     ):
-        self.session = onnx_session(model_path)
+        super().__init__(model_path, device)
         inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
         if len(inputs) != 1 or inputs[0].type != "tensor(uint8)" or list(outputs[0].shape[-2:]) != [6, 56]:
             raise DataError(model_path, "not a MoveNet MultiPose model (uint8 image in, 1 × 6 × 56 out)")
-        self.input_name = inputs[0].name
         self.max_persons = max_persons
         self.score_threshold = score_threshold
         self.input_size = input_size
@@ -307,10 +372,13 @@ class MoveNetMultiPose:
         canvas[:nh, :nw] = resized
         return canvas, scale
 
-    def detect_image(self, rgb: np.ndarray):
+    def prepare(self, rgb):
         canvas, scale = self.letterbox(rgb)
-        slots = self.session.run(None, {self.input_name: canvas[None]})[0][0]  # (6, 56)
-        ph, pw = canvas.shape[:2]
+        return canvas, (scale, *canvas.shape[:2])
+
+    def decode(self, output, geometry):
+        scale, ph, pw = geometry
+        slots = output  # (6, 56)
         people = []
         for slot in slots[np.argsort(-slots[:, 55])]:
             if slot[55] < self.score_threshold or len(people) >= self.max_persons:
@@ -323,10 +391,6 @@ class MoveNetMultiPose:
             people.append((np.nan_to_num(kp), float(slot[55])))
         return people
 
-    @contextmanager
-    def video(self):
-        yield lambda rgb, time_ms: self.detect_image(rgb)
-
 
 def resolve_pose_model(backend: str, explicit: str | os.PathLike | None = None) -> tuple[Path, str]:
     """(model file, its SHA-256) for a backend: where each looks is its resolver's."""
@@ -337,12 +401,15 @@ def resolve_pose_model(backend: str, explicit: str | os.PathLike | None = None) 
     return path, file_sha256(path)
 
 
-def create_pose_model(params: dict):
-    """The backend a pose run's parameters name (model path already resolved into ``params``)."""
+def create_pose_model(params: dict, device: str = "cpu"):
+    """The backend a pose run's parameters name (model path already resolved into ``params``), on ``device`` (the
+    ONNX backends; MediaPipe runs on the CPU)."""
     if params["backend"] == "mediapipe":
+        if device != "cpu":
+            raise DataError(f"--device {device}", "the mediapipe backend runs on the CPU (GPU: movenet or onnx)")
         return MediaPipePose(params["model"], max_persons=params["max_persons"])
     if params["backend"] == "onnx":
-        return OnnxYoloPose(params["model"], max_persons=params["max_persons"])
+        return OnnxYoloPose(params["model"], max_persons=params["max_persons"], device=device)
     if params["backend"] == "movenet":
-        return MoveNetMultiPose(params["model"], max_persons=params["max_persons"])
+        return MoveNetMultiPose(params["model"], max_persons=params["max_persons"], device=device)
     raise ValueError(f"unknown pose backend {params['backend']!r}")

@@ -202,6 +202,11 @@ def probe(source: Source) -> VideoInfo:
         return VideoInfo(count, cap.fps or 25.0, w, h)
 
 
+def convert_frame(image: np.ndarray, resize: Resize, colour: str) -> np.ndarray:
+    """A decoded BGR frame as ``read_frames`` yields it: converted to ``colour``, then resized."""
+    return resize(_convert(image, colour))
+
+
 def _convert(image: np.ndarray, colour: str) -> np.ndarray:
     if colour == "bgr":
         return image
@@ -256,7 +261,7 @@ def read_frames(
         if sampling.fps is None:
             if (index - sampling.start) % sampling.step:
                 continue
-            yield Frame(index, time, resize(_convert(fetch(), colour)))
+            yield Frame(index, time, convert_frame(fetch(), resize, colour))
             emitted += 1
             continue
         # Target rate: a clock tick takes the frame nearest to it (the earlier one on a tie), so this frame serves
@@ -267,7 +272,7 @@ def read_frames(
         image = None
         while next_due <= rel + 0.5 * interval + 1e-9 and (sampling.count is None or emitted < sampling.count):
             if image is None:
-                image = resize(_convert(fetch(), colour))
+                image = convert_frame(fetch(), resize, colour)
             yield Frame(index, start_time + next_due, image)
             emitted += 1
             next_due += period

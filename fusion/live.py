@@ -1,0 +1,188 @@
+"""Live classification: the dance style of a camera, a network stream or a file as it plays, from the trained
+streams and the fitted fusion, a rolling window at a time.
+
+::
+
+    fusion.json ──► runs, their models (loaded once) and the stages their work directories recorded
+    LiveSource ──► frames ──► LiveStages (per training work directory: pose, frames, flow, once per frame)
+    every --every seconds: the last --window seconds ──write_clip──► a scratch work directory (one video, "live")
+                           ──► each run's evaluation of it (its views, sampling, input statistics) ──► fused
+                           ──► one JSON line: time, window, per-stream and fused probabilities, caution, drops
+
+A window is scored as ``bin/classify`` scores a video made of its frames (``fusion.classify``): the same stage
+parameters, the same readers, the same evaluation; only MediaPipe's frame-to-frame tracking differs
+(``preprocess.live``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from preprocess import DataError, load_manifest
+from preprocess.live import LIVE_ID, LiveSource, LiveStages
+
+from .classify import caution, load_fusion, new_video_stages
+
+
+def training_seconds(runs) -> float:
+    """The median length of the training videos of the runs' work directories: how much a run saw of a video."""
+    lengths = [v.frame_count / v.fps for run in runs for v in load_manifest(run.work).by_split("train") if v.fps]
+    return float(np.median(lengths)) if lengths else 10.0
+
+
+class _Latency:
+    """Seconds per call of each named step, for the summary at the end."""
+
+    def __init__(self):
+        self.times: dict[str, list[float]] = {}
+
+    def add(self, name: str, seconds: float) -> None:
+        self.times.setdefault(name, []).append(seconds)
+
+    def lines(self) -> list[str]:
+        out = []
+        for name, times in self.times.items():
+            p95 = float(np.percentile(times, 95))
+            out.append(f"{name}: {1000 * statistics.fmean(times):.1f} ms mean, {1000 * p95:.1f} ms p95 ({len(times)})")
+        return out
+
+
+def classify_live(
+    source: str,
+    report: str | Path,
+    *,
+    window: float | None = None,
+    every: float = 1.0,
+    realtime: bool = True,
+    max_seconds: float | None = None,
+    device: str = "auto",
+    emit=None,
+    log=None,
+) -> dict:
+    """Classify ``source`` as it plays: one result per window (``emit(dict)``; default a JSON line on stdout) and
+    a summary (returned, and its lines to ``log``): updates, frames, dropped frames, how the source ended, the
+    per-stage latencies."""
+    emit = emit or (lambda result: print(json.dumps(result), flush=True))
+    log = log or (lambda line: print(line, file=sys.stderr, flush=True))
+    if every <= 0 or (window is not None and window <= 0) or (max_seconds is not None and max_seconds <= 0):
+        raise DataError("--every/--window/--max-seconds", "must be positive")
+    method, classes, runs = load_fusion(report)
+    by_work = new_video_stages(list(runs.values()))
+    window = window or training_seconds(runs.values())
+    models = {stream: (run, run.models(run.device(device)), run.device(device)) for stream, run in runs.items()}
+    live = LiveSource(source, realtime=realtime)
+    span, stride = max(2, round(window * live.fps)), max(1, round(every * live.fps))
+    stages = {
+        work: LiveStages(params, fps=live.fps, width=live.width, height=live.height, source=source, keep=span + 64)
+        for work, params in by_work.items()
+    }
+    steps = int(np.lcm.reduce([s.steps() for s in stages.values()]))
+    latency, times, updates, last_update = _Latency(), [], 0, 0
+    # each answer rewrites its window's arrays: in memory (tmpfs) where the system has it, not on a disk
+    shm = Path("/dev/shm")
+    scratch = tempfile.TemporaryDirectory(prefix="live-", dir=shm if shm.is_dir() and os.access(shm, os.W_OK) else None)
+    folders = {work: Path(scratch.name) / f"work{i}" for i, work in enumerate(stages)}
+
+    def score(end: int, final: bool) -> None:
+        nonlocal updates, last_update
+        first = -(-max(0, end - span) // steps) * steps  # (a start every stage sampled from)
+        began = time.perf_counter()
+        for work, stage_set in stages.items():
+            stage_set.write_clip(folders[work], first, end, classes)
+        latency.add("write window", time.perf_counter() - began)
+        probs = {}
+        for stream, (run, nets, dev) in models.items():
+            began = time.perf_counter()
+            probs[stream] = _score_run(run, nets, dev, folders[run.work])
+            latency.add(f"{stream} stream", time.perf_counter() - began)
+        began = time.perf_counter()
+        fused = method.predict_proba(probs)[0]
+        latency.add("fusion", time.perf_counter() - began)
+        per_class = {c: float(p) for c, p in zip(classes, fused)}
+        per_stream = {s: {c: float(p) for c, p in zip(classes, probs[s][0])} for s in probs}
+        top = int(np.argmax(fused))
+        emit(
+            {
+                "time": round(times[end - 1], 4),
+                "window": [round(times[first], 4), round(times[end - 1], 4)],
+                "frames": [first, end],  # the arrived frames first .. end − 1
+                "prediction": classes[top],
+                "probability": float(fused[top]),
+                "caution": caution(per_class, per_stream),
+                "fused": per_class,
+                "streams": per_stream,
+                "dropped": live.dropped,
+                "final": final,
+            }
+        )
+        latency.add("window to answer", time.perf_counter() - arrived)
+        updates, last_update = updates + 1, end
+
+    try:
+        started = time.perf_counter()
+        try:
+            for frame in live.frames():
+                arrived = time.perf_counter()
+                if max_seconds is not None and frame.time > max_seconds:
+                    live.ended = f"--max-seconds {max_seconds:g}"
+                    break
+                for stage_set in stages.values():
+                    stage_set.add(frame)
+                times.append(frame.time)
+                count = len(times)
+                if count >= span and count - last_update >= stride:
+                    score(count, final=False)
+        except KeyboardInterrupt:  # a camera is stopped by hand: the last answer still comes
+            live.ended = "interrupted"
+        # what the source left since the last answer (all of it, when it ended before a whole window)
+        if len(times) > last_update and len(times) >= 2:
+            arrived = time.perf_counter()
+            score(len(times), final=True)
+        wall = time.perf_counter() - started
+    finally:
+        for stage_set in stages.values():
+            stage_set.close()
+        scratch.cleanup()
+    frames = len(times)
+    summary = {
+        "updates": updates,
+        "frames": frames,
+        "dropped": live.dropped,
+        "ended": live.ended or "stopped",
+        "seconds": round(wall, 3),
+        "source_seconds": round(times[-1] - times[0], 3) if times else 0.0,
+        "window_seconds": window,
+    }
+    per_frame = {"decode": live.decode_seconds}
+    for stage_set in stages.values():
+        for stage, seconds in stage_set.seconds.items():
+            per_frame[stage] = per_frame.get(stage, 0.0) + seconds
+    log(
+        f"live: {updates} answers over {frames} frames in {wall:.1f} s ({frames / max(wall, 1e-9):.1f} frames/s, "
+        f"the source's rate {live.fps:g}), {live.dropped} dropped; {summary['ended']}"
+    )
+    log("per frame: " + ", ".join(f"{k} {1000 * v / max(frames, 1):.1f} ms" for k, v in per_frame.items()))
+    for line in latency.lines():
+        log(f"per answer: {line}")
+    summary["per_frame_ms"] = {k: 1000 * v / max(frames, 1) for k, v in per_frame.items()}
+    summary["per_answer_ms"] = {k: 1000 * statistics.fmean(v) for k, v in latency.times.items()}
+    return summary
+
+
+def _score_run(run, nets, device, folder: Path) -> np.ndarray:
+    """(1, C): the run's evaluation of the window's clip, the mean over its models as ``Run.score`` takes it."""
+    from streams.train import evaluate
+
+    dataset = run.dataset(folder, "test", video_ids=[LIVE_ID])
+    scores = [
+        evaluate(net, dataset, device, batch_size=run.config["batch_size"], vote=run.config["vote"])[0] for net in nets
+    ]
+    return np.mean(scores, axis=0)

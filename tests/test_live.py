@@ -1,0 +1,139 @@
+"""Live preprocessing: a stream's frames, each preprocessed once as it comes, give any stretch of it exactly as the
+batch stages give a video made of that stretch."""
+
+import json
+
+import numpy as np
+import pytest
+
+from preprocess.batch import read_npz, run_batch
+from preprocess.dataset.manifest import Manifest, VideoRecord
+from preprocess.live import LIVE_ID, LiveSource, LiveStages
+from preprocess.video import Source, probe, read_frames
+from tests.conftest import shared_asset
+
+
+def _write_lossless(frames, path, fps):
+    import cv2
+
+    height, width = frames[0].shape[:2]
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"FFV1"), fps, (width, height))
+    assert writer.isOpened(), "OpenCV's FFmpeg cannot write FFV1 here"
+    for frame in frames:
+        writer.write(frame)
+    writer.release()
+    return path
+
+
+def _stages():
+    from preprocess.flow import FarnebackParams, flow_params
+    from preprocess.pose import pose_params
+    from preprocess.pose.backends import file_sha256
+    from preprocess.video import frames_params
+
+    pytest.importorskip("onnxruntime", reason="onnxruntime is not installed (pip install 'dance-streams[onnx]')")
+    movenet = shared_asset("models/movenet_multipose_lightning_256.onnx")
+    return {  # dependency order, as bin/classify gives them: the frames are dimmed outside the pose's boxes
+        "pose": pose_params(backend="movenet", model=str(movenet), model_sha256=file_sha256(movenet), step=2),
+        "frames": frames_params(resize="short:64", step=2),
+        "flow": flow_params(FarnebackParams(), resize="short:80", offset=2, camera_motion="median"),
+    }
+
+
+def test_a_stretch_of_a_stream_is_preprocessed_as_a_video_of_that_stretch(tiny_synth, tmp_path):
+    from preprocess.stages import stage_task
+
+    synth = json.loads((tiny_synth / "synth.json").read_text())
+    clips = [tiny_synth / c["video"] for c in synth["clips"][:2]]
+    frames = [f.image for clip in clips for f in read_frames(str(clip))]
+    fps = probe(Source(str(clips[0]))).fps
+    stream = _write_lossless(frames, tmp_path / "stream.mkv", fps)
+    stages = _stages()
+    source = LiveSource(str(stream), realtime=False)
+    live = LiveStages(stages, fps=source.fps, width=source.width, height=source.height, source=str(stream), keep=64)
+    try:
+        for frame in source.frames():
+            live.add(frame)
+        assert live.count == len(frames) and source.dropped == 0 and source.ended == "ended"
+        assert live.steps() == 2
+        for first, end in ((0, 15), (10, 27), (len(frames) - 12, len(frames))):
+            clip = tmp_path / f"live{first}"
+            video = live.write_clip(clip, first, end, ["a", "b"])
+            assert video.frame_count == end - first
+            # the same stretch as a video of its own, through the batch stages
+            stretch = _write_lossless(frames[first:end], tmp_path / f"stretch{first}.mkv", fps)
+            info = probe(Source(str(stretch)))
+            size = (info.width, info.height)
+            record = VideoRecord(LIVE_ID, "", "test", None, str(stretch), info.frame_count, fps, *size)
+            offline = tmp_path / f"offline{first}"
+            manifest = Manifest(str(offline), ["a", "b"], [record])
+            manifest.save(offline)
+            for stage, params in stages.items():
+                assert run_batch(stage_task(stage, params), manifest, offline).failed == []
+            pose, pose_offline = read_npz(clip / "pose" / "live.npz"), read_npz(offline / "pose" / "live.npz")
+            assert pose["mask"].any()  # people found: the comparison means something
+            for member in ("frame_indices", "mask", "keypoints", "normalized", "boxes"):
+                np.testing.assert_array_equal(pose[member], pose_offline[member], err_msg=f"pose {member}")
+            for stage in ("frames", "flow"):
+                ours = np.load(clip / stage / "live.npy", allow_pickle=False)
+                theirs = np.load(offline / stage / "live.npy", allow_pickle=False)
+                assert ours.dtype == theirs.dtype and ours.shape == theirs.shape, stage
+                np.testing.assert_array_equal(ours, theirs, err_msg=stage)
+                side, side_offline = (json.loads((f / stage / "live.json").read_text()) for f in (clip, offline))
+                assert side["params"] == side_offline["params"] and side["shape"] == side_offline["shape"]
+        with pytest.raises(ValueError, match="multiples of 2"):
+            live.write_clip(tmp_path / "odd", 3, 20, ["a", "b"])
+    finally:
+        live.close()
+
+
+def test_a_live_source_behind_drops_its_oldest_frames_and_one_that_cannot_open_is_named(tiny_synth, tmp_path):
+    import time
+
+    from preprocess import DataError
+
+    clip = tiny_synth / json.loads((tiny_synth / "synth.json").read_text())["clips"][0]["video"]
+    with pytest.raises(DataError, match="no such file, camera index or stream URL"):
+        LiveSource(str(tmp_path / "missing.mp4"))
+    (tmp_path / "broken.mp4").write_bytes(b"not a video")
+    with pytest.raises(DataError, match="cannot be opened as a video source"):
+        LiveSource(str(tmp_path / "broken.mp4"))
+    # played at its own rate (12 fps) to a consumer that takes 0.25 s a frame: frames are dropped, never queued up
+    source = LiveSource(str(clip), realtime=True, queue_frames=2)
+    seen = []
+    for frame in source.frames():
+        seen.append(frame.number)
+        time.sleep(0.25)
+    total = probe(Source(str(clip))).frame_count
+    assert source.dropped > 0 and len(seen) + source.dropped == total and seen == list(range(len(seen)))
+    assert source.ended == "ended"
+
+
+def test_a_source_that_stalls_ends_cleanly_with_what_it_gave(tiny_synth):
+    import threading
+
+    clip = tiny_synth / json.loads((tiny_synth / "synth.json").read_text())["clips"][0]["video"]
+    source = LiveSource(str(clip), realtime=False, stall_seconds=1.0)
+    real, released, hang = source.cap, threading.Event(), threading.Event()
+
+    class Stalling:  # a camera that gives three frames, then nothing (the network went away)
+        given = 0
+
+        def read(self):
+            self.given += 1
+            if self.given > 3:
+                hang.wait(30)
+                return False, None
+            return real.read()
+
+        def get(self, prop):
+            return real.get(prop)
+
+        def release(self):
+            released.set()
+            real.release()
+
+    source.cap = Stalling()
+    numbers = [frame.number for frame in source.frames()]
+    hang.set()
+    assert numbers == [0, 1, 2, 3] and source.ended.startswith("stalled") and released.is_set()
