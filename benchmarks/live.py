@@ -27,14 +27,17 @@ def _bin(*args, cwd=REPO) -> None:
                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
 
 
-def small_runs(root: Path, log=print, *, pose_step: int = 1) -> Path:
+def small_runs(root: Path, log=print, *, pose_step: int = 1, max_persons: int = 4) -> Path:
     """A fitted fusion of small rgb, flow and pose runs preprocessed at real-footage sizes (pose on every
-    ``pose_step``-th frame); returns its report."""
+    ``pose_step``-th frame, ``max_persons`` slots); returns its report."""
     work, runs = root / "work", root / "runs"
-    log(f"making small runs (tiny synthetic set, real-footage sizes, pose every {pose_step}. frame, one epoch each)")
+    log(
+        f"making small runs (tiny synthetic set, real-footage sizes, pose every {pose_step}. frame with {max_persons} "
+        "slots, one epoch each)"
+    )
     _bin("synth", root / "synthetic", "--preset", "tiny", "--seed", 0)
     _bin("ingest", root / "synthetic" / "dataset.csv", work, "--split", "0.5,0.25,0.25")
-    _bin("preprocess", "pose", work, work, "--resize", "short:256", "--step", pose_step)
+    _bin("preprocess", "pose", work, work, "--resize", "short:256", "--step", pose_step, "--max-persons", max_persons)
     _bin("preprocess", "flow", work, work, "--resize", "short:256")
     _bin("preprocess", "frames", work, work, "--resize", "short:128")
     for stream, own in (("rgb", ["--preset", "small"]), ("flow", ["--preset", "small"]), ("pose", [])):
@@ -50,6 +53,7 @@ def live(
     window: float = 4.0,
     every: float = 1.0,
     pose_step: int = 1,
+    max_persons: int = 4,
     log=print,
 ) -> dict:
     from fusion.live import classify_live
@@ -60,7 +64,7 @@ def live(
         raise FileNotFoundError(f"{video}: the clip to play is not there (shared/{CLIP}, or give --video)")
     info = probe(Source(video))
     with tempfile.TemporaryDirectory() as tmp:
-        report = report or small_runs(Path(tmp), log, pose_step=pose_step)
+        report = report or small_runs(Path(tmp), log, pose_step=pose_step, max_persons=max_persons)
         results = {}
         for name, realtime in (("as fast as possible", False), ("at its own rate", True)):
             summary = classify_live(

@@ -16,8 +16,10 @@ parameters, the same readers, the same evaluation; only MediaPipe's frame-to-fra
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import re
 import statistics
 import sys
 import tempfile
@@ -27,6 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from preprocess import DataError, load_manifest
+from preprocess.batch import atomic_path
 from preprocess.live import LIVE_ID, LiveSource, LiveStages
 
 from .classify import caution, load_fusion, new_video_stages
@@ -64,13 +67,20 @@ def classify_live(
     realtime: bool = True,
     max_seconds: float | None = None,
     device: str = "auto",
+    overlay: str | Path | None = None,
     emit=None,
     log=None,
 ) -> dict:
     """Classify ``source`` as it plays: one result per window (``emit(dict)``; default a JSON line on stdout) and
     a summary (returned, and its lines to ``log``): updates, frames, dropped frames, how the source ended, the
-    per-stage latencies."""
-    emit = emit or (lambda result: print(json.dumps(result), flush=True))
+    per-stage latencies. ``overlay``: a folder to write ``<source>_overlay.mp4`` to, at the source's rate (as
+    ``bin/classify --overlay`` draws it: each frame's skeletons and flow, the latest answer above)."""
+    shown = emit or (lambda result: print(json.dumps(result), flush=True))
+
+    def emit(result: dict) -> None:
+        answers.append(result)
+        shown(result)
+
     log = log or (lambda line: print(line, file=sys.stderr, flush=True))
     if every <= 0 or (window is not None and window <= 0) or (max_seconds is not None and max_seconds <= 0):
         raise DataError("--every/--window/--max-seconds", "must be positive")
@@ -126,22 +136,27 @@ def classify_live(
         latency.add("window to answer", time.perf_counter() - arrived)
         updates, last_update = updates + 1, end
 
+    answers: list[dict] = []
+    drawing = _Overlay(overlay, source, live.fps, stages) if overlay else contextlib.nullcontext()
     try:
         started = time.perf_counter()
-        try:
-            for frame in live.frames():
-                arrived = time.perf_counter()
-                if max_seconds is not None and frame.time > max_seconds:
-                    live.ended = f"--max-seconds {max_seconds:g}"
-                    break
-                for stage_set in stages.values():
-                    stage_set.add(frame)
-                times.append(frame.time)
-                count = len(times)
-                if count >= span and count - last_update >= stride:
-                    score(count, final=False)
-        except KeyboardInterrupt:  # a camera is stopped by hand: the last answer still comes
-            live.ended = "interrupted"
+        with drawing:
+            try:
+                for frame in live.frames():
+                    arrived = time.perf_counter()
+                    if max_seconds is not None and frame.time > max_seconds:
+                        live.ended = f"--max-seconds {max_seconds:g}"
+                        break
+                    for stage_set in stages.values():
+                        stage_set.add(frame)
+                    times.append(frame.time)
+                    count = len(times)
+                    if count >= span and count - last_update >= stride:
+                        score(count, final=False)
+                    if overlay:
+                        drawing.add(frame, answers[-1] if answers else None)
+            except KeyboardInterrupt:  # a camera is stopped by hand: the last answer still comes
+                live.ended = "interrupted"
         # what the source left since the last answer (all of it, when it ended before a whole window)
         if len(times) > last_update and len(times) >= 2:
             arrived = time.perf_counter()
@@ -175,6 +190,53 @@ def classify_live(
     summary["per_frame_ms"] = {k: 1000 * v / max(frames, 1) for k, v in per_frame.items()}
     summary["per_answer_ms"] = {k: 1000 * statistics.fmean(v) for k, v in latency.times.items()}
     return summary
+
+
+class _Overlay:
+    """``<source>_overlay.mp4`` in ``folder``, written as frames come: a dropped frame is filled with the one before,
+    so that the video plays at the source's rate."""
+
+    def __init__(self, folder, source: str, fps: float, stages: dict):
+        stem = Path(source).stem if Path(source).suffix else re.sub(r"[^A-Za-z0-9_.-]+", "_", source).strip("_")
+        self.path, self.fps, self.writer, self.written = Path(folder) / f"{stem or 'live'}_overlay.mp4", fps, None, 0
+        self.pose = next((s for s in stages.values() if "pose" in s.stages), None)
+        self.flow = next((s for s in stages.values() if "flow" in s.stages), None)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._atomic = atomic_path(self.path, suffix=".mp4")
+
+    def __enter__(self):
+        self.tmp = self._atomic.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        if self.writer is not None:
+            self.writer.release()
+        return self._atomic.__exit__(*exc)
+
+    def add(self, frame, answer: dict | None) -> None:
+        import cv2
+
+        from preprocess.flow import to_pixels
+
+        from .classify import overlay_caption, overlay_frame
+
+        skeletons = []
+        if self.pose is not None and self.pose.results["pose"]:
+            skeletons = [(slot, kp) for slot, (kp, _) in enumerate(self.pose.results["pose"][-1][1])]
+        field = bound = None
+        if self.flow is not None and self.flow.results["flow"]:
+            params = self.flow.stages["flow"]
+            field, bound = to_pixels(self.flow.results["flow"][-1][1], params), params["bound"] or 20.0
+        caption, detail = overlay_caption(answer) if answer else ("...", "")
+        if answer:
+            detail = "  ".join(f"{s}: {max(p, key=p.get)}" for s, p in answer["streams"].items())
+        canvas = overlay_frame(frame.image, skeletons, field, bound, caption, detail)
+        if self.writer is None:
+            size = (canvas.shape[1], canvas.shape[0])
+            self.writer = cv2.VideoWriter(str(self.tmp), cv2.VideoWriter_fourcc(*"mp4v"), self.fps, size)
+        while self.written <= round(frame.time * self.fps):  # (frames dropped before this one: repeated)
+            self.writer.write(canvas)
+            self.written += 1
 
 
 def _score_run(run, nets, device, folder: Path) -> np.ndarray:

@@ -60,3 +60,16 @@ def tiny_work(tiny_synth, tmp_path_factory) -> Path:
     # after pose, as the demo does: the default frame cache dims the pixels outside the dancers' boxes
     run_batch(frames_task(frames_params(resize="none")), manifest, work, workers=2)
     return work
+
+
+def write_lossless(frames, path, fps):
+    """Frames as an FFV1 video: decoded again, they are these pixels exactly (an mp4 would re-encode them)."""
+    import cv2
+
+    height, width = frames[0].shape[:2]
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"FFV1"), fps, (width, height))
+    assert writer.isOpened(), "OpenCV's FFmpeg cannot write FFV1 here"
+    for frame in frames:
+        writer.write(frame)
+    writer.release()
+    return path

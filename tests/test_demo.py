@@ -7,7 +7,7 @@ import subprocess
 import pytest
 
 from preprocess.video import Source, probe, read_frames
-from tests.conftest import REPO, SHARED, run_bin, shared_asset
+from tests.conftest import REPO, SHARED, run_bin, shared_asset, write_lossless
 
 TINY_TRAINING = "--epochs 3 --batch-size 8 --views 2 --min-epoch-clips 1"
 TINY_STREAMS = {
@@ -95,30 +95,17 @@ def test_classify_new_videos_with_the_fitted_fusion(demo, tmp_path):
         assert probe(Source(answer["overlay"])).fps == pytest.approx(probe(Source(answer["video"])).fps) == 12
 
 
-def _write_lossless(frames, path, fps):
-    """Frames as an FFV1 video: decoded again, they are these pixels exactly (an mp4 would re-encode them)."""
-    import cv2
-
-    height, width = frames[0].shape[:2]
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"FFV1"), fps, (width, height))
-    assert writer.isOpened(), "OpenCV's FFmpeg cannot write FFV1 here"
-    for frame in frames:
-        writer.write(frame)
-    writer.release()
-    return path
-
-
 def test_live_windows_are_scored_as_offline_classify_scores_the_same_stretch(demo, tmp_path):
     out, _ = demo
     synth = json.loads((out / "synthetic" / "synth.json").read_text())
     clips = [out / "synthetic" / c["video"] for c in synth["clips"][:3]]
     frames = [f.image for clip in clips for f in read_frames(str(clip))]  # three dancers, one after another
     fps = probe(Source(str(clips[0]))).fps
-    stream = _write_lossless(frames, tmp_path / "stream.mkv", fps)
+    stream = write_lossless(frames, tmp_path / "stream.mkv", fps)
     window, every = 15 / fps, 12 / fps
     live = run_bin(
         "classify", "--live", stream, "--report", out / "report", "--as-fast-as-possible",
-        "--window", f"{window:.6f}", "--every", f"{every:.6f}",
+        "--window", f"{window:.6f}", "--every", f"{every:.6f}", "--overlay", tmp_path / "overlays",
     )  # fmt: skip
     assert live.returncode == 0, live.stderr[-2000:]
     answers = [json.loads(line) for line in live.stdout.splitlines()]
@@ -126,9 +113,13 @@ def test_live_windows_are_scored_as_offline_classify_scores_the_same_stretch(dem
     assert [a["frames"] for a in answers] == [[0, 15], [12, 27], [24, 39], [33, 48]]
     assert [a["final"] for a in answers] == [False, False, False, True] and answers[0]["dropped"] == 0
     assert "per answer: flow stream" in live.stderr and "ended" in live.stderr  # the latencies, how it ended
+    overlay = tmp_path / "overlays" / "stream_overlay.mp4"  # every frame, at the stream's rate, a bar and a panel
+    drawn = [f.image for f in read_frames(str(overlay))]
+    assert len(drawn) == len(frames) and probe(Source(str(overlay))).fps == pytest.approx(fps)
+    assert drawn[0].shape[0] > frames[0].shape[0] and drawn[0].shape[1] > frames[0].shape[1]
     # offline: each window's stretch as a video of its own, through bin/classify
     stretches = [
-        _write_lossless(frames[a:b], tmp_path / f"stretch{a}.mkv", fps) for a, b in (x["frames"] for x in answers)
+        write_lossless(frames[a:b], tmp_path / f"stretch{a}.mkv", fps) for a, b in (x["frames"] for x in answers)
     ]
     offline = run_bin("classify", *stretches, "--report", out / "report", "--json")
     assert offline.returncode == 0, offline.stderr[-2000:]
@@ -155,7 +146,7 @@ def test_live_sources_that_cannot_be_read_are_named(demo, tmp_path):
     broken.write_bytes(b"not a video")
     result = run_bin("classify", "--live", broken, "--report", out / "report")
     assert result.returncode != 0 and "broken.mp4: cannot be opened" in result.stderr
-    result = run_bin("classify", "--live", broken, "--report", out / "report", "--overlay", tmp_path)
-    assert result.returncode != 0 and "--overlay: not with --live" in result.stderr
+    result = run_bin("classify", "--live", broken, "--report", out / "report", "--json")
+    assert result.returncode != 0 and "--json: not with --live" in result.stderr
     result = run_bin("classify", broken, "--report", out / "report", "--window", "2")
     assert result.returncode != 0 and "--window: only with --live SOURCE" in result.stderr

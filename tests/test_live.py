@@ -10,19 +10,7 @@ from preprocess.batch import read_npz, run_batch
 from preprocess.dataset.manifest import Manifest, VideoRecord
 from preprocess.live import LIVE_ID, LiveSource, LiveStages
 from preprocess.video import Source, probe, read_frames
-from tests.conftest import shared_asset
-
-
-def _write_lossless(frames, path, fps):
-    import cv2
-
-    height, width = frames[0].shape[:2]
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"FFV1"), fps, (width, height))
-    assert writer.isOpened(), "OpenCV's FFmpeg cannot write FFV1 here"
-    for frame in frames:
-        writer.write(frame)
-    writer.release()
-    return path
+from tests.conftest import shared_asset, write_lossless
 
 
 def _stages():
@@ -47,7 +35,7 @@ def test_a_stretch_of_a_stream_is_preprocessed_as_a_video_of_that_stretch(tiny_s
     clips = [tiny_synth / c["video"] for c in synth["clips"][:2]]
     frames = [f.image for clip in clips for f in read_frames(str(clip))]
     fps = probe(Source(str(clips[0]))).fps
-    stream = _write_lossless(frames, tmp_path / "stream.mkv", fps)
+    stream = write_lossless(frames, tmp_path / "stream.mkv", fps)
     stages = _stages()
     source = LiveSource(str(stream), realtime=False)
     live = LiveStages(stages, fps=source.fps, width=source.width, height=source.height, source=str(stream), keep=64)
@@ -61,7 +49,7 @@ def test_a_stretch_of_a_stream_is_preprocessed_as_a_video_of_that_stretch(tiny_s
             video = live.write_clip(clip, first, end, ["a", "b"])
             assert video.frame_count == end - first
             # the same stretch as a video of its own, through the batch stages
-            stretch = _write_lossless(frames[first:end], tmp_path / f"stretch{first}.mkv", fps)
+            stretch = write_lossless(frames[first:end], tmp_path / f"stretch{first}.mkv", fps)
             info = probe(Source(str(stretch)))
             size = (info.width, info.height)
             record = VideoRecord(LIVE_ID, "", "test", None, str(stretch), info.frame_count, fps, *size)
