@@ -24,6 +24,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections import deque
 from pathlib import Path
 
 import numpy as np
@@ -75,12 +76,8 @@ def classify_live(
     a summary (returned, and its lines to ``log``): updates, frames, dropped frames, how the source ended, the
     per-stage latencies. ``overlay``: a folder to write ``<source>_overlay.mp4`` to, at the source's rate (as
     ``bin/classify --overlay`` draws it: each frame's skeletons and flow, the latest answer above)."""
-    shown = emit or (lambda result: print(json.dumps(result), flush=True))
-
-    def emit(result: dict) -> None:
-        answers.append(result)
-        shown(result)
-
+    emit = emit or (lambda result: print(json.dumps(result), flush=True))
+    answers: deque = deque(maxlen=1)  # the latest answer, drawn on the overlay
     log = log or (lambda line: print(line, file=sys.stderr, flush=True))
     if every <= 0 or (window is not None and window <= 0) or (max_seconds is not None and max_seconds <= 0):
         raise DataError("--every/--window/--max-seconds", "must be positive")
@@ -119,7 +116,7 @@ def classify_live(
         per_class = {c: float(p) for c, p in zip(classes, fused)}
         per_stream = {s: {c: float(p) for c, p in zip(classes, probs[s][0])} for s in probs}
         top = int(np.argmax(fused))
-        emit(
+        answers.append(
             {
                 "time": round(times[end - 1], 4),
                 "window": [round(times[first], 4), round(times[end - 1], 4)],
@@ -133,10 +130,10 @@ def classify_live(
                 "final": final,
             }
         )
+        emit(answers[-1])
         latency.add("window to answer", time.perf_counter() - arrived)
         updates, last_update = updates + 1, end
 
-    answers: list[dict] = []
     drawing = _Overlay(overlay, source, live.fps, stages) if overlay else contextlib.nullcontext()
     try:
         started = time.perf_counter()

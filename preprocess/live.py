@@ -45,7 +45,7 @@ LIVE_ID = "live"
 @dataclass
 class LiveFrame:
     number: int  # the n-th frame that arrived (drops leave no gap)
-    time: float  # seconds of the source's own clock (a file's timestamps; a camera's since it opened)
+    time: float  # seconds on the source's clock (a file's timestamps; a camera's or stream's since it opened)
     image: np.ndarray  # BGR, as decoded
 
 
@@ -80,6 +80,7 @@ class LiveSource:
         self.ended: str | None = None
         self.decode_seconds = 0.0
         self._queue: queue.Queue = queue.Queue(maxsize=max(1, queue_frames))
+        self._opened = time.monotonic()
         self._stop = threading.Event()
 
     def frames(self):
@@ -128,8 +129,8 @@ class LiveSource:
         self._put(None, keep=True)
 
     def _stamp(self, index: int) -> float:
-        if not self.is_file:
-            return index / self.fps
+        if not self.is_file:  # a camera's or stream's clock: seconds since it opened (its reported rate may be wrong)
+            return time.monotonic() - self._opened
         stamp = self.cap.get(cv2.CAP_PROP_POS_MSEC) / 1000.0
         return stamp if math.isfinite(stamp) and stamp >= 0 and index else index / self.fps
 
