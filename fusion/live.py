@@ -69,18 +69,22 @@ def classify_live(
     max_seconds: float | None = None,
     device: str = "auto",
     overlay: str | Path | None = None,
+    preview: bool = False,
     emit=None,
     log=None,
 ) -> dict:
     """Classify ``source`` as it plays: one result per window (``emit(dict)``; default a JSON line on stdout) and
     a summary (returned, and its lines to ``log``): updates, frames, dropped frames, how the source ended, the
     per-stage latencies. ``overlay``: a folder to write ``<source>_overlay.mp4`` to, at the source's rate (as
-    ``bin/classify --overlay`` draws it: each frame's skeletons and flow, the latest answer above)."""
+    ``bin/classify --overlay`` draws it: each frame's skeletons and flow, the latest answer above); ``preview``:
+    the same in a window, as it plays."""
     emit = emit or (lambda result: print(json.dumps(result), flush=True))
     answers: deque = deque(maxlen=1)  # the latest answer, drawn on the overlay
     log = log or (lambda line: print(line, file=sys.stderr, flush=True))
     if every <= 0 or (window is not None and window <= 0) or (max_seconds is not None and max_seconds <= 0):
         raise DataError("--every/--window/--max-seconds", "must be positive")
+    if preview:
+        check_preview()
     method, classes, runs = load_fusion(report)
     by_work = new_video_stages(list(runs.values()))
     window = window or training_seconds(runs.values())
@@ -134,7 +138,8 @@ def classify_live(
         latency.add("window to answer", time.perf_counter() - arrived)
         updates, last_update = updates + 1, end
 
-    drawing = _Overlay(overlay, source, live.fps, stages) if overlay else contextlib.nullcontext()
+    drawn = overlay or preview
+    drawing = _Overlay(overlay, source, live.fps, stages, preview=preview) if drawn else contextlib.nullcontext()
     try:
         started = time.perf_counter()
         with drawing:
@@ -150,10 +155,12 @@ def classify_live(
                     count = len(times)
                     if count >= span and count - last_update >= stride:
                         score(count, final=False)
-                    if overlay:
+                    if drawn:
                         drawing.add(frame, answers[-1] if answers else None)
             except KeyboardInterrupt:  # a camera is stopped by hand: the last answer still comes
                 live.ended = "interrupted"
+            except PreviewClosed:
+                live.ended = "the preview was closed"
         # what the source left since the last answer (all of it, when it ended before a whole window)
         if len(times) > last_update and len(times) >= 2:
             arrived = time.perf_counter()
@@ -189,17 +196,34 @@ def classify_live(
     return summary
 
 
-class _Overlay:
-    """``<source>_overlay.mp4`` in ``folder``, written as frames come: a dropped frame is filled with the one before,
-    so that the video plays at the source's rate."""
+class PreviewClosed(Exception):
+    """The preview window was closed by its key (q or Esc): the source ends there."""
 
-    def __init__(self, folder, source: str, fps: float, stages: dict):
+
+def check_preview() -> None:
+    """A named error, before anything starts, where no window can be shown (no display, or an OpenCV without GUI)."""
+    import cv2
+
+    if sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+        raise DataError("--preview", "no display here (DISPLAY is not set): write the overlay with --overlay DIR")
+    build = cv2.getBuildInformation()
+    if "GUI:" in build and "NONE" in build.split("GUI:", 1)[1].splitlines()[0]:
+        raise DataError("--preview", "this OpenCV has no GUI (a headless build): write the overlay with --overlay DIR")
+
+
+class _Overlay:
+    """The overlay as frames come: ``<source>_overlay.mp4`` in ``folder`` (a dropped frame is filled with the one
+    before, so that the video plays at the source's rate), and/or a preview window (q or Esc closes it)."""
+
+    def __init__(self, folder, source: str, fps: float, stages: dict, *, preview: bool = False):
         stem = Path(source).stem if Path(source).suffix else re.sub(r"[^A-Za-z0-9_.-]+", "_", source).strip("_")
-        self.path, self.fps, self.writer, self.written = Path(folder) / f"{stem or 'live'}_overlay.mp4", fps, None, 0
+        self.fps, self.writer, self.written, self.preview = fps, None, 0, preview
+        self.path = Path(folder) / f"{stem or 'live'}_overlay.mp4" if folder else None
         self.pose = next((s for s in stages.values() if "pose" in s.stages), None)
         self.flow = next((s for s in stages.values() if "flow" in s.stages), None)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._atomic = atomic_path(self.path, suffix=".mp4")
+        if self.path is not None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._atomic = atomic_path(self.path, suffix=".mp4") if self.path else contextlib.nullcontext()
 
     def __enter__(self):
         self.tmp = self._atomic.__enter__()
@@ -208,6 +232,10 @@ class _Overlay:
     def __exit__(self, *exc):
         if self.writer is not None:
             self.writer.release()
+        if self.preview:
+            import cv2
+
+            cv2.destroyAllWindows()
         return self._atomic.__exit__(*exc)
 
     def add(self, frame, answer: dict | None) -> None:
@@ -228,6 +256,12 @@ class _Overlay:
         if answer:
             detail = "  ".join(f"{s}: {max(p, key=p.get)}" for s, p in answer["streams"].items())
         canvas = overlay_frame(frame.image, skeletons, field, bound, caption, detail)
+        if self.preview:
+            cv2.imshow("bin/classify --live (q: stop)", canvas)
+            if cv2.waitKey(1) & 0xFF in (ord("q"), 27):
+                raise PreviewClosed
+        if self.path is None:
+            return
         if self.writer is None:
             size = (canvas.shape[1], canvas.shape[0])
             self.writer = cv2.VideoWriter(str(self.tmp), cv2.VideoWriter_fourcc(*"mp4v"), self.fps, size)
