@@ -124,7 +124,7 @@ def new_video_stages(runs: list[Run]) -> dict[Path, dict[str, dict]]:
     return out
 
 
-def preprocess_like(runs: list[Run], manifest: Manifest, scratch: Path, workers: int) -> tuple[dict, dict]:
+def preprocess_like(runs: list[Run], manifest: Manifest, scratch: Path, workers: int | None) -> tuple[dict, dict]:
     """Preprocess ``manifest``'s videos for ``runs``: one scratch work directory per training work directory, its
     stages run in dependency order with the training parameters. ({training work: scratch work}, {video id: the
     first failure's line})."""
@@ -174,7 +174,7 @@ def new_video_record(index: int, path: str) -> VideoRecord:
 
 
 def classify(
-    videos: list[str], report: str | Path, scratch: str | Path, *, device: str = "auto", workers: int = 1
+    videos: list[str], report: str | Path, scratch: str | Path, *, device: str = "auto", workers: int | None = None
 ) -> tuple[list[dict], list[str]]:
     """Per video: {video (the path as given), prediction, probability, caution (why not to trust it, or None), fused
     {class: p}, streams {stream: {class: p}}, preprocessed {stage: its scratch work directory}}; and failures."""
