@@ -88,7 +88,8 @@ def classify_live(
     method, classes, runs = load_fusion(report)
     by_work = new_video_stages(list(runs.values()))
     window = window or training_seconds(runs.values())
-    models = {stream: (run, run.models(run.device(device)), run.device(device)) for stream, run in runs.items()}
+    devices = {stream: run.device(device) for stream, run in runs.items()}
+    models = {stream: (run, run.models(devices[stream]), devices[stream]) for stream, run in runs.items()}
     live = LiveSource(source, realtime=realtime)
     span, stride = max(2, round(window * live.fps)), max(1, round(every * live.fps))
     stages = {

@@ -37,7 +37,7 @@ from .batch import DataError, atomic_path, write_sidecar
 from .dataset.manifest import Manifest, VideoRecord
 from .video import Resize
 from .video.crop import crop_inputs, dancer_boxes, suppress_background
-from .video.reader import convert_frame, opencv_path
+from .video.reader import convert_frame, frame_time, opencv_path
 
 LIVE_ID = "live"
 
@@ -71,7 +71,8 @@ class LiveSource:
             self.cap.release()
             raise DataError(self.spec, "opens, but gives no frame")
         fps = self.cap.get(cv2.CAP_PROP_FPS)
-        self.fps = float(fps) if fps and math.isfinite(fps) and 0 < fps < 1000 else 30.0
+        # (no usable rate: 25 for a file, as read_frames and probe take it; a camera's is often 30)
+        self.fps = float(fps) if fps and math.isfinite(fps) and 0 < fps < 1000 else (25.0 if self.is_file else 30.0)
         self.height, self.width = first.shape[:2]
         self.first = first
         self.pace = realtime and self.is_file  # a camera or stream plays at its own pace already
@@ -109,10 +110,10 @@ class LiveSource:
             self.cap.release()
 
     def _read(self):
-        start, index, image = time.monotonic(), 0, self.first
+        start, index, image, stamp = time.monotonic(), 0, self.first, -1.0
         try:
             while not self._stop.is_set():
-                stamp = self._stamp(index)
+                stamp = self._stamp(index, stamp)
                 if self.pace:  # a file at its own rate: frame i is due i / fps after the first
                     delay = start + index / self.fps - time.monotonic()
                     if delay > 0:
@@ -128,11 +129,10 @@ class LiveSource:
             self._put(err)
         self._put(None, keep=True)
 
-    def _stamp(self, index: int) -> float:
+    def _stamp(self, index: int, last: float) -> float:
         if not self.is_file:  # a camera's or stream's clock: seconds since it opened (its reported rate may be wrong)
             return time.monotonic() - self._opened
-        stamp = self.cap.get(cv2.CAP_PROP_POS_MSEC) / 1000.0
-        return stamp if math.isfinite(stamp) and stamp >= 0 and index else index / self.fps
+        return frame_time(self.cap, index, self.fps, last)  # (as read_frames times a file's frames)
 
     def _put(self, item, keep: bool = False):
         while not self._stop.is_set():
@@ -169,6 +169,7 @@ class LiveStages:
         self.results: dict[str, deque] = {stage: deque(maxlen=keep) for stage in stages}
         self.seconds = dict.fromkeys(stages, 0.0)
         self.count = 0
+        self._resize = {stage: Resize.parse(params["resize"]) for stage, params in stages.items()}
         self._pose = None
         self._threads = ThreadPoolExecutor(max_workers=max(1, len(stages)), thread_name_prefix="live-stage")
         if "pose" in stages:
@@ -213,11 +214,11 @@ class LiveStages:
         if stage == "pose" and n % params["step"] == 0:
             from .pose.task import in_video_pixels
 
-            image = convert_frame(frame.image, Resize.parse(params["resize"]), "rgb")
+            image = convert_frame(frame.image, self._resize[stage], "rgb")
             people = self._detect(image, frame.time * 1000.0)
             self.results[stage].append((n, in_video_pixels(people, image, self.video(n + 1), params)))
         elif stage == "frames" and n % params["step"] == 0:
-            self.results[stage].append((n, convert_frame(frame.image, Resize.parse(params["resize"]), "rgb")))
+            self.results[stage].append((n, convert_frame(frame.image, self._resize[stage], "rgb")))
         elif stage == "flow":
             self._add_flow(n, frame.image, params)
         self.seconds[stage] += time.perf_counter() - began
@@ -226,7 +227,7 @@ class LiveStages:
         from .flow.camera import compensate
         from .flow.task import stored_field
 
-        self._recent.append(convert_frame(image, Resize.parse(params["resize"]), "gray"))
+        self._recent.append(convert_frame(image, self._resize["flow"], "gray"))
         k = params["offset"]
         if len(self._recent) <= k:
             return

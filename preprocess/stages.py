@@ -62,3 +62,13 @@ def stages_needed(work: str | os.PathLike, stages) -> dict[str, dict]:
         wanted[stage] = recorded_params(work, stage)
         todo += [s for s in stage_reads(wanted[stage]) if s not in wanted]
     return {s: wanted[s] for s in STAGE_ORDER if s in wanted}
+
+
+def verify_work(work: str | os.PathLike) -> dict[str, tuple[int, list[str]]]:
+    """{stage: (finished outputs checked, what is wrong with the bad ones)} for every stage of ``work`` (a data file
+    that does not match its sidecar's shape, dtype and size)."""
+    from .batch import verify_outputs
+    from .dataset import load_manifest
+
+    manifest = load_manifest(work)
+    return {stage: verify_outputs(stage_task(stage, {}), manifest, work) for stage in ("flow", "pose", "frames")}

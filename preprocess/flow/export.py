@@ -37,3 +37,16 @@ def quantize_denseflow(flow: np.ndarray, bound: float) -> np.ndarray:
     """denseflow's JPEG quantisation, which the tools reading this layout expect: [-bound, bound] onto 0..255."""
     scaled = (np.clip(flow, -bound, bound) + bound) * (255.0 / (2.0 * bound))
     return np.rint(scaled).astype(np.uint8)
+
+
+def export_work_denseflow(work: str | os.PathLike, out: str | os.PathLike, *, bound: float, quality: int) -> int:
+    """Every video of ``work`` whose flow is done, in denseflow's layout under ``out`` (progress shown); returns
+    how many."""
+    from ..batch import Progress
+    from ..dataset import load_manifest
+
+    done = [v for v in load_manifest(work).videos if os.path.isfile(os.path.join(work, "flow", f"{v.video_id}.json"))]
+    with Progress(len(done), "videos", desc="export-flow") as progress:
+        for video in done:
+            progress.advance(frames=export_denseflow(work, video.video_id, out, bound=bound, quality=quality))
+    return len(done)

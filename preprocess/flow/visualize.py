@@ -144,3 +144,23 @@ def flow_video(
             writer.write(panel)
         writer.release()
     return out
+
+
+def show_flow(work: str | os.PathLike, video_id: str, out: str) -> Path:
+    """One video's flow beside its frames (at the flow's size): ``out`` .png a sheet, .mp4 a video at its rate."""
+    from ..batch import DataError
+    from ..dataset import load_manifest
+    from ..video import Resize, read_frames
+    from .storage import FlowInfo
+
+    if not out.endswith((".png", ".mp4")):
+        raise DataError(out, "OUT must end in .png or .mp4")
+    try:
+        video = load_manifest(work).get(video_id)
+    except KeyError:
+        raise DataError(work, f"no video {video_id!r} in the manifest") from None
+    resize = Resize.parse(FlowInfo.read(work, video_id).params["resize"])
+    rgb = (f.image for f in read_frames(video.to_source(), resize=resize, colour="rgb"))
+    if out.endswith(".mp4"):
+        return flow_video(work, video_id, out, fps=video.fps, frames=rgb)
+    return flow_sheet(work, video_id, out, frames=rgb)

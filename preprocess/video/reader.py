@@ -217,6 +217,13 @@ def _convert(image: np.ndarray, colour: str) -> np.ndarray:
     raise ValueError(f"colour must be bgr, rgb or gray, not {colour!r}")
 
 
+def frame_time(cap, index: int, fps: float, last_time: float) -> float:
+    """Seconds of the frame ``cap`` last grabbed: the container's timestamp, or index / fps where it gives no usable
+    one (not finite, not after the frame before, zero past the first frame)."""
+    stamp = cap.get(cv2.CAP_PROP_POS_MSEC) / 1000.0
+    return stamp if math.isfinite(stamp) and stamp > last_time and (stamp > 0 or index == 0) else index / fps
+
+
 def _decoded(source: Source) -> Iterator[tuple[int, float, float, object]]:
     """(index, time, nominal frame interval, fetch) for every frame; ``fetch()`` decodes only when a frame is wanted."""
     if source.is_sequence:
@@ -228,10 +235,7 @@ def _decoded(source: Source) -> Iterator[tuple[int, float, float, object]]:
         index = 0
         last_time = -1.0
         while cap.cap.grab():
-            stamp = cap.cap.get(cv2.CAP_PROP_POS_MSEC) / 1000.0
-            # Fall back to index/fps where the container gives no usable timestamps.
-            time = stamp if math.isfinite(stamp) and stamp > last_time and (stamp > 0 or index == 0) else index / fps
-            last_time = time
+            time = last_time = frame_time(cap.cap, index, fps, last_time)
 
             def fetch(cap=cap, index=index):
                 ok, image = cap.cap.retrieve()
