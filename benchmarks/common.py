@@ -44,18 +44,23 @@ def kinetics_frames(width: int, height: int, count: int | None, *, colour: str):
     return np.stack([cv2.resize(f, (width, height), interpolation=shrink) for f in frames])
 
 
-def preprocess(*args, one_core: bool = False) -> float:
-    """Wall seconds of one bin/preprocess run (a fresh process, as a user runs it); ``one_core`` pins it to CPU 0,
-    so a single worker's decode-ahead thread cannot borrow a second core."""
+def run_bin(command: str, *args, one_core: bool = False) -> float:
+    """Wall seconds of one ``bin/<command>`` run (a fresh process, as a user runs it; its output discarded, a failure
+    raised); ``one_core`` pins it to CPU 0, so a single worker's decode-ahead thread cannot borrow a second core."""
     pin = ["taskset", "-c", "0"] if one_core and shutil.which("taskset") else []
     start = time.perf_counter()
     subprocess.run(
-        [*pin, sys.executable, str(REPO / "bin" / "preprocess"), *map(str, args)],
+        [*pin, sys.executable, str(REPO / "bin" / command), *map(str, args)],
         check=True,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
     return time.perf_counter() - start
+
+
+def preprocess(*args, one_core: bool = False) -> float:
+    """Wall seconds of one bin/preprocess run (``run_bin``)."""
+    return run_bin("preprocess", *args, one_core=one_core)
 
 
 def peak_rss_mib(*args) -> float:

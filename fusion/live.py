@@ -8,6 +8,8 @@ streams and the fitted fusion, a rolling window at a time.
     every --every seconds: the last --window seconds ──write_clip──► a scratch work directory (one video, "live")
                            ──► each run's evaluation of it (its views, sampling, input statistics) ──► fused
                            ──► one JSON line: time, window, per-stream and fused probabilities, caution, drops
+    (an answer is worked out on a thread of its own while the stages go on with the next frames; at most one at a
+    time: when the next is due before the last is out, the frames wait for it)
 
 A window is scored as ``bin/classify`` scores a video made of its frames (``fusion.classify``): the same stage
 parameters, the same readers, the same evaluation; only MediaPipe's frame-to-frame tracking differs
@@ -25,6 +27,7 @@ import sys
 import tempfile
 import time
 from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -67,6 +70,7 @@ def classify_live(
     every: float = 1.0,
     realtime: bool = True,
     max_seconds: float | None = None,
+    sample_fps: float | None = None,
     device: str = "auto",
     overlay: str | Path | None = None,
     preview: bool = False,
@@ -77,12 +81,14 @@ def classify_live(
     a summary (returned, and its lines to ``log``): updates, frames, dropped frames, how the source ended, the
     per-stage latencies. ``overlay``: a folder to write ``<source>_overlay.mp4`` to, at the source's rate (as
     ``bin/classify --overlay`` draws it: each frame's skeletons and flow, the latest answer above); ``preview``:
-    the same in a window, as it plays."""
+    the same in a window, as it plays. ``sample_fps``: the rate the source's frames are taken at (default the runs'
+    sampling rate, ``bin/train --sample-fps``: a run reads its videos at that rate; a faster source gives only the
+    frames on screen at its instants, a slower one every frame)."""
     emit = emit or (lambda result: print(json.dumps(result), flush=True))
     answers: deque = deque(maxlen=1)  # the latest answer, drawn on the overlay
     log = log or (lambda line: print(line, file=sys.stderr, flush=True))
-    if every <= 0 or (window is not None and window <= 0) or (max_seconds is not None and max_seconds <= 0):
-        raise DataError("--every/--window/--max-seconds", "must be positive")
+    if not all(value is None or value > 0 for value in (every, window, max_seconds, sample_fps)):
+        raise DataError("--every/--window/--max-seconds/--sample-fps", "must be positive")
     if preview:
         check_preview()
     method, classes, runs = load_fusion(report)
@@ -90,10 +96,13 @@ def classify_live(
     window = window or training_seconds(runs.values())
     devices = {stream: run.device(device) for stream, run in runs.items()}
     models = {stream: (run, run.models(devices[stream]), devices[stream]) for stream, run in runs.items()}
-    live = LiveSource(source, realtime=realtime)
-    span, stride = max(2, round(window * live.fps)), max(1, round(every * live.fps))
+    rates = [run.sample_fps for run in runs.values() if run.sample_fps]
+    live = LiveSource(source, realtime=realtime, sample_fps=sample_fps or max(rates, default=None))
+    span, stride = max(2, round(window * live.rate)), max(1, round(every * live.rate))
     stages = {
-        work: LiveStages(params, fps=live.fps, width=live.width, height=live.height, source=source, keep=span + 64)
+        work: LiveStages(
+            params, fps=live.rate, width=live.width, height=live.height, source=source, keep=span + stride + 64
+        )
         for work, params in by_work.items()
     }
     steps = int(np.lcm.reduce([s.steps() for s in stages.values()]))
@@ -103,9 +112,13 @@ def classify_live(
     scratch = tempfile.TemporaryDirectory(prefix="live-", dir=shm if shm.is_dir() and os.access(shm, os.W_OK) else None)
     folders = {work: Path(scratch.name) / f"work{i}" for i, work in enumerate(stages)}
 
-    def score(end: int, final: bool) -> None:
-        nonlocal updates, last_update
+    def score(end: int, final: bool, arrived: float) -> None:
+        nonlocal updates
         first = -(-max(0, end - span) // steps) * steps  # (a start every stage sampled from)
+        began = time.perf_counter()
+        for stage_set in stages.values():
+            stage_set.wait(end)
+        latency.add("stages catch up", time.perf_counter() - began)
         began = time.perf_counter()
         for work, stage_set in stages.items():
             stage_set.write_clip(folders[work], first, end, classes)
@@ -137,10 +150,12 @@ def classify_live(
         )
         emit(answers[-1])
         latency.add("window to answer", time.perf_counter() - arrived)
-        updates, last_update = updates + 1, end
+        updates += 1
 
     drawn = overlay or preview
     drawing = _Overlay(overlay, source, live.fps, stages, preview=preview) if drawn else contextlib.nullcontext()
+    answering = ThreadPoolExecutor(max_workers=1, thread_name_prefix="live-answer")
+    pending = None  # the answer being worked out
     try:
         started = time.perf_counter()
         with drawing:
@@ -155,19 +170,25 @@ def classify_live(
                     times.append(frame.time)
                     count = len(times)
                     if count >= span and count - last_update >= stride:
-                        score(count, final=False)
+                        if pending is not None:
+                            pending.result()  # (at most one answer at a time)
+                        pending, last_update = answering.submit(score, count, False, arrived), count
                     if drawn:
                         drawing.add(frame, answers[-1] if answers else None)
             except KeyboardInterrupt:  # a camera is stopped by hand: the last answer still comes
                 live.ended = "interrupted"
             except PreviewClosed:
                 live.ended = "the preview was closed"
-        # what the source left since the last answer (all of it, when it ended before a whole window)
-        if len(times) > last_update and len(times) >= 2:
-            arrived = time.perf_counter()
-            score(len(times), final=True)
+            if pending is not None:
+                pending.result()
+            # what the source left since the last answer (all of it, when it ended before a whole window)
+            if len(times) > last_update and len(times) >= 2:
+                score(len(times), final=True, arrived=time.perf_counter())
+            if drawn:
+                drawing.draw_done(answers[-1] if answers else None, until=len(times))
         wall = time.perf_counter() - started
     finally:
+        answering.shutdown(cancel_futures=True)
         for stage_set in stages.values():
             stage_set.close()
         scratch.cleanup()
@@ -180,14 +201,16 @@ def classify_live(
         "seconds": round(wall, 3),
         "source_seconds": round(times[-1] - times[0], 3) if times else 0.0,
         "window_seconds": window,
+        "fps": live.fps,
+        "sample_fps": live.rate,
     }
     per_frame = {"decode": live.decode_seconds}
     for stage_set in stages.values():
         for stage, seconds in stage_set.seconds.items():
             per_frame[stage] = per_frame.get(stage, 0.0) + seconds
     log(
-        f"live: {updates} answers over {frames} frames in {wall:.1f} s ({frames / max(wall, 1e-9):.1f} frames/s, "
-        f"the source's rate {live.fps:g}), {live.dropped} dropped; {summary['ended']}"
+        f"live: {updates} answers over {frames} frames in {wall:.1f} s ({frames / max(wall, 1e-9):.1f} frames/s; "
+        f"taken at {live.rate:g} fps of the source's {live.fps:g}), {live.dropped} dropped; {summary['ended']}"
     )
     log("per frame: " + ", ".join(f"{k} {1000 * v / max(frames, 1):.1f} ms" for k, v in per_frame.items()))
     for line in latency.lines():
@@ -219,6 +242,8 @@ class _Overlay:
     def __init__(self, folder, source: str, fps: float, stages: dict, *, preview: bool = False):
         stem = Path(source).stem if Path(source).suffix else re.sub(r"[^A-Za-z0-9_.-]+", "_", source).strip("_")
         self.fps, self.writer, self.written, self.preview = fps, None, 0, preview
+        self.stage_sets = list(stages.values())
+        self.waiting: deque = deque()  # frames handed to the stages, drawn once every stage has done them
         self.path = Path(folder) / f"{stem or 'live'}_overlay.mp4" if folder else None
         self.pose = next((s for s in stages.values() if "pose" in s.stages), None)
         self.flow = next((s for s in stages.values() if "flow" in s.stages), None)
@@ -240,19 +265,37 @@ class _Overlay:
         return self._atomic.__exit__(*exc)
 
     def add(self, frame, answer: dict | None) -> None:
+        """Take this frame (handed to the stages), and draw the frames every stage has done."""
+        self.waiting.append(frame)
+        self.draw_done(answer)
+
+    def draw_done(self, answer: dict | None, *, until: int | None = None) -> None:
+        """Draw the frames every stage has done (with ``until``, first wait for frames up to it), each with its own
+        skeletons and flow and the latest answer."""
+        if until is not None:
+            for stage_set in self.stage_sets:
+                stage_set.wait(until)
+        done = min(stage_set.done() for stage_set in self.stage_sets)
+        while self.waiting and self.waiting[0].number < done:
+            self._draw(self.waiting.popleft(), answer)
+
+    def _draw(self, frame, answer: dict | None) -> None:
         import cv2
 
         from preprocess.flow import to_pixels
 
         from .classify import overlay_caption, overlay_frame
 
-        skeletons = []
-        if self.pose is not None and self.pose.results["pose"]:
-            skeletons = [(slot, kp) for slot, (kp, _) in enumerate(self.pose.results["pose"][-1][1])]
-        field = bound = None
-        if self.flow is not None and self.flow.results["flow"]:
+        skeletons, field, bound = [], None, None
+        people = self.pose.latest("pose", frame.number) if self.pose is not None else None
+        if people is not None:
+            skeletons = [(slot, kp) for slot, (kp, _) in enumerate(people)]
+        motion = None  # the field that ends at this frame (pair n − k → n)
+        if self.flow is not None:
+            motion = self.flow.latest("flow", frame.number - self.flow.stages["flow"]["offset"])
+        if motion is not None:
             params = self.flow.stages["flow"]
-            field, bound = to_pixels(self.flow.results["flow"][-1][1], params), params["bound"] or 20.0
+            field, bound = to_pixels(motion, params), params["bound"] or 20.0
         caption, detail = overlay_caption(answer) if answer else ("...", "")
         if answer:
             detail = "  ".join(f"{s}: {max(p, key=p.get)}" for s, p in answer["streams"].items())

@@ -4,15 +4,18 @@ batch stages would, and any recent stretch of it written out as a clip the stage
 ::
 
     LiveSource: a reader thread ──► frames (a short queue; behind, it drops the oldest and counts them)
-    LiveStages.add(frame), once per frame that arrives, for each stage a run needs:
+    LiveStages.add(frame), once per frame that arrives ──► a short inbox per stage ──► that stage's own thread:
         pose    the run's backend on the frame (its resize, every step-th frame), cleaned, in the source's pixels
         frames  the RGB frame at the run's size (every step-th)
         flow    the field from the frame k before to this one, camera motion removed, quantised as stored
-    LiveStages.write_clip(folder, first, end) ──► folder/{manifest.json, pose/, frames/, flow/}: frames first..end−1
+    LiveStages.write_clip(folder, first, end) ──► (waits until every stage has done frame end − 1)
+        folder/{manifest.json, pose/, frames/, flow/}: frames first..end−1
         as one video, "live", exactly as the batch stages write a video of those frames (tracking starts at its first
         frame, the background is dimmed from its own pose), so every stream reads it as it reads a video.
 
-The arrived frames are numbered without gaps: a dropped frame is not in the stream at all, and the flow field over
+Each stage works through the frames in order on its own thread, so that pose and flow overlap across frames, not
+only within one (a stage that is behind fills its inbox, then ``add`` waits, and the source drops frames). The arrived
+frames are numbered without gaps: a dropped frame is not in the stream at all, and the flow field over
 it goes from the frame before to the frame after, as it would in a video made of the frames that arrived. One
 difference from a clip preprocessed offline stays: MediaPipe's VIDEO mode tracks people from frame to frame over
 the whole stream, where offline it starts afresh with each video (MoveNet and YOLO-pose look at each frame alone).
@@ -26,7 +29,6 @@ import re
 import threading
 import time
 from collections import deque
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -52,11 +54,20 @@ class LiveFrame:
 class LiveSource:
     """Frames of ``spec`` as they play: a camera index ("0"), a URL OpenCV opens (rtsp://, http://), or a video file,
     which plays at its own frame rate (``realtime``) or as fast as it decodes (every frame, none dropped: for tests
-    and benchmarks). Read on a thread of its own; when the consumer falls behind, the oldest waiting frame is
-    dropped (``dropped`` counts them), so that no backlog builds. A source that gives no frame for
-    ``stall_seconds`` ends, as one that ends does (``ended`` says which)."""
+    and benchmarks). With ``sample_fps`` below the source's rate, only the frames on screen at instants that far
+    apart come (``RateSampler``; ``rate`` says at what rate frames come). Read on a thread of its own; when the
+    consumer falls behind, the oldest waiting frame is dropped (``dropped`` counts them), so that no backlog builds.
+    A source that gives no frame for ``stall_seconds`` ends, as one that ends does (``ended`` says which)."""
 
-    def __init__(self, spec: str, *, realtime: bool = True, stall_seconds: float = 10.0, queue_frames: int = 4):
+    def __init__(
+        self,
+        spec: str,
+        *,
+        realtime: bool = True,
+        stall_seconds: float = 10.0,
+        queue_frames: int = 4,
+        sample_fps: float | None = None,
+    ):
         self.spec, self.stall_seconds = str(spec), stall_seconds
         self.is_file = not (self.spec.isdigit() or re.match(r"^[a-zA-Z][a-zA-Z0-9+.-]*://", self.spec))
         if self.is_file and not Path(self.spec).is_file():
@@ -73,6 +84,8 @@ class LiveSource:
         fps = self.cap.get(cv2.CAP_PROP_FPS)
         # (no usable rate: 25 for a file, as read_frames and probe take it; a camera's is often 30)
         self.fps = float(fps) if fps and math.isfinite(fps) and 0 < fps < 1000 else (25.0 if self.is_file else 30.0)
+        # the rate frames come at: the source's, or ``sample_fps`` below it (``RateSampler``)
+        self.rate = min(self.fps, float(sample_fps)) if sample_fps else self.fps
         self.height, self.width = first.shape[:2]
         self.first = first
         self.pace = realtime and self.is_file  # a camera or stream plays at its own pace already
@@ -111,6 +124,7 @@ class LiveSource:
 
     def _read(self):
         start, index, image, stamp = time.monotonic(), 0, self.first, -1.0
+        sampler = RateSampler(self.rate, self.fps)
         try:
             while not self._stop.is_set():
                 stamp = self._stamp(index, stamp)
@@ -118,13 +132,16 @@ class LiveSource:
                     delay = start + index / self.fps - time.monotonic()
                     if delay > 0:
                         time.sleep(delay)
-                self._put((stamp, image))
+                for item in sampler.add(stamp, image):
+                    self._put(item)
                 began = time.perf_counter()
                 ok, image = self.cap.read()
                 self.decode_seconds += time.perf_counter() - began
                 if not ok or image is None:
                     break
                 index += 1
+            for item in sampler.end():
+                self._put(item)
         except BaseException as err:  # noqa: BLE001 - handed to the consumer
             self._put(err)
         self._put(None, keep=True)
@@ -154,12 +171,60 @@ class LiveSource:
                 continue
 
 
+class RateSampler:
+    """Frames at ``rate`` out of a source at ``fps``: at every instant first + i / rate, the frame on screen then
+    (the last one that came at or before it, as ``streams.sampling.items_at`` takes items), each frame at most once;
+    at or above the source's rate, every frame. A frame is known to be the last one before an instant when the next
+    one comes after it, so frames leave one frame late. Times are matched within a quarter of a source frame, which
+    containers' millisecond timestamps and a camera's jitter stay inside."""
+
+    def __init__(self, rate: float, fps: float):
+        self.every_frame = rate >= fps
+        self.period, self.slack = 1.0 / rate, 0.25 / fps
+        self.instant: float | None = None
+        self.held = None  # (time, image): the last frame so far at or before the instant
+
+    def add(self, stamp: float, image) -> list:
+        """What leaves when a frame at ``stamp`` comes: [] or [(time, image)]."""
+        if self.every_frame:
+            return [(stamp, image)]
+        if self.instant is None:
+            self.instant = stamp
+        out = []
+        if stamp > self.instant + self.slack:  # the held frame was the one on screen at the instant
+            if self.held is not None:
+                out.append(self.held)
+                self.held = None
+            # the next instant this frame could be on screen at (instants it skips had the held frame on screen)
+            self.instant += self.period * max(1, math.ceil((stamp - self.slack - self.instant) / self.period))
+        if stamp <= self.instant + self.slack:
+            self.held = (stamp, image)
+        return out
+
+    def end(self) -> list:
+        """The source ended: the frame held, if the next instant came while it was the last frame (instants go up
+        to the last frame's time, as ``streams.sampling`` samples a clip)."""
+        held, self.held = self.held, None
+        return [held] if held is not None and self.instant <= held[0] + self.slack else []
+
+
 class LiveStages:
     """The per-frame work of the stages ``stages`` ({stage: parameters}, as the training work directory recorded
     them, sized for new videos) on a stream of ``width`` × ``height`` frames at ``fps``; the last ``keep`` frames'
-    results are kept. ``seconds`` adds up each stage's time."""
+    results are kept. Every stage has a thread and an inbox of ``inbox_frames`` frames of its own. ``seconds``
+    adds up each stage's time."""
 
-    def __init__(self, stages: dict[str, dict], *, fps: float, width: int, height: int, source: str, keep: int):
+    def __init__(
+        self,
+        stages: dict[str, dict],
+        *,
+        fps: float,
+        width: int,
+        height: int,
+        source: str,
+        keep: int,
+        inbox_frames: int = 2,
+    ):
         for stage, params in stages.items():
             if params.get("crop", "none") != "none":
                 raise DataError(
@@ -171,7 +236,6 @@ class LiveStages:
         self.count = 0
         self._resize = {stage: Resize.parse(params["resize"]) for stage, params in stages.items()}
         self._pose = None
-        self._threads = ThreadPoolExecutor(max_workers=max(1, len(stages)), thread_name_prefix="live-stage")
         if "pose" in stages:
             from .pose.task import pose_model_for
 
@@ -188,6 +252,17 @@ class LiveStages:
             self._farneback = FarnebackParams(**params["farneback"])
             self._torch_engine = params.get("engine") == "torch"
             self._recent: deque = deque(maxlen=params["offset"] + 1)
+        # results are appended by their stage's thread and read by others (an answer's clip, the overlay)
+        self._lock = threading.Lock()
+        self._progress = threading.Condition()
+        self._done = dict.fromkeys(stages, 0)  # frames each stage has finished
+        self._failure: BaseException | None = None
+        self._inbox = {stage: queue.Queue(maxsize=max(1, inbox_frames)) for stage in stages}
+        self._workers = [
+            threading.Thread(target=self._work, args=(stage,), name=f"live-{stage}", daemon=True) for stage in stages
+        ]
+        for worker in self._workers:
+            worker.start()
 
     def video(self, frames: int) -> VideoRecord:
         """The record of a clip of ``frames`` frames of this stream."""
@@ -199,14 +274,65 @@ class LiveStages:
         return math.lcm(*(p.get("step", 1) for p in self.stages.values())) if self.stages else 1
 
     def add(self, frame: LiveFrame) -> None:
-        """This frame's work for every stage, the stages side by side on threads (OpenCV and MediaPipe release the
-        GIL: on 2 cores pose and flow take the longer of the two, not the sum); each stage's frames in order."""
+        """Hand this frame to every stage (each does its frames in order, on its own thread: OpenCV and MediaPipe
+        release the GIL, so on 2 cores pose and flow run side by side); waits only while a stage's inbox is full."""
         if frame.number != self.count:
             raise ValueError(f"frame {frame.number} after {self.count - 1}: frames must come in order, without gaps")
         self.count += 1
-        jobs = [self._threads.submit(self._add_to, stage, frame) for stage in self.stages]
-        for job in jobs:
-            job.result()
+        for stage in self.stages:
+            while True:
+                self._raise_failure()
+                try:
+                    self._inbox[stage].put(frame, timeout=0.1)
+                    break
+                except queue.Full:
+                    continue
+
+    def done(self) -> int:
+        """Frames every stage has finished: 0 .. done() − 1."""
+        with self._progress:
+            return min(self._done.values(), default=self.count)
+
+    def wait(self, end: int) -> None:
+        """Until every stage has finished frames 0 .. ``end`` − 1 (a stage's failure is raised here)."""
+        with self._progress:
+            while min(self._done.values(), default=end) < end:
+                self._raise_failure()
+                self._progress.wait(0.1)
+        self._raise_failure()
+
+    def latest(self, stage: str, number: int):
+        """The stage's result for the last frame ≤ ``number`` it has one for (it samples every step-th), or None."""
+        with self._lock:
+            for n, result in reversed(self.results[stage]):
+                if n <= number:
+                    return result
+        return None
+
+    def _raise_failure(self) -> None:
+        if self._failure is not None:
+            raise self._failure
+
+    def _work(self, stage: str) -> None:
+        inbox = self._inbox[stage]
+        while (frame := inbox.get()) is not None:
+            try:
+                self._add_to(stage, frame)
+            except BaseException as err:  # noqa: BLE001 - raised on the caller's thread (add, wait), by name
+                if not isinstance(err, DataError):
+                    reason = (str(err).strip().splitlines() or [type(err).__name__])[-1][:160]
+                    err = DataError(self.source, f"the {stage} stage failed at frame {frame.number}: {reason}")
+                with self._progress:
+                    self._failure = self._failure or err
+                    self._progress.notify_all()
+                return
+            with self._progress:
+                self._done[stage] = frame.number + 1
+                self._progress.notify_all()
+
+    def _keep(self, stage: str, number: int, result) -> None:
+        with self._lock:
+            self.results[stage].append((number, result))
 
     def _add_to(self, stage: str, frame: LiveFrame) -> None:
         n, params = frame.number, self.stages[stage]
@@ -216,9 +342,9 @@ class LiveStages:
 
             image = convert_frame(frame.image, self._resize[stage], "rgb")
             people = self._detect(image, frame.time * 1000.0)
-            self.results[stage].append((n, in_video_pixels(people, image, self.video(n + 1), params)))
+            self._keep(stage, n, in_video_pixels(people, image, self.video(n + 1), params))
         elif stage == "frames" and n % params["step"] == 0:
-            self.results[stage].append((n, convert_frame(frame.image, self._resize[stage], "rgb")))
+            self._keep(stage, n, convert_frame(frame.image, self._resize[stage], "rgb"))
         elif stage == "flow":
             self._add_flow(n, frame.image, params)
         self.seconds[stage] += time.perf_counter() - began
@@ -241,10 +367,19 @@ class LiveStages:
         else:
             field = self._farneback.compute(prev, nxt)
         field = compensate(field, params.get("camera_motion", "none"))
-        self.results["flow"].append((n - k, stored_field(field, params, self.source, n - k)))  # pair n−k → n
+        self._keep("flow", n - k, stored_field(field, params, self.source, n - k))  # pair n−k → n
 
     def close(self) -> None:
-        self._threads.shutdown()
+        """Stop the stage threads (after the frames already handed to them) and the pose model."""
+        for stage, worker in zip(self.stages, self._workers, strict=True):
+            while worker.is_alive():
+                try:
+                    self._inbox[stage].put(None, timeout=0.1)
+                    break
+                except queue.Full:
+                    continue
+        for worker in self._workers:
+            worker.join()
         if self._pose is not None:
             self._pose.__exit__(None, None, None)
             self._pose = None
@@ -254,12 +389,15 @@ class LiveStages:
         stage's data file and sidecar, as its batch stage writes them); ``first`` a multiple of ``steps()``."""
         if first % self.steps() or not 0 <= first < end <= self.count:
             raise ValueError(f"clip {first}..{end} of {self.count} frames (starts at multiples of {self.steps()})")
+        self.wait(end)
+        with self._lock:  # (the stages go on meanwhile: what the clip holds is taken at once)
+            clip = {s: [(n - first, r) for n, r in kept if first <= n < end] for s, kept in self.results.items()}
         video = self.video(end - first)
         Manifest(str(folder), classes, [video]).save(folder)
         for stage, params in self.stages.items():  # dependency order: the pose a background is dimmed from first
             out_dir = folder / stage
             out_dir.mkdir(parents=True, exist_ok=True)
-            kept = [(n - first, r) for n, r in self.results[stage] if first <= n < end]
+            kept = clip[stage]
             if stage == "pose":
                 from .pose.task import pose_arrays, write_pose
 
@@ -308,4 +446,4 @@ def _save_npy(path: Path, array: np.ndarray) -> None:
         np.save(tmp, array, allow_pickle=False)
 
 
-__all__ = ["LiveFrame", "LiveSource", "LiveStages", "LIVE_ID"]
+__all__ = ["LiveFrame", "LiveSource", "LiveStages", "RateSampler", "LIVE_ID"]

@@ -164,7 +164,7 @@ def evaluate(model, data, device, *, batch_size: int = 16, workers: int = 0, vot
         np.add.at(sums, idx, flat)
         np.add.at(votes, (idx, flat.argmax(1)), 1)
         np.add.at(counts, idx, 1)
-    if getattr(loader, "sharded", False):
+    if isinstance(loader.sampler, RankShare):  # (one rank's share: the shares are added up)
         sums, votes, counts, (loss_sum, loss_n) = _sum_over_ranks(
             sums, votes, counts, [loss_sum, loss_n], device=device
         )
@@ -529,12 +529,24 @@ def training_loader(train_set, config: dict, rank: int, world: int, device: torc
     return _loader(train_set, config, device, sampler=EpochSampler(base), drop_last=drop_last, generator=generator)
 
 
+class RankShare(Sampler):
+    """Items rank, rank + world, ... of ``n``: one DDP rank's share of an evaluation (``evaluate`` adds the ranks'
+    shares up when its loader has this sampler)."""
+
+    def __init__(self, n: int, rank: int, world: int):
+        self.indices = range(rank, n, world)
+
+    def __iter__(self):
+        return iter(self.indices)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+
 def evaluation_loader(dataset, config: dict, rank: int, world: int, device: torch.device | None = None):
     """An evaluation loader, made once per run and dataset: under DDP rank r scores items r, r + world, ... (every
-    rank its share of the videos and views; ``evaluate`` adds the shares up)."""
-    loader = _loader(dataset, config, device, sampler=range(rank, len(dataset), world) if world > 1 else None)
-    loader.sharded = world > 1
-    return loader
+    rank its share of the videos and views, ``RankShare``)."""
+    return _loader(dataset, config, device, sampler=RankShare(len(dataset), rank, world) if world > 1 else None)
 
 
 def set_loader_epoch(loader, config: dict, epoch: int) -> None:

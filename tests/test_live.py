@@ -130,3 +130,60 @@ def test_a_source_that_stalls_ends_cleanly_with_what_it_gave(tiny_synth):
     numbers = [frame.number for frame in source.frames()]
     hang.set()
     assert numbers == [0, 1, 2, 3] and source.ended.startswith("stalled") and released.is_set()
+
+
+def test_a_stage_that_fails_on_its_thread_fails_the_caller_and_nothing_hangs(tiny_synth, tmp_path):
+    from preprocess import DataError
+    from preprocess.live import LiveFrame
+
+    clip = tiny_synth / json.loads((tiny_synth / "synth.json").read_text())["clips"][0]["video"]
+    images = [f.image for f in read_frames(str(clip))][:6]
+    info = probe(Source(str(clip)))
+    live = LiveStages(_stages(False), fps=info.fps, width=info.width, height=info.height, source=str(clip), keep=8)
+    try:
+        for n, image in enumerate(images):
+            live.add(LiveFrame(n, n / info.fps, image))
+        live.wait(len(images))
+        assert live.done() == len(images) and len(live.results["flow"]) == len(images) - 2  # (k = 2)
+        # a frame of another size: the flow thread's Farneback cannot pair it with the one before
+        live.add(LiveFrame(len(images), 1.0, np.zeros((info.height // 2, info.width, 3), np.uint8)))
+        failed = f"the flow stage failed at frame {len(images)}: .*size"
+        with pytest.raises(DataError, match=failed):  # a named line (bin/classify prints it), not a traceback
+            live.wait(len(images) + 1)
+        with pytest.raises(DataError, match=failed):  # and every later call, not a hang
+            live.add(LiveFrame(len(images) + 1, 1.1, images[0]))
+    finally:
+        live.close()
+
+
+def test_a_source_faster_than_the_runs_rate_gives_the_frames_on_screen_at_the_runs_instants(tiny_synth, tmp_path):
+    from streams.sampling import item_times, items_at
+
+    clip = tiny_synth / json.loads((tiny_synth / "synth.json").read_text())["clips"][0]["video"]
+    frames = [f.image for f in read_frames(str(clip))]
+    fps = probe(Source(str(clip))).fps
+    original = write_lossless(frames, tmp_path / "original.mkv", fps)
+
+    def taken(path, sample_fps):
+        source = LiveSource(str(path), realtime=False, sample_fps=sample_fps)
+        got = [(frame.number, frame.time, frame.image) for frame in source.frames()]
+        assert source.dropped == 0 and [n for n, _, _ in got] == list(range(len(got)))
+        return source, got
+
+    # at or above the source's rate: every frame
+    source, every = taken(original, 2 * fps)
+    assert source.rate == fps and len(every) == len(frames)
+    # each frame shown twice at twice the rate, taken at the original rate: the original frames at their times
+    doubled = write_lossless([f for f in frames for _ in range(2)], tmp_path / "doubled.mkv", 2 * fps)
+    source, again = taken(doubled, fps)
+    assert source.rate == fps and len(again) == len(frames)
+    assert all(np.array_equal(a[2], b) for a, b in zip(again, frames, strict=True))
+    assert max(abs(a[1] - b[1]) for a, b in zip(again, every, strict=True)) < 1e-3
+    # an uneven ratio: the frames items_at takes (the last one at or before each instant), once each
+    rate = fps / 2.5
+    source, sampled = taken(original, rate)
+    times = item_times(np.arange(len(frames)), fps)
+    instants = np.arange(0.0, times[-1] + 1e-9, 1.0 / rate)
+    expected = np.unique(items_at(times, instants))
+    assert source.rate == rate and len(sampled) == len(expected)
+    assert all(np.array_equal(image, frames[i]) for (_, _, image), i in zip(sampled, expected, strict=True))
