@@ -87,8 +87,10 @@ def classify_live(
     emit = emit or (lambda result: print(json.dumps(result), flush=True))
     answers: deque = deque(maxlen=1)  # the latest answer, drawn on the overlay
     log = log or (lambda line: print(line, file=sys.stderr, flush=True))
-    if not all(value is None or value > 0 for value in (every, window, max_seconds, sample_fps)):
-        raise DataError("--every/--window/--max-seconds/--sample-fps", "must be positive")
+    given = {"--every": every, "--window": window, "--max-seconds": max_seconds, "--sample-fps": sample_fps}
+    for option, value in given.items():
+        if value is not None and not value > 0:
+            raise DataError(f"{option} {value:g}", "must be positive")
     if preview:
         check_preview()
     method, classes, runs = load_fusion(report)
