@@ -144,9 +144,11 @@ def test_live_windows_are_scored_as_offline_classify_scores_the_same_stretch(dem
             tolerance = 1e-4 if exact else 0.15
             differences = [abs(p - alone["streams"][stream_name][c]) for c, p in probs.items()]
             assert max(differences) <= tolerance, (answer["frames"], stream_name, max(differences))
-        if answer["frames"][0] == 0:
+        # fused: within the same tolerance (measured: the same to float rounding in every window)
+        from_start = answer["frames"][0] == 0
+        assert max(abs(p - alone["fused"][c]) for c, p in answer["fused"].items()) <= (1e-4 if from_start else 0.15)
+        if from_start:
             assert answer["prediction"] == alone["prediction"]
-            assert max(abs(p - alone["fused"][c]) for c, p in answer["fused"].items()) <= 1e-4
 
 
 def test_live_sources_that_cannot_be_read_are_named(demo, tmp_path):
