@@ -60,3 +60,22 @@ def work_status(work: str | Path, video_ids: list[str]) -> dict[str, dict]:
         for stage, suffix in STAGES.items()
         if (work / stage).is_dir()
     }
+
+
+def status_lines(stages: dict[str, dict]) -> tuple[list[str], bool]:
+    """``work_status``'s stages as the lines ``bin/preprocess status`` prints, and whether every stage is complete
+    (nothing failed, nothing missing)."""
+    lines, complete = [], True
+    for stage, state in stages.items():
+        done, failed, missing = state["done"], state["failed"], state["missing"]
+        complete &= not failed and not missing
+        sets = state["parameter_sets"]
+        lines.append(
+            f"{stage}: {len(done)} done, {len(failed)} failed, {len(missing)} missing"
+            f" (summaries: {', '.join(state['summaries']) or 'none'})"
+            + (f"; made with {sets} different parameter sets" if sets > 1 else "")
+        )
+        lines += [f"  failed {failure['error']}" for failure in failed]
+        if missing:
+            lines.append(f"  missing {', '.join(missing)}")
+    return lines, complete

@@ -60,6 +60,7 @@ def pose_params(
 # the default: on unseen street-dance sources MoveNet's pose stream scored 68.2 % with it, 54.5 % ranked (22 clips).
 RANKINGS = ("detection", "dancing")
 TRACKED_PER_SLOT = 2
+ONNX_POSE_BATCH = 32  # frames per call of an ONNX pose model whose export takes batches
 
 _MODEL = None  # one pose model per worker process
 
@@ -147,10 +148,13 @@ def estimate_video_pose(video: VideoRecord, out_dir: Path, params: dict, *, devi
     return len(indices)
 
 
-def pose_task(params: dict, *, device: str = "cpu", batch: int = 1) -> Task:
+def pose_task(params: dict, *, device: str = "cpu", batch: int | None = None) -> Task:
     """The pose stage's batch task; the ONNX backends run on ``device`` (cpu, cuda, cuda:N) ``batch`` frames a
-    call. On a GPU it is a GPU task: Ray gives each worker a fraction of one, the pool a few workers per GPU."""
-    if params.get("backend") == "mediapipe" and (device != "cpu" or batch != 1):
+    call (default ``ONNX_POSE_BATCH``; MediaPipe's VIDEO mode takes one at a time). On a GPU it is a GPU task: Ray
+    gives each worker a fraction of one, the pool a few workers per GPU."""
+    mediapipe = params.get("backend") == "mediapipe"
+    batch = batch if batch is not None else 1 if mediapipe else ONNX_POSE_BATCH
+    if mediapipe and (device != "cpu" or batch != 1):
         raise DataError(
             "--device" if device != "cpu" else "--batch",
             "the mediapipe backend runs on the CPU one frame at a time (--device and --batch: movenet or onnx)",
