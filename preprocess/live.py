@@ -280,13 +280,7 @@ class LiveStages:
             raise ValueError(f"frame {frame.number} after {self.count - 1}: frames must come in order, without gaps")
         self.count += 1
         for stage in self.stages:
-            while True:
-                self._raise_failure()
-                try:
-                    self._inbox[stage].put(frame, timeout=0.1)
-                    break
-                except queue.Full:
-                    continue
+            _put_while(self._inbox[stage], frame, lambda: self._raise_failure() or True)
 
     def done(self) -> int:
         """Frames every stage has finished: 0 .. done() − 1."""
@@ -372,12 +366,7 @@ class LiveStages:
     def close(self) -> None:
         """Stop the stage threads (after the frames already handed to them) and the pose model."""
         for stage, worker in zip(self.stages, self._workers, strict=True):
-            while worker.is_alive():
-                try:
-                    self._inbox[stage].put(None, timeout=0.1)
-                    break
-                except queue.Full:
-                    continue
+            _put_while(self._inbox[stage], None, worker.is_alive)  # (a stage that failed takes nothing more)
         for worker in self._workers:
             worker.join()
         if self._pose is not None:
@@ -439,6 +428,16 @@ class LiveStages:
         stack = np.stack([field for i, field in kept if i < pairs])
         _save_npy(out_dir / f"{video.video_id}.npy", stack)
         write_sidecar(out_dir, video, params, shape=list(stack.shape), dtype=stack.dtype.name)
+
+
+def _put_while(inbox: queue.Queue, item, going) -> None:
+    """Put ``item`` into the bounded ``inbox``, waiting for room as long as ``going()`` holds (it may raise)."""
+    while going():
+        try:
+            inbox.put(item, timeout=0.1)
+            return
+        except queue.Full:
+            continue
 
 
 def _save_npy(path: Path, array: np.ndarray) -> None:
