@@ -13,6 +13,7 @@ Horizontal flip, per modality:
 from __future__ import annotations
 
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -23,6 +24,7 @@ from preprocess.batch import read_json
 from preprocess.flow import FlowInfo, to_pixels
 from preprocess.pose import PoseInfo, flip_permutation
 from preprocess.video import FramesInfo
+from preprocess.video.crop import dancer_boxes
 
 from .augment import SKELETON_AUGMENTS, random_skeleton_augment
 from .sampling import clip_duration, item_times, items_at, window_starts
@@ -30,6 +32,35 @@ from .sampling import clip_duration, item_times, items_at, window_starts
 RGB_MEAN = np.array([0.45, 0.45, 0.45], np.float32)
 RGB_STD = np.array([0.225, 0.225, 0.225], np.float32)
 POSE_FEATURES = 17 * 3 + 3  # normalised x, y, confidence per keypoint; box centre x, y and size in the frame
+
+
+# What a pixel dataset does with the people in its clips (``_ClipDataset.persons``):
+#   keep: nothing; hide: every tracked person's widened box painted with the input's normalisation mean (0 after
+#   normalisation: the grey of an average frame) for frames, zero motion for flow; mark: the clip comes with where
+#   its persons are (``PixelClip``), for a loss that looks at both (streams.train's human-mask confusion).
+PERSONS = ("keep", "hide", "mark")
+DEFAULT_PERSON_MARGIN = 0.15  # the crop margin (preprocess.video.crop): a box widened by 15 % of its side per side
+
+
+class PixelClip(NamedTuple):
+    """A pixel clip and where its persons are: ``pixels`` the network's input (..., C, S, S), ``persons``
+    (..., 1, S, S) 1.0 inside a tracked person's widened box, aligned with it (same crop, resize and flip)."""
+
+    pixels: torch.Tensor
+    persons: torch.Tensor
+
+    def hidden(self) -> torch.Tensor:
+        """The clip with every person painted out (the value 0 of the normalised input: mean grey, no motion)."""
+        return self.pixels * (1 - self.persons)
+
+
+def box_mask(boxes: np.ndarray, height: int, width: int, scale: tuple[float, float]) -> np.ndarray:
+    """(height, width) bool: True inside any of ``boxes`` (x0, y0, x1, y1 in source pixels; the image is the source
+    resized by ``scale`` (x, y))."""
+    inside = np.zeros((height, width), bool)
+    for x0, y0, x1, y1 in np.asarray(boxes, np.float64).reshape(-1, 4) * np.array([*scale, *scale]):
+        inside[max(int(y0), 0) : max(int(np.ceil(y1)), 0), max(int(x0), 0) : max(int(np.ceil(x1)), 0)] = True
+    return inside
 
 
 # The typed reader of each preprocessing stage's sidecars (features: bin/extract-features' own, plain JSON).
@@ -90,6 +121,71 @@ class _ClipDataset(Dataset):
         self.meta = _require(self.work, self.stage, [v.video_id for v in videos])
         # Instants are sampled at this rate (None: each video's own rate, i.e. frame by frame); see streams.sampling.
         self.sample_fps = sample_fps
+        self.persons = "keep"  # see PERSONS and set_persons
+        self._person_boxes: dict[int, list[np.ndarray]] = {}
+
+    # ---- the people in a clip (pixel datasets: frames, flow) ---------------------------------------------------
+
+    def set_persons(self, mode: str) -> None:
+        """``keep``, ``hide`` or ``mark`` the tracked persons of every clip (see PERSONS). Needs WORK/pose for every
+        video and a stage stored uncropped; a named DataError otherwise."""
+        if mode not in PERSONS:
+            raise ValueError(f"unknown persons mode {mode!r}: {', '.join(PERSONS)}")
+        if mode != "keep":
+            why = self.persons_unavailable()
+            if why:
+                raise DataError(self.work / self.stage, f"cannot hide the persons of its clips: {why}")
+        self.persons = mode
+
+    def persons_unavailable(self) -> str | None:
+        """Why the persons of this dataset's clips cannot be found (None when they can)."""
+        if not hasattr(self, "_source_frames"):
+            return f"the {self.stage} stream reads no pixels of its own"
+        if any((m.params or {}).get("crop") == "dancers" for m in self.meta.values()):
+            return f"its {self.stage} are dancer-cropped (the persons fill the frame)"
+        pose = self.work / "pose"
+        missing = [v.video_id for v in self.videos if not (pose / f"{v.video_id}.npz").is_file()]
+        if missing:
+            count = f"{len(missing)} of its {len(self.videos)} videos"
+            return f"no pose for {count} (e.g. {missing[0]}: run bin/preprocess pose)"
+        return None
+
+    def person_margin(self, i: int) -> float:
+        # the margin the stage widened boxes by (dimmed frames record it), else the crop default
+        return float((self.meta[self.videos[i].video_id].params or {}).get("crop_margin", DEFAULT_PERSON_MARGIN))
+
+    def person_masks(self, i: int, items: np.ndarray, shape: tuple[int, int], box, size: int, flip: bool):
+        """(len(items), 1, size, size) float32 masks of the stored ``items`` of video i (stored at ``shape``), each
+        the union of the boxes of the source frames the item shows, cropped by ``box`` (y0, x0, side), resized
+        and flipped as the item's pixels were."""
+        import cv2
+
+        if i not in self._person_boxes:
+            video = self.videos[i]
+            self._person_boxes[i] = dancer_boxes(self.work / "pose", video, margin=self.person_margin(i), mode="hide")
+        boxes, video = self._person_boxes[i], self.videos[i]
+        h, w = shape
+        scale = (w / video.width, h / video.height)
+        y0, x0, side = box
+        out = np.zeros((len(items), 1, size, size), np.float32)
+        for n, item in enumerate(np.asarray(items).tolist()):
+            frames = [f for f in self._source_frames(i, item) if 0 <= f < len(boxes)]
+            if not frames:
+                continue
+            inside = box_mask(np.concatenate([boxes[f] for f in frames]), h, w, scale)[y0 : y0 + side, x0 : x0 + side]
+            inside = cv2.resize(inside.astype(np.uint8), (size, size), interpolation=cv2.INTER_NEAREST)
+            out[n, 0] = inside[:, ::-1] if flip else inside
+        return out
+
+    def with_persons(self, pixels: np.ndarray, i: int, items, shape, box, flip: bool):
+        """``pixels`` (N, C, S, S) as the persons mode asks: unchanged, hidden, or a ``PixelClip`` with the masks."""
+        pixels = np.ascontiguousarray(pixels, np.float32)
+        if self.persons == "keep":
+            return torch.from_numpy(pixels)
+        masks = self.person_masks(i, items, shape, box, pixels.shape[-1], flip)
+        if self.persons == "hide":
+            return torch.from_numpy(pixels * (1 - masks))
+        return PixelClip(torch.from_numpy(pixels), torch.from_numpy(masks))
 
     def fps(self, i: int) -> float:
         """Frame rate of video i (its source's, from the manifest)."""
@@ -165,9 +261,21 @@ class RGBSegments(_ClipDataset):
 
     stage = "frames"
 
-    def __init__(self, work, split, *, segments: int = 3, size: int = 112, mean=RGB_MEAN, std=RGB_STD, **kw):
+    def __init__(
+        self,
+        work,
+        split,
+        *,
+        segments: int = 3,
+        size: int = 112,
+        mean=RGB_MEAN,
+        std=RGB_STD,
+        background_erasing: float = 0.0,
+        **kw,
+    ):
         super().__init__(work, split, **kw)
         self.segments, self.size = segments, size
+        self.background_erasing = float(background_erasing)
         # the statistics of the weights the network starts from (ImageNet's for torchvision's, ours otherwise)
         self.mean = np.asarray(mean, np.float32)[:, None, None]
         self.std = np.asarray(std, np.float32)[:, None, None]
@@ -178,20 +286,36 @@ class RGBSegments(_ClipDataset):
     def picks(self, i, rng, view):
         return self.windows(i, self.segments, 1, rng, view)
 
+    def _source_frames(self, i, item):
+        # stored frame → the source frame it is
+        return [int(self.meta[self.videos[i].video_id].frame_indices[item])]
+
+    def _frame(self, frames, t, box, flip) -> np.ndarray:
+        y0, x0, side = box
+        image = np.asarray(frames[t, y0 : y0 + side, x0 : x0 + side], np.float32) / 255.0
+        image = _resize_stack(image.transpose(2, 0, 1), self.size)
+        return flip_rgb(image) if flip else image
+
     def load(self, i, rng, view):
         frames = np.load(self.work / "frames" / f"{self.videos[i].video_id}.npy", mmap_mode="r", allow_pickle=False)
         picks = np.concatenate(self.picks(i, rng, view))
         h, w = frames.shape[1:3]
-        y0, x0, side = _crop_box(h, w, self.size, rng)
+        box = _crop_box(h, w, self.size, rng)
         flip = self.flip and rng is not None and rng.random() < 0.5
-        out = []
-        for t in picks:
-            image = np.asarray(frames[t, y0 : y0 + side, x0 : x0 + side], np.float32) / 255.0
-            image = _resize_stack(image.transpose(2, 0, 1), self.size)
-            if flip:
-                image = flip_rgb(image)
-            out.append((image - self.mean) / self.std)
-        return torch.from_numpy(np.stack(out).astype(np.float32))
+        images = np.stack([self._frame(frames, t, box, flip) for t in picks])
+        images = self.erase_background(images, frames, box, flip, rng)
+        return self.with_persons((images - self.mean) / self.std, i, picks, (h, w), box, flip)
+
+    def erase_background(self, images, frames, box, flip, rng) -> np.ndarray:
+        """Background erasing (Wang et al., CVPR 2021), in training with probability ``background_erasing``: one
+        random frame of the video blended into every frame of the clip (weight 0 to 0.5), the label kept. What is
+        still in that frame (the venue) then sits in every frame of every class's clips alike, so it stops telling
+        the class; what moves (the dancer) does not."""
+        if rng is None or not self.background_erasing or rng.random() >= self.background_erasing:
+            return images
+        static = self._frame(frames, int(rng.integers(len(frames))), box, flip)
+        weight = np.float32(rng.uniform(0.0, 0.5))
+        return (1 - weight) * images + weight * static[None]
 
 
 class RGBClips(RGBSegments):
@@ -213,15 +337,11 @@ class RGBClips(RGBSegments):
         frames = np.load(self.work / "frames" / f"{self.videos[i].video_id}.npy", mmap_mode="r", allow_pickle=False)
         picks = self.picks(i, rng, view)[0]
         h, w = frames.shape[1:3]
-        y0, x0, side = _crop_box(h, w, self.size, rng)
+        box = _crop_box(h, w, self.size, rng)
         flip = self.flip and rng is not None and rng.random() < 0.5
-        out = []
-        for t in picks:
-            image = _resize_stack(
-                np.asarray(frames[t, y0 : y0 + side, x0 : x0 + side], np.float32).transpose(2, 0, 1) / 255.0, self.size
-            )
-            out.append((flip_rgb(image) if flip else image) - self.mean)
-        return torch.from_numpy((np.stack(out) / self.std).astype(np.float32))
+        images = np.stack([self._frame(frames, t, box, flip) for t in picks])
+        images = self.erase_background(images, frames, box, flip, rng)
+        return self.with_persons((images - self.mean) / self.std, i, picks, (h, w), box, flip)
 
 
 def flip_rgb(image: np.ndarray) -> np.ndarray:
@@ -254,6 +374,10 @@ class FlowStacks(_ClipDataset):
     def picks(self, i, rng, view):
         return self.windows(i, self.segments, self.stack, rng, view)
 
+    def _source_frames(self, i, item):
+        # field n is the motion from source frame n to frame n + offset: a person in either moves in it
+        return [int(item), int(item) + int(self.params[self.videos[i].video_id].get("offset", 1))]
+
     def load(self, i, rng, view):
         vid = self.videos[i].video_id
         raw = np.load(self.work / "flow" / f"{vid}.npy", mmap_mode="r", allow_pickle=False)
@@ -263,7 +387,7 @@ class FlowStacks(_ClipDataset):
         per_sample = self.fps(i) / (self.sample_fps or self.fps(i))
         picks = self.picks(i, rng, view)
         h, w = raw.shape[1:3]
-        y0, x0, side = _crop_box(h, w, self.size, rng)
+        box = y0, x0, side = _crop_box(h, w, self.size, rng)
         flip = self.flip and rng is not None and rng.random() < 0.5
         # all K segments at once: one read, one conversion, one resize of the K x 2L channels
         chunk = np.asarray(raw[np.concatenate(picks), y0 : y0 + side, x0 : x0 + side])  # (K L, s, s, 2)
@@ -274,7 +398,14 @@ class FlowStacks(_ClipDataset):
         stacks = stacks.reshape(len(picks), 2 * self.stack, self.size, self.size)
         if flip:
             stacks = flip_flow_stack(stacks)
-        return torch.from_numpy(np.ascontiguousarray(stacks, np.float32))
+        if self.persons == "keep":
+            return torch.from_numpy(np.ascontiguousarray(stacks, np.float32))
+        # a stack's persons: where anybody is in any of its L fields
+        masks = self.person_masks(i, np.concatenate(picks), (h, w), box, self.size, flip)
+        masks = masks.reshape(len(picks), self.stack, self.size, self.size).max(1, keepdims=True)
+        if self.persons == "hide":
+            return torch.from_numpy(np.ascontiguousarray(stacks * (1 - masks), np.float32))
+        return PixelClip(torch.from_numpy(np.ascontiguousarray(stacks, np.float32)), torch.from_numpy(masks))
 
 
 def pose_features(pose: dict, width: int, height: int) -> np.ndarray:
@@ -413,7 +544,9 @@ class FeatureSequences(_ClipDataset):
 def collate(batch):
     """Stack items; pose items carry (features, mask)."""
     xs, labels, videos, views = zip(*batch)
-    if isinstance(xs[0], tuple):
+    if isinstance(xs[0], PixelClip):
+        x = PixelClip(torch.stack([a.pixels for a in xs]), torch.stack([a.persons for a in xs]))
+    elif isinstance(xs[0], tuple):
         x = (torch.stack([a for a, _ in xs]), torch.stack([b for _, b in xs]))
     else:
         x = torch.stack(xs)

@@ -194,6 +194,23 @@ OPTIONS = [
         "against their checksum. Needs the network; offline, use --pretrained PATH.",
     ),
     click.option(
+        "--human-mask-confusion",
+        type=float,
+        default=D["human_mask_confusion"],
+        show_default=True,
+        help="rgb, flow: weight λ of the human-mask confusion loss (Choi et al. 2019): every training clip also "
+        "goes through the network with each tracked person hidden (WORK/pose's boxes), and λ · KL(its prediction ‖ "
+        "uniform) is added, so that the venue left visible cannot name the style. 0: off; needs WORK/pose.",
+    ),
+    click.option(
+        "--background-erasing",
+        type=float,
+        default=D["background_erasing"],
+        show_default=True,
+        help="rgb: probability that a training clip gets a random frame of its video blended into every frame "
+        "(weight 0-0.5, label kept; Wang et al. 2021), so that the static scene stops telling the class. 0: off.",
+    ),
+    click.option(
         "--partial-bn/--no-partial-bn",
         default=None,
         help="TSN partial BN: freeze the statistics of every BatchNorm layer but the first. Default: on for a "

@@ -113,6 +113,10 @@ class BackboneOptions(Options):
     pretrained: str | None = None
     weights: str | None = None
     partial_bn: bool | None = None
+    # The human-mask confusion loss (Choi et al., NeurIPS 2019): each training clip also goes through the network with
+    # every tracked person hidden, and loss += λ · KL(prediction on it ‖ uniform): what is left (the venue, the
+    # crowd, the camera's motion) must not name the style. 0: off. Needs WORK/pose (else off, said once).
+    human_mask_confusion: float = field(default=0.0, metadata=_range(0))
 
     def __post_init__(self):
         super().__post_init__()
@@ -121,14 +125,22 @@ class BackboneOptions(Options):
 
 
 @dataclass(frozen=True)
-class TSNOptions(BackboneOptions):
+class RGBBackboneOptions(BackboneOptions):
+    """An RGB backbone's: also background erasing (``streams.data.RGBSegments.erase_background``), the probability
+    that a training clip gets one of its video's frames blended into all of its frames; 0: off."""
+
+    background_erasing: float = field(default=0.0, metadata=_range(0, 1))
+
+
+@dataclass(frozen=True)
+class TSNOptions(RGBBackboneOptions):
     arch: str = field(default="tsn", metadata=_range(choices=("tsn",)))
     segments: int = field(default=3, metadata=_range(1))
     dropout: float = _dropout(0.5)
 
 
 @dataclass(frozen=True)
-class Clip3DOptions(BackboneOptions):
+class Clip3DOptions(RGBBackboneOptions):
     arch: str = field(default="3d", metadata=_range(choices=("3d",)))
     preset: str = field(default="small", metadata=_range(choices=PRESETS_3D))
     clip_len: int = field(default=8, metadata=_range(1))
@@ -137,7 +149,7 @@ class Clip3DOptions(BackboneOptions):
 
 
 @dataclass(frozen=True)
-class CNNSequenceOptions(BackboneOptions):
+class CNNSequenceOptions(RGBBackboneOptions):
     arch: str = field(default="sequence", metadata=_range(choices=("sequence",)))
     frames: int = field(default=32, metadata=_range(1))
     head: str = field(default="tcn", metadata=_range(choices=SEQUENCE_HEADS))
@@ -290,9 +302,21 @@ def _sequence_model(config, num_classes):
 _POSE_DATASET = _dataset("PoseSequences", frames="frames", augment="skeleton_augment", sampling="pose_sampling")
 
 
-_RGB_SEGMENTS = _dataset("RGBSegments", rgb=True, segments="segments", size="size")
-_RGB_CLIPS = _dataset("RGBClips", rgb=True, clip_len="clip_len", frame_stride="frame_stride", size="size")
-_RGB_SEQUENCE = _dataset("RGBSegments", rgb=True, segments="frames", size="size")  # one frame per --frames instant
+_RGB_SEGMENTS = _dataset(
+    "RGBSegments", rgb=True, segments="segments", size="size", background_erasing="background_erasing"
+)
+_RGB_CLIPS = _dataset(
+    "RGBClips",
+    rgb=True,
+    clip_len="clip_len",
+    frame_stride="frame_stride",
+    size="size",
+    background_erasing="background_erasing",
+)
+# one frame per --frames instant
+_RGB_SEQUENCE = _dataset(
+    "RGBSegments", rgb=True, segments="frames", size="size", background_erasing="background_erasing"
+)
 _FLOW_STACKS = _dataset("FlowStacks", segments="segments", stack="stack", size="size")
 _FEATURES = _dataset("FeatureSequences", fixed={"pose": False}, features="features", frames="frames")
 _FEATURES_POSE = _dataset("FeatureSequences", fixed={"pose": True}, features="features", frames="frames")

@@ -30,6 +30,7 @@ from torch.utils.data.distributed import DistributedSampler
 from preprocess import DataError, load_manifest
 from preprocess.batch import atomic_path, available_cores, folder_lock, write_json, write_text
 
+from . import scene
 from .checkpoints import (
     cached_download,
     checkpoint_entry,
@@ -40,7 +41,7 @@ from .checkpoints import (
     load_pretrained,
     torchvision_weights_url,
 )
-from .data import collate
+from .data import PixelClip, collate
 from .metrics import classification_metrics
 from .models import freeze_batchnorm_but_first
 from .registry import create_dataset, create_model, resolve_config, spec_of
@@ -75,12 +76,33 @@ def autocast(device: torch.device):
     )
 
 
-def train_step(model, optimizer, criterion, x, labels, device):
+def confusion_loss(logits: torch.Tensor) -> torch.Tensor:
+    """Mean KL(softmax(logits) ‖ uniform) of a batch: log C minus the entropy, 0 when a prediction says nothing."""
+    log_p = torch.log_softmax(logits.float(), -1)
+    return (log_p.exp() * log_p).sum(-1).mean() + float(np.log(logits.shape[-1]))
+
+
+def train_step(model, optimizer, criterion, x, labels, device, *, confusion: float = 0.0):
     """One optimiser step on one batch (``labels`` already on ``device``): (loss, logits). A loss that is not finite
-    takes no step: the caller names the batch."""
+    takes no step: the caller names the batch.
+
+    ``x`` a ``PixelClip`` (pixels and where the persons are) and ``confusion`` λ > 0: the human-mask confusion loss.
+    The clips with their persons hidden go through the network in the same batch, and λ · KL(their prediction ‖
+    uniform) is added for the clips where somebody was hidden (a clip with nobody found would be pushed to say
+    nothing about its own full frames)."""
     with autocast(device):
-        logits = forward_batch(model, x, device)
-        loss = criterion(logits.float(), labels)
+        if isinstance(x, PixelClip):
+            pixels = x.pixels.to(device, non_blocking=True)
+            persons = x.persons.to(device, non_blocking=True)
+            hidden = persons.flatten(1).amax(1) > 0
+            both = model(torch.cat([pixels, (pixels * (1 - persons))[hidden]]))
+            logits = both[: len(labels)]
+            loss = criterion(logits.float(), labels)
+            if confusion and bool(hidden.any()):
+                loss = loss + confusion * confusion_loss(both[len(labels) :])
+        else:
+            logits = forward_batch(model, x, device)
+            loss = criterion(logits.float(), labels)
     if not torch.isfinite(loss):
         return loss, logits
     optimizer.zero_grad(set_to_none=True)
@@ -89,9 +111,10 @@ def train_step(model, optimizer, criterion, x, labels, device):
     return loss, logits
 
 
-def train_one_epoch(model, loader, optimizer, criterion, device) -> dict:
+def train_one_epoch(model, loader, optimizer, criterion, device, *, confusion: float = 0.0) -> dict:
     """One pass over ``loader``. Loss and top-1 are over every process's clips under torchrun (summed across
-    ranks), not rank 0's share. A non-finite loss stops training with a named error: the batch's videos."""
+    ranks), not rank 0's share. A non-finite loss stops training with a named error: the batch's videos.
+    ``confusion``: the human-mask confusion loss's λ (``train_step``; the loader gives ``PixelClip`` batches)."""
     model.train()
     if getattr(getattr(model, "module", model), "partial_bn", False):  # (DDP wraps the model as .module)
         freeze_batchnorm_but_first(model)
@@ -99,7 +122,7 @@ def train_one_epoch(model, loader, optimizer, criterion, device) -> dict:
     start = time.perf_counter()
     for x, labels, videos, _ in loader:
         labels = labels.to(device, non_blocking=True)
-        loss, logits = train_step(model, optimizer, criterion, x, labels, device)
+        loss, logits = train_step(model, optimizer, criterion, x, labels, device, confusion=confusion)
         if not torch.isfinite(loss):
             dataset = loader.dataset
             names = sorted({dataset.videos[int(i)].video_id for i in videos})
@@ -591,7 +614,8 @@ def fit(config: dict, run: Training, loader, val_loader, device, *, rank, world,
     while state["epoch"] < config["epochs"] and state["stale"] < config["patience"]:
         epoch = state["epoch"]
         set_loader_epoch(loader, config, epoch)
-        stats = train_one_epoch(net, loader, optimizer, run.criterion, device)
+        confusion = config.get("human_mask_confusion", 0.0) if loader.dataset.persons == "mark" else 0.0
+        stats = train_one_epoch(net, loader, optimizer, run.criterion, device, confusion=confusion)
         run.schedule.step()
         state["epoch"] = epoch + 1
         # every rank scores its share of the validation items; each gets the whole, rank 0 writes
@@ -644,12 +668,13 @@ def fit(config: dict, run: Training, loader, val_loader, device, *, rank, world,
         board.close()
 
 
-def score(config: dict, model, val_loader, device, splits, *, rank: int = 0, world: int = 1) -> dict:
+def score(config: dict, model, val_loader, device, splits, *, rank: int = 0, world: int = 1, scored=None) -> dict:
     """The best checkpoint's scores of each of ``splits`` (every rank scores its share), written by rank 0 as the
-    run's score files; {split: metrics}."""
+    run's score files; {split: metrics}. ``scored``: a dict that receives {split: (probs, labels)}."""
     run, work = Path(config["run"]), Path(config["work"])
     model.load_state_dict(checkpoint_entry(load_checkpoint(run / "best.pt"), "model", run / "best.pt"))
     result = {}
+    scored = {} if scored is None else scored
     for split in splits:
         if split == "val":
             loader = val_loader
@@ -661,7 +686,20 @@ def score(config: dict, model, val_loader, device, splits, *, rank: int = 0, wor
         if rank == 0:
             write_scores(run, split, loader.dataset, probs, labels, config, str(run / "best.pt"), metrics)
         result[split] = metrics
+        scored[split] = (probs, labels)
     return result
+
+
+def human_mask_confusion(config: dict, train_set, log=print) -> None:
+    """Put ``train_set`` in the mode the human-mask confusion loss needs (clips with their persons' masks), or say
+    once why the loss is off (a work directory without pose, dancer-cropped frames)."""
+    if not config.get("human_mask_confusion"):
+        return
+    why = train_set.persons_unavailable()
+    if why:
+        log(f"human-mask confusion loss off: {why}")
+        return
+    train_set.set_persons("mark")
 
 
 def train(config: dict, log=print, *, on_epoch=None, splits=("val", "test"), given=()) -> dict:
@@ -683,6 +721,7 @@ def train(config: dict, log=print, *, on_epoch=None, splits=("val", "test"), giv
             config, work, "train", train=True, seed=config["seed"], video_ids=training_ids(config, log)
         )
         train_set.repeats = epoch_repeats(config, train_set)
+        human_mask_confusion(config, train_set, log if rank == 0 else lambda line: None)
         val_set = create_dataset(config, work, "val", train=False, views=config["views"])
         if hasattr(train_set, "input_dim"):  # feature sequences: the width of the cached features (+ pose)
             config["input_features"] = train_set.input_dim
@@ -717,13 +756,19 @@ def train(config: dict, log=print, *, on_epoch=None, splits=("val", "test"), giv
                 best_epoch=training.state["best_epoch"],
                 stopped_early=training.state["epoch"] < config["epochs"],
             )
-        result = score(config, training.model, val_loader, device, splits, rank=rank, world=world)
+        scored = {}
+        result = score(config, training.model, val_loader, device, splits, rank=rank, world=world, scored=scored)
         if rank == 0:
             shown, best = splits[-1], training.state["best_epoch"]
             log(
                 f"{config['stream']}: best epoch {best}, {shown} top-1 {result[shown]['top1']:.3f}, "
                 f"macro-F1 {result[shown]['macro_f1']:.3f} (chance {1 / len(train_set.classes):.3f}); scores in {run}"
             )
+            # what the stream names the style from: the same clips with every person hidden
+            reliance = scene.measure(config, training.model, device, scored, log=log)
+            scene.write(run, reliance)
+            if reliance["applies"]:
+                log(scene.summary_line(reliance))
         if world > 1:
             dist.barrier()
             dist.destroy_process_group()
