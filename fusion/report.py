@@ -25,6 +25,7 @@ from preprocess import DataError
 from preprocess.batch import write_json, write_text
 from preprocess.batch.storage import PARTIAL
 from preprocess.dataset import load_manifest
+from streams import scene
 from streams.metrics import confusion_matrix
 
 from .ablation import DEFAULT_METHODS, ablation_rows
@@ -84,6 +85,28 @@ def _fit_groups(run: Path, fit_on: str, fit_ids, group_of):
     if group_of is not None and all(v in group_of for v in fit_ids):
         return np.array([str(group_of[v]) for v in fit_ids])
     return None
+
+
+def _out_of_group_evidence(runs: list[Path], run_of: dict, fit_on: str, fit_probs, fit_labels, fit_groups) -> dict:
+    """What the fallback decides which streams to fuse on (``fusion.select.streams_to_fuse``): each stream's
+    scores on groups it never saw (the out-of-fold scores of bin/crossval: the fitting scores themselves under
+    ``--fit-on oof``, else the runs' own scores_oof.npz when every run has them) and each run's scene reliance
+    (``streams.scene``, validation). Never test."""
+    reliance = {stream: scene.retained(scene.read(run)) for stream, run in run_of.items()}
+    evidence = {"probs": None, "labels": None, "groups": None, "source": None, "reliance": reliance}
+    if fit_on == "oof":
+        groups = None if fit_groups is None else len(set(fit_groups.tolist()))
+        evidence.update(probs=fit_probs, labels=fit_labels, groups=groups, source="the out-of-fold fitting scores")
+    elif all((r / "scores_oof.npz").is_file() for r in runs):
+        probs, labels, ids, _ = align([load_scores(r, "oof") for r in runs])
+        groups = _fit_groups(runs[0], "oof", ids, None)
+        evidence.update(
+            probs=probs,
+            labels=labels,
+            groups=None if groups is None else len(set(groups.tolist())),
+            source="the runs' out-of-fold scores (bin/crossval)",
+        )
+    return evidence
 
 
 def _test_groups(group_of, test_ids):
@@ -213,7 +236,8 @@ def _write_report(runs, out, methods, calibrate, resamples, seed, fit_on) -> dic
     picked = choose(results, methods, names, best_name)
     best_single, best_fusion, best_three = picked["best_single"], picked["best_fusion"], picked["best_all_streams"]
     ties = picked["ties"]
-    default = default_fusion(picked, results, names, support)
+    evidence = _out_of_group_evidence(runs, run_of, fit_on, val_probs, val_labels, fit_groups)
+    default = default_fusion(picked, results, names, support, evidence)
     if default["row"] is not None:
         default["row"]["default"] = True
 
@@ -236,10 +260,13 @@ def _write_report(runs, out, methods, calibrate, resamples, seed, fit_on) -> dic
         "fitting_support": support,
         "default": {
             "rule": default["rule"],
-            "streams": names,
+            "streams": default["streams"],
             "method": FALLBACK_METHOD if default["rule"] == "fallback" else (best_three or {}).get("method"),
             "reasons": default["reasons"],
+            "left_out": default["left_out"],
+            "basis": default["basis"],
         },
+        "scene_reliance": {stream: scene.read(run) for stream, run in run_of.items()},
         "intervals": (
             {"resample": "groups", "test_groups": int(len(set(test_groups)))}
             if test_groups is not None
@@ -273,11 +300,14 @@ def _write_report(runs, out, methods, calibrate, resamples, seed, fit_on) -> dic
         pictures[name] = f"confusion_{name}.png"
     plot_subsets(results, best_single, out / "subsets.png", report["intervals"])
     if default["rule"] == "fallback":
-        # fitting the mean fits nothing but the calibration asked for (temperatures), by --calibrate
-        method = fitted.get((tuple(names), FALLBACK_METHOD)) or create_method(FALLBACK_METHOD, calibrate=calibrate).fit(
-            val_probs, val_labels
+        # fitting the mean fits nothing but the calibration asked for (temperatures), by --calibrate; of the streams
+        # the out-of-group evidence kept (all of them without any)
+        kept = default["streams"]
+        method = fitted.get((tuple(kept), FALLBACK_METHOD)) or create_method(FALLBACK_METHOD, calibrate=calibrate).fit(
+            {s: val_probs[s] for s in kept}, val_labels
         )
-        write_json(out / "fusion.json", fusion_record(method, classes, run_of))
+        record = fusion_record(method, classes, {s: run_of[s] for s in kept})
+        write_json(out / "fusion.json", {**record, "left_out": default["left_out"]} if default["left_out"] else record)
     elif best_three is not None:
         method = fitted[(tuple(sorted(best_three["streams"], key=stream_key)), best_three["method"])]
         write_json(out / "fusion.json", fusion_record(method, classes, {s: run_of[s] for s in best_three["streams"]}))

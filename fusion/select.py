@@ -134,15 +134,88 @@ def choose(results: list[dict], methods, names: list[str], best_name: str) -> di
 
 FALLBACK_METHOD = "mean"  # the rule that fits nothing: every stream's probabilities, averaged
 
+# Which streams the fallback's mean takes, decided on evidence from groups the streams never saw (issue 31): a stream
+# is left out when leaving it out raises the mean's out-of-group top-1 by MIN_GAIN and at least MIN_GAIN_VIDEOS
+# videos; or, when its scene reliance is high (it keeps HIGH_RELIANCE of its gain over chance with every person
+# hidden: it names the style from the venue), when leaving it out does not lower it.
+MIN_GAIN = 0.05
+MIN_GAIN_VIDEOS = 2
+HIGH_RELIANCE = 0.5
 
-def default_fusion(picked: dict, results: list[dict], names: list[str], support: dict) -> dict:
+
+def _mean_top1(probs_by_stream: dict, labels: np.ndarray, streams) -> tuple[float, int]:
+    mean = np.mean([probs_by_stream[s] for s in streams], axis=0)
+    hits = int((mean.argmax(1) == labels).sum())
+    return hits / max(len(labels), 1), hits
+
+
+def streams_to_fuse(names: list[str], evidence: dict | None) -> dict:
+    """The streams the fallback's mean fuses, and why any is left out.
+
+    ``evidence``: {"probs": {stream: out-of-group probabilities (N, C)}, "labels" (N,), "groups": how many groups
+    they span, "source": what they are, "reliance": {stream: retained share or None}} (``scene`` of each run), or None.
+    Backward elimination on the out-of-group scores: while more than one stream is left, the stream whose removal
+    helps the mean most is removed if (a) its removal raises the mean's top-1 by at least ``MIN_GAIN`` and
+    ``MIN_GAIN_VIDEOS`` videos, or (b) its scene reliance is at least ``HIGH_RELIANCE`` and its removal does not
+    lower it (ties: the higher reliance first). Without out-of-group scores every stream stays (as before).
+    Returns {"streams", "left_out": [{"stream", "reason"}], "basis": a line saying what decided}."""
+    names = sorted(names, key=stream_key)
+    if not evidence or not evidence.get("probs") or len(names) < 2:
+        return {"streams": names, "left_out": [], "basis": "no out-of-group scores: every stream is fused"}
+    probs, labels = evidence["probs"], np.asarray(evidence["labels"])
+    reliance = evidence.get("reliance") or {}
+    kept, left_out = list(names), []
+    while len(kept) > 1:
+        base, base_hits = _mean_top1(probs, labels, kept)
+        candidates = []
+        for s in kept:
+            top1, hits = _mean_top1(probs, labels, [k for k in kept if k != s])
+            gain, more = top1 - base, hits - base_hits
+            high = reliance.get(s) is not None and reliance[s] >= HIGH_RELIANCE
+            if (gain >= MIN_GAIN - 1e-12 and more >= MIN_GAIN_VIDEOS) or (high and more >= 0):
+                candidates.append((more, reliance.get(s) or 0.0, s, base, top1))
+        if not candidates:
+            break
+        more, share, s, before, after = max(candidates, key=lambda c: (c[0], c[1], stream_key(c[2])))
+        own = float((probs[s].argmax(1) == labels).mean())
+        why = (
+            f"out-of-group, the mean of {label(kept)} is right on {100 * before:.1f} % of {len(labels)} videos and "
+            f"without {s} on {100 * after:.1f} % ({s} alone {100 * own:.1f} %, chance {100 / probs[s].shape[1]:.1f} %)"
+        )
+        if reliance.get(s) is not None:
+            why += f"; with every person hidden it keeps {100 * reliance[s]:.0f} % of its validation gain over chance"
+        left_out.append({"stream": s, "reason": why})
+        kept.remove(s)
+    groups = evidence.get("groups")
+    basis = f"{evidence.get('source', 'out-of-group scores')} of {len(labels)} videos" + (
+        f" in {groups} groups" if groups else ""
+    )
+    return {"streams": kept, "left_out": left_out, "basis": basis}
+
+
+def default_fusion(picked: dict, results: list[dict], names: list[str], support: dict, evidence=None) -> dict:
     """The fusion the report hands to bin/classify (``fusion.json``): the fitted choice of all streams when the
-    fitting videos can support it, else the mean of every stream, which fits nothing. {"rule": "fitted" or
-    "fallback", "row": its row (None when its method was not among those tabled), "reasons", "support"}."""
+    fitting videos can support it, else the mean of the streams that out-of-group evidence keeps
+    (``streams_to_fuse``: all of them when there is none), which fits nothing. {"rule": "fitted" or "fallback",
+    "row": its row (None when its method was not among those tabled), "reasons", "support", "streams",
+    "left_out", "basis"}."""
     if support["reliable"] or len(names) < 2:
-        return {"rule": "fitted", "row": picked["best_all_streams"], "reasons": [], "support": support}
-    row = next((r for r in results if r["method"] == FALLBACK_METHOD and len(r["streams"]) == len(names)), None)
-    return {"rule": "fallback", "row": row, "reasons": support["reasons"], "support": support}
+        row = picked["best_all_streams"]
+        return {
+            "rule": "fitted",
+            "row": row,
+            "reasons": [],
+            "support": support,
+            "streams": sorted(names, key=stream_key),
+            "left_out": [],
+            "basis": None,
+        }
+    chosen = streams_to_fuse(names, evidence)
+    wanted = set(chosen["streams"])
+    row = next((r for r in results if r["method"] == FALLBACK_METHOD and set(r["streams"]) == wanted), None)
+    if row is None and len(wanted) == 1:
+        row = next((r for r in results if r["method"] == "single" and set(r["streams"]) == wanted), None)
+    return {"rule": "fallback", "row": row, "reasons": support["reasons"], "support": support, **chosen}
 
 
 def choice_record(row: dict | None, ties: list[str] | None) -> dict | None:

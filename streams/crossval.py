@@ -63,31 +63,39 @@ def _clip_start(video_id: str) -> float | None:
         return None
 
 
-def main_source_test(labels: list[str], groups: list[str], video_ids: list[str]) -> tuple[np.ndarray, list[str]]:
-    """(test indices, one line per class saying what it tests) of the "main source in training" protocol.
+def main_source_folds(
+    labels: list[str], groups: list[str], video_ids: list[str], folds: int | None = None
+) -> tuple[list[np.ndarray], list[str]]:
+    """(test indices of each fold, one line per class saying what it tests) of the "main source in training"
+    protocol.
 
     Leave-one-source-out on a collection where each style comes mostly from one source video measures "a style
-    whose source was removed". Here every class keeps its main group (the one with most clips) in training and is
-    tested on its other groups; a class with a single group is split into its recordings where the clip ids
-    carry start times (``<source>_<start>_<duration>``: the clips after the largest gap between starts, if fewer,
-    are tested), else it has no test clips (said)."""
+    whose source was removed". Here every class keeps its main group (the one with most clips) in training in every
+    fold, and its other groups are held out in turn: fold k tests the k-th largest other group of every class that
+    has one (so each fold tests several classes, each on a venue its model never saw), and every such clip gets one
+    out-of-group score. ``folds`` caps the number of folds (the groups are then dealt round-robin; 1: every other
+    group at once); None: one fold per other group of the class that has most. A class with a single group is split
+    into its recordings where the clip ids carry start times (``<source>_<start>_<duration>``: the clips after the
+    largest gap between starts, if fewer, are tested); else it is not tested (said). No class with two groups: a
+    ``ValueError`` (nothing here would be out-of-group)."""
     labels_a, groups_a = np.asarray(labels), np.asarray(groups)
-    test, notes = [], []
+    units, notes = [], []  # per class: its held-out units (index arrays), largest first
     for c in sorted(set(labels)):
         members = np.flatnonzero(labels_a == c)
         names, counts = np.unique(groups_a[members], return_counts=True)
         main = names[np.argmax(counts)]
         if len(names) > 1:
-            held = members[groups_a[members] != main]
+            others = sorted((n for n in names if n != main), key=lambda n: (-int((groups_a[members] == n).sum()), n))
+            units.append([members[groups_a[members] == n] for n in others])
             notes.append(
-                f"{c}: main source {main} ({counts.max()} clips) trains; tests {len(held)} clips of "
-                f"{', '.join(n for n in names if n != main)}"
+                f"{c}: main source {main} ({counts.max()} clips) trains; tests "
+                + ", ".join(f"{n} ({len(u)})" for n, u in zip(others, units[-1]))
             )
-            test.append(held)
             continue
         starts = [_clip_start(video_ids[i]) for i in members]
         if len(members) < 2 or any(t is None for t in starts):
             notes.append(f"{c}: one source ({main}) and no recording times in its ids: not tested")
+            units.append([])
             continue
         order = members[np.argsort(starts)]
         times = np.sort(starts)
@@ -97,8 +105,17 @@ def main_source_test(labels: list[str], groups: list[str], video_ids: list[str])
             f"{c}: one source ({main}), two recordings split at the largest gap in clip starts "
             f"({times[cut - 1]:g} s → {times[cut]:g} s); tests {len(held)} clips of the smaller"
         )
-        test.append(held)
-    return (np.sort(np.concatenate(test)) if test else np.array([], int)), notes
+        units.append([held])
+    several = [c for c in sorted(set(labels)) if len(set(groups_a[labels_a == c].tolist())) > 1]
+    if not several:
+        raise ValueError("main-source protocol: no class has two groups (nothing would be tested on a group unseen)")
+    count = max(len(u) for u in units)
+    count = count if folds is None else max(1, min(folds, count))
+    tests: list[list[np.ndarray]] = [[] for _ in range(count)]
+    for per_class in units:
+        for j, unit in enumerate(per_class):
+            tests[j % count].append(unit)
+    return [np.sort(np.concatenate(t)) for t in tests if t], notes
 
 
 def validation_split(labels: list[str], groups: list[str], seed: int, fraction: float = 0.2) -> tuple[np.ndarray, str]:
@@ -173,7 +190,8 @@ def _crossval(
 ) -> dict:
     """Cross-validate ``config['stream']`` (a ``streams.train`` config; ``given``: the options a user typed) over
     group folds of WORK; see the module. ``protocol="main-source"``: one fold instead, each class's main group in
-    training and its other groups tested (``main_source_test``); only those videos get out-of-fold scores."""
+    training in every fold, its other groups held out in turn (``main_source_folds``, at most ``folds`` folds); only
+    those videos get out-of-fold scores."""
     from .registry import resolve_config, spec_of
     from .train import train  # (torch is loaded only when training starts)
 
@@ -203,12 +221,12 @@ def _crossval(
         config = {**config, "sample_fps": reference_fps(v.fps for v in videos)}
     notes = []
     if protocol == "main-source":
-        held, notes = main_source_test(labels, groups, [v.video_id for v in videos])
+        try:
+            tests, notes = main_source_folds(labels, groups, [v.video_id for v in videos], folds)
+        except ValueError as error:
+            raise DataError(work / "manifest.json", str(error)) from None
         for line in notes:
             log(line)
-        if not len(held):
-            raise DataError(work / "manifest.json", "main-source protocol: no class has a second group to test on")
-        tests = [held]
     else:
         tests = group_folds(labels, groups, folds, config["seed"])
     root = run / "crossval"
