@@ -236,7 +236,7 @@ def ablation_markdown(report, best_single, best_fusion, best_three, pictures, de
         f"Streams: {', '.join(report['streams'])} (runs: {', '.join(f'`{r}`' for r in report['runs'])}). "
         f"Every method is fitted on {_fit_description(report)} and scored on the "
         f"{report['test_videos']} test videos. Intervals: 95 % bootstrap {over} "
-        f"({report['bootstrap_resamples']} resamples); p: against the best single stream, "
+        f"({report['bootstrap_resamples']} resamples); p: against {_single_name(report)}, "
         + (
             "a sign-flip test over whole test groups (McNemar's test one level up)"
             if intervals["resample"] == "groups"
