@@ -24,6 +24,7 @@ import torch.nn.functional as F
 
 from preprocess.batch import DataError, atomic_path, read_json, write_json, write_text
 
+from . import scene
 from .run import Run
 from .train import evaluate
 
@@ -239,6 +240,46 @@ def plot_saliency_2d(model, run: Run, classes, device, path: Path, examples_per_
     return len(rows)
 
 
+def plot_hidden_dancers(model, run: Run, classes, path: Path, count: int = 4) -> int:
+    """What a pixel stream answers with the dancers and without them (``streams.scene``): for a validation video
+    of each of the first ``count`` classes, its middle segment as the network sees it and with every tracked person
+    hidden, each titled with the class predicted and its probability. 0 when the persons cannot be found (no
+    pose)."""
+    plt = _plt()
+    model = model.cpu().eval()
+    full = run.dataset(run.work, "val", views=1)
+    hidden = run.dataset(run.work, "val", views=1)
+    if hidden.persons_unavailable():
+        return 0
+    hidden.set_persons("hide")
+    modality = "flow" if "flow" in run.spec.stages else "rgb"
+    picks = [int(i) for c in range(len(classes)) for i in np.flatnonzero(full.labels == c)[:1]][:count]
+    if not picks:
+        return 0
+    fig, axes = plt.subplots(
+        len(picks), 2, figsize=(6.4, 2.9 * len(picks) + 0.6), dpi=100, squeeze=False, layout="constrained"
+    )
+    for r, i in enumerate(picks):
+        for a, (dataset, what) in enumerate(((full, "as trained"), (hidden, "every person hidden"))):
+            x, y, _, _ = dataset[i]
+            with torch.no_grad():
+                p = torch.softmax(model(x[None]).float(), -1)[0].numpy()
+            ax = axes[r, a]
+            segment = x[x.shape[0] // 2].numpy()
+            if modality == "rgb":  # the same scale for both: the hidden boxes show as the mean grey they are
+                picture = np.clip(segment[:3] * full.std + full.mean, 0, 1).transpose(1, 2, 0)
+            else:
+                picture = _display(modality, segment)
+            ax.imshow(picture)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            ax.set_title(f"{what}: {classes[int(p.argmax())]} ({100 * p.max():.0f} %)", fontsize=9)
+        axes[r, 0].set_ylabel(f"{full.videos[i].video_id}\ntrue {classes[int(full.labels[i])]}", fontsize=8)
+    fig.suptitle(f"{run.name} stream: its answer with and without the dancers (validation)", fontsize=11)
+    _save(fig, path)
+    return len(picks)
+
+
 def pose_importance(model, x: torch.Tensor, m: torch.Tensor, target: int) -> np.ndarray:
     """(T, 17): |gradient × input| of class ``target`` per frame and keypoint, summed over x, y, confidence and
     persons, for one pose clip x (T, P, 54), mask (T, P)."""
@@ -414,6 +455,17 @@ def inspect_run(run, out=None, *, top: int = 12, baseline=None, device: str = "c
         lines += ["", f"`pose_importance.png`: per-keypoint importance over time on {count} test videos."]
     else:
         lines += ["", f"No saliency maps for a {trained.spec.name} run yet."]
+    if scene.reads_pixels(trained.spec):
+        count = plot_hidden_dancers(model, trained, classes, out / "hidden_dancers.png")
+        reliance = scene.read(run)
+        lines += [
+            "",
+            f"`hidden_dancers.png`: {count} validation videos with and without their dancers."
+            if count
+            else "No hidden-dancer example: the persons cannot be found (no pose in WORK).",
+        ]
+        if reliance:
+            lines.append(scene.summary_line(reliance) + ".")
     gallery = plot_error_gallery(run, work, videos, classes, out / "gallery.png")
     lines += ["", f"`gallery.png`: {len(gallery)} confused class pairs on test."]
     for pair in gallery:
