@@ -333,7 +333,7 @@ def _crossval(
     log(
         f"{name}: {len(tests)} group folds x {len(seeds)} seeds: top-1 {100 * summary['top1_mean']:.1f} "
         f"± {100 * summary['top1_sd']:.1f} %, out-of-fold {100 * pooled['top1']:.1f} % "
-        f"[{100 * ci[0]:.1f}, {100 * ci[1]:.1f}] (groups resampled); {run / 'crossval.md'}"
+        f"[{100 * ci[0]:.1f}, {100 * ci[1]:.1f}] (groups resampled){_hidden_line(summary)}; {run / 'crossval.md'}"
     )
     return summary
 
@@ -345,6 +345,16 @@ def _hidden_figures(run: Path) -> dict:
     if not record or record.get("status") != "measured":
         return {}
     return {f"hidden_{split}_top1": figures["hidden_top1"] for split, figures in record["splits"].items()}
+
+
+def _hidden_line(summary: dict) -> str:
+    reliance = summary.get("scene_reliance") or {}
+    parts = [
+        f"{what} {100 * reliance[key]:.1f} %"
+        for what, key in (("validation", "hidden_val_top1_mean"), ("held-out groups", "hidden_test_top1_mean"))
+        if key in reliance
+    ]
+    return f"; with every person hidden (mean over folds): {', '.join(parts)}" if parts else ""
 
 
 def scene_summary(rows: list[dict]) -> dict | None:
