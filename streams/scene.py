@@ -34,8 +34,8 @@ FILE = "scene_reliance.json"
 
 
 def reads_pixels(spec) -> bool:
-    """Whether a stream variant reads pixels of its own (frames or flow) whose persons can be hidden."""
-    return any(stage in ("frames", "flow") for stage in spec.stages)
+    """Whether a stream variant reads pixels (frames, flow, or embeddings of frames), whose persons matter."""
+    return any(stage in ("frames", "flow", "features") for stage in spec.stages)
 
 
 def kl_to_uniform(probs: np.ndarray) -> np.ndarray:
@@ -92,6 +92,12 @@ def measure(config: dict, model, device, scored: dict, *, log=print) -> dict:
     record = {"stream": spec.fusion_name, "variant": spec.name, "applies": reads_pixels(spec), "splits": {}}
     if not record["applies"]:
         record["status"] = f"not measured: the {spec.name} stream reads no pixels"
+        return record
+    if "features" in spec.stages:
+        record["status"] = (
+            f"not measured: the {spec.name} stream reads cached embeddings of whole frames (hiding the persons "
+            "would take extracting them again)"
+        )
         return record
     work = Path(config["work"])
     group_of = {v.video_id: v.group for v in load_manifest(work).videos}
