@@ -203,6 +203,15 @@ OPTIONS = [
         "uniform) is added, so that the venue left visible cannot name the style. 0: off; needs WORK/pose.",
     ),
     click.option(
+        "--scene-adversary",
+        type=float,
+        default=D["scene_adversary"],
+        show_default=True,
+        help="rgb, flow: weight λ of a scene-adversarial head (gradient reversal): it learns to tell a clip's group "
+        "(source video, performer) from the features, within the clip's class, and the backbone is pushed to "
+        "features that cannot; only classes with training clips of several groups count. 0: off.",
+    ),
+    click.option(
         "--background-erasing",
         type=float,
         default=D["background_erasing"],

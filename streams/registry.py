@@ -117,6 +117,9 @@ class BackboneOptions(Options):
     # every tracked person hidden, and loss += λ · KL(prediction on it ‖ uniform): what is left (the venue, the
     # crowd, the camera's motion) must not name the style. 0: off. Needs WORK/pose (else off, said once).
     human_mask_confusion: float = field(default=0.0, metadata=_range(0))
+    # A scene adversary (streams.adversary): a group head through gradient reversal of this weight, within classes
+    # that have clips of several groups. 0: off.
+    scene_adversary: float = field(default=0.0, metadata=_range(0))
 
     def __post_init__(self):
         super().__post_init__()

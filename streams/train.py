@@ -82,14 +82,15 @@ def confusion_loss(logits: torch.Tensor) -> torch.Tensor:
     return (log_p.exp() * log_p).sum(-1).mean() + float(np.log(logits.shape[-1]))
 
 
-def train_step(model, optimizer, criterion, x, labels, device, *, confusion: float = 0.0):
+def train_step(model, optimizer, criterion, x, labels, device, *, confusion: float = 0.0, adversary=None, videos=None):
     """One optimiser step on one batch (``labels`` already on ``device``): (loss, logits). A loss that is not finite
     takes no step: the caller names the batch.
 
     ``x`` a ``PixelClip`` (pixels and where the persons are) and ``confusion`` λ > 0: the human-mask confusion loss.
     The clips with their persons hidden go through the network in the same batch, and λ · KL(their prediction ‖
     uniform) is added for the clips where somebody was hidden (a clip with nobody found would be pushed to say
-    nothing about its own full frames)."""
+    nothing about its own full frames). ``adversary`` (a ``streams.adversary.SceneAdversary`` hooked on the model,
+    with the batch's ``videos``): its group loss through gradient reversal is added."""
     with autocast(device):
         if isinstance(x, PixelClip):
             pixels = x.pixels.to(device, non_blocking=True)
@@ -101,8 +102,10 @@ def train_step(model, optimizer, criterion, x, labels, device, *, confusion: flo
             if confusion and bool(hidden.any()):
                 loss = loss + confusion * confusion_loss(both[len(labels) :])
         else:
-            logits = forward_batch(model, x, device)
+            both = logits = forward_batch(model, x, device)
             loss = criterion(logits.float(), labels)
+        if adversary is not None:
+            loss = loss + adversary.loss(labels, videos, len(both))
     if not torch.isfinite(loss):
         return loss, logits
     optimizer.zero_grad(set_to_none=True)
@@ -111,18 +114,23 @@ def train_step(model, optimizer, criterion, x, labels, device, *, confusion: flo
     return loss, logits
 
 
-def train_one_epoch(model, loader, optimizer, criterion, device, *, confusion: float = 0.0) -> dict:
+def train_one_epoch(model, loader, optimizer, criterion, device, *, confusion: float = 0.0, adversary=None) -> dict:
     """One pass over ``loader``. Loss and top-1 are over every process's clips under torchrun (summed across
     ranks), not rank 0's share. A non-finite loss stops training with a named error: the batch's videos.
-    ``confusion``: the human-mask confusion loss's λ (``train_step``; the loader gives ``PixelClip`` batches)."""
+    ``confusion``: the human-mask confusion loss's λ (``train_step``; the loader gives ``PixelClip`` batches);
+    ``adversary``: a scene adversary (``streams.adversary``), trained alongside."""
     model.train()
+    if adversary is not None:
+        adversary.train()
     if getattr(getattr(model, "module", model), "partial_bn", False):  # (DDP wraps the model as .module)
         freeze_batchnorm_but_first(model)
     total_loss, correct, seen = 0.0, 0, 0
     start = time.perf_counter()
     for x, labels, videos, _ in loader:
         labels = labels.to(device, non_blocking=True)
-        loss, logits = train_step(model, optimizer, criterion, x, labels, device, confusion=confusion)
+        loss, logits = train_step(
+            model, optimizer, criterion, x, labels, device, confusion=confusion, adversary=adversary, videos=videos
+        )
         if not torch.isfinite(loss):
             dataset = loader.dataset
             names = sorted({dataset.videos[int(i)].video_id for i in videos})
@@ -448,6 +456,7 @@ class Training:
     optimizer: torch.optim.Optimizer
     schedule: object
     criterion: nn.Module
+    adversary: nn.Module | None = None  # a scene adversary (--scene-adversary), trained with the model
     state: dict = field(default_factory=lambda: {"epoch": 0, "best_f1": -1.0, "best_epoch": 0, "stale": 0})
     history: list = field(default_factory=list)
 
@@ -471,8 +480,26 @@ def build(config: dict, train_set, device: torch.device, log=print) -> Training:
         weight=class_weights(train_set.labels, num_classes, config["class_weights"]).to(device),
         label_smoothing=config["label_smoothing"],
     )
-    optimizer = _make_optimizer(config, model.parameters())
-    return Training(model, optimizer, _make_schedule(config, optimizer), criterion)
+    adversary = scene_adversary(config, model, train_set, device, log)
+    params = list(model.parameters()) + ([] if adversary is None else list(adversary.parameters()))
+    optimizer = _make_optimizer(config, params)
+    return Training(model, optimizer, _make_schedule(config, optimizer), criterion, adversary)
+
+
+def scene_adversary(config: dict, model, train_set, device, log=print):
+    """The run's scene adversary (``--scene-adversary λ``), or None: off, or no class with clips of several groups
+    (said once: reversing the gradient of a group that is a style would remove the style)."""
+    weight = config.get("scene_adversary") or 0.0
+    if not weight:
+        return None
+    from .adversary import SceneAdversary
+
+    groups = [v.group if v.group not in (None, "") else v.video_id for v in train_set.videos]
+    adversary = SceneAdversary(model, train_set.labels, groups, weight).to(device)
+    if not adversary.active:
+        log("scene adversary off: no class has training clips of several groups (a group would be its style)")
+        return None
+    return adversary
 
 
 def resume(last: Path, config: dict, run: Training, data_digest: str, log=print) -> None:
@@ -498,6 +525,8 @@ def resume(last: Path, config: dict, run: Training, data_digest: str, log=print)
     if differs:
         raise DataError(last, f"was made with other settings ({', '.join(sorted(differs))}): use a new RUN folder")
     run.model.load_state_dict(checkpoint_entry(checkpoint, "model", last))
+    if run.adversary is not None:
+        run.adversary.load_state_dict(checkpoint_entry(checkpoint, "adversary", last))
     run.optimizer.load_state_dict(checkpoint_entry(checkpoint, "optimizer", last))
     run.state = json.loads(checkpoint_entry(checkpoint, "state", last))
     run.history = json.loads(checkpoint_entry(checkpoint, "history", last))
@@ -615,7 +644,9 @@ def fit(config: dict, run: Training, loader, val_loader, device, *, rank, world,
         epoch = state["epoch"]
         set_loader_epoch(loader, config, epoch)
         confusion = config.get("human_mask_confusion", 0.0) if loader.dataset.persons == "mark" else 0.0
-        stats = train_one_epoch(net, loader, optimizer, run.criterion, device, confusion=confusion)
+        stats = train_one_epoch(
+            net, loader, optimizer, run.criterion, device, confusion=confusion, adversary=run.adversary
+        )
         run.schedule.step()
         state["epoch"] = epoch + 1
         # every rank scores its share of the validation items; each gets the whole, rank 0 writes
@@ -658,6 +689,7 @@ def fit(config: dict, run: Training, loader, val_loader, device, *, rank, world,
                 rng=rng_states(),
                 config=json.dumps(config),
                 manifest_sha256=data_digest,
+                **({"adversary": run.adversary.state_dict()} if run.adversary is not None else {}),
             )
         if world > 1:
             # every rank follows rank 0's early-stopping decision (on the backend's device: NCCL refuses CPU tensors)

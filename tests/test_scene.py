@@ -296,3 +296,29 @@ def test_main_source_folds_keep_each_class_largest_group_in_every_fold():
     assert len(main_source_folds(labels, groups, ids, folds=1)[0]) == 1  # capped: every other group at once
     with pytest.raises(ValueError, match="no class has two groups"):
         main_source_folds(["a", "a", "b", "b"], ["g0", "g0", "g1", "g1"], ["x", "y", "z", "w"])
+
+
+def test_scene_adversary_reverses_gradients_within_classes_of_several_groups(scene_work, tmp_path):
+    import torch
+
+    from streams.adversary import GradientReversal, group_targets
+    from streams.checkpoints import load_checkpoint
+
+    x = torch.ones(3, requires_grad=True)
+    (GradientReversal.apply(x, 0.5) * torch.tensor([1.0, 2.0, 3.0])).sum().backward()
+    assert torch.equal(x.grad, torch.tensor([-0.5, -1.0, -1.5]))
+    targets, allowed, names = group_targets(np.array([0, 0, 0, 1, 1]), ["a", "b", "a", "c", "c"])
+    # class 1 has one group: its group is its style, nothing to learn there
+    assert names == ["a", "b", "c"] and targets.tolist() == [0, 1, 0, -1, -1]
+    assert allowed.tolist() == [[True, True, False], [False, False, False]]
+
+    told_by, work = scene_work
+    if told_by != "background":
+        return
+    run = tmp_path / "adversary"
+    _train_rgb(work, run, scene_adversary=0.5, epochs=1, min_epoch_clips=32)
+    state = load_checkpoint(run / "last.pt")
+    assert set(state["adversary"]) == {"head.weight", "head.bias"} and state["adversary"]["head.weight"].shape[0] == 3
+    record = _train_rgb(work, run, scene_adversary=0.5, epochs=2, min_epoch_clips=32)  # resumes with its head
+    assert json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])["epoch"] == 2
+    assert record["status"] == "measured"
