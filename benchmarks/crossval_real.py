@@ -231,13 +231,10 @@ def _hidden_cells(summary: dict) -> str:
 
 
 def _hidden_text(summary: dict) -> str:
-    """The hidden-dancer top-1 (mean over folds) of a cross-validated model, as the log and the table show it."""
-    reliance = summary.get("scene_reliance") or {}
-    parts = [
-        f"{what} {100 * reliance[key]:.1f} %"
-        for what, key in (("val", "hidden_val_top1_mean"), ("held out", "hidden_test_top1_mean"))
-        if key in reliance
-    ]
+    """The hidden-dancer top-1 (mean over folds) of a cross-validated model, as the log shows it."""
+    from streams.crossval import hidden_phrases
+
+    parts = hidden_phrases(summary)
     return f"  persons hidden: {', '.join(parts)}" if parts else ""
 
 
