@@ -98,7 +98,11 @@ def _out_of_group_evidence(runs: list[Path], run_of: dict, fit_on: str, fit_prob
         groups = None if fit_groups is None else len(set(fit_groups.tolist()))
         evidence.update(probs=fit_probs, labels=fit_labels, groups=groups, source="the out-of-fold fitting scores")
     elif all((r / "scores_oof.npz").is_file() for r in runs):
-        probs, labels, ids, _ = align([load_scores(r, "oof") for r in runs])
+        try:
+            probs, labels, ids, _ = align([load_scores(r, "oof") for r in runs])
+        except DataError as error:  # (runs cross-validated over other videos: no common evidence, said)
+            evidence["source"] = f"no usable out-of-fold scores ({error})"
+            return evidence
         groups = _fit_groups(runs[0], "oof", ids, None)
         evidence.update(
             probs=probs,

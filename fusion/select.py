@@ -161,7 +161,8 @@ def streams_to_fuse(names: list[str], evidence: dict | None) -> dict:
     Returns {"streams", "left_out": [{"stream", "reason"}], "basis": a line saying what decided}."""
     names = sorted(names, key=stream_key)
     if not evidence or not evidence.get("probs") or len(names) < 2:
-        return {"streams": names, "left_out": [], "basis": "no out-of-group scores: every stream is fused"}
+        why = (evidence or {}).get("source") or "no out-of-group scores"
+        return {"streams": names, "left_out": [], "basis": f"{why}: every stream is fused"}
     probs, labels = evidence["probs"], np.asarray(evidence["labels"])
     reliance = evidence.get("reliance") or {}
     kept, left_out = list(names), []
