@@ -195,7 +195,7 @@ def _fallback_paragraph(report, best_single, best_three, default_row) -> str:
     for gone in default.get("left_out") or []:
         text += f" **{gone['stream']} is left out**: {gone['reason']}."
     if default.get("basis"):
-        text += f" Streams decided on {default['basis']}."
+        text += f" Streams: {default['basis']}."
     if default_row is not None:
         singles = {r["streams"][0]: r for r in report["results"] if r["method"] == "single"}
         against = ", ".join(

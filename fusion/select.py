@@ -188,7 +188,7 @@ def streams_to_fuse(names: list[str], evidence: dict | None) -> dict:
         left_out.append({"stream": s, "reason": why})
         kept.remove(s)
     groups = evidence.get("groups")
-    basis = f"{evidence.get('source', 'out-of-group scores')} of {len(labels)} videos" + (
+    basis = f"decided on {evidence.get('source') or 'out-of-group scores'} of {len(labels)} videos" + (
         f" in {groups} groups" if groups else ""
     )
     return {"streams": kept, "left_out": left_out, "basis": basis}
