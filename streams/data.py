@@ -24,7 +24,7 @@ from preprocess.batch import read_json
 from preprocess.flow import FlowInfo, to_pixels
 from preprocess.pose import PoseInfo, flip_permutation
 from preprocess.video import FramesInfo
-from preprocess.video.crop import dancer_boxes
+from preprocess.video.crop import box_mask, dancer_boxes
 
 from .augment import SKELETON_AUGMENTS, random_skeleton_augment
 from .sampling import clip_duration, item_times, items_at, window_starts
@@ -52,15 +52,6 @@ class PixelClip(NamedTuple):
     def hidden(self) -> torch.Tensor:
         """The clip with every person painted out (the value 0 of the normalised input: mean grey, no motion)."""
         return self.pixels * (1 - self.persons)
-
-
-def box_mask(boxes: np.ndarray, height: int, width: int, scale: tuple[float, float]) -> np.ndarray:
-    """(height, width) bool: True inside any of ``boxes`` (x0, y0, x1, y1 in source pixels; the image is the source
-    resized by ``scale`` (x, y))."""
-    inside = np.zeros((height, width), bool)
-    for x0, y0, x1, y1 in np.asarray(boxes, np.float64).reshape(-1, 4) * np.array([*scale, *scale]):
-        inside[max(int(y0), 0) : max(int(np.ceil(y1)), 0), max(int(x0), 0) : max(int(np.ceil(x1)), 0)] = True
-    return inside
 
 
 # The typed reader of each preprocessing stage's sidecars (features: bin/extract-features' own, plain JSON).

@@ -131,6 +131,15 @@ def dancer_boxes(pose_dir: Path, video, *, margin: float, mode: str = "dim") -> 
     return out
 
 
+def box_mask(boxes: np.ndarray, height: int, width: int, scale: tuple[float, float]) -> np.ndarray:
+    """(height, width) bool: True inside any of ``boxes`` (x0, y0, x1, y1 in source pixels; the image is the source
+    resized by ``scale`` (x, y)): what background suppression keeps, and what streams.data hides."""
+    inside = np.zeros((height, width), bool)
+    for x0, y0, x1, y1 in np.asarray(boxes, np.float64).reshape(-1, 4) * np.array([*scale, *scale]):
+        inside[max(int(y0), 0) : max(int(np.ceil(y1)), 0), max(int(x0), 0) : max(int(np.ceil(x1)), 0)] = True
+    return inside
+
+
 def suppress_background(image: np.ndarray, boxes: np.ndarray, scale: tuple[float, float], mode: str) -> np.ndarray:
     """``image`` with the pixels outside ``boxes`` (source pixels; the image is the source resized by ``scale``)
     dimmed to a quarter of their brightness or blurred beyond recognition (a Gaussian of a sixth of the shorter
@@ -139,9 +148,7 @@ def suppress_background(image: np.ndarray, boxes: np.ndarray, scale: tuple[float
     if mode == "keep" or not len(boxes):
         return image
     h, w = image.shape[:2]
-    inside = np.zeros((h, w), bool)
-    for x0, y0, x1, y1 in boxes * np.array([scale[0], scale[1], scale[0], scale[1]]):
-        inside[max(int(y0), 0) : max(int(np.ceil(y1)), 0), max(int(x0), 0) : max(int(np.ceil(x1)), 0)] = True
+    inside = box_mask(boxes, h, w, scale)
     if mode == "dim":
         faded = (image.astype(np.uint16) // 4).astype(np.uint8)
     else:
