@@ -343,6 +343,7 @@ def test_torchrun_two_processes_write_one_set_of_outputs(tiny_work, tmp_path):
             "config.json",
             "last.pt",
             "metrics.jsonl",
+            "scene_reliance.json",
             "scores_test.json",
             "scores_test.npz",
             "scores_val.json",
