@@ -44,6 +44,28 @@ def _clip(background, dancer, x, y, w=22, h=30):
 
 @pytest.fixture(scope="module", params=["background", "dancer"])
 def scene_work(request, tmp_path_factory):
+    """(how the class is told, the work directory) of both cases of ``make_scene_work``."""
+    return request.param, request.getfixturevalue(f"{request.param}_work")
+
+
+@pytest.fixture(scope="module")
+def background_work(tmp_path_factory):
+    return make_scene_work("background", tmp_path_factory.mktemp("scene_background"))
+
+
+@pytest.fixture(scope="module")
+def dancer_work(tmp_path_factory):
+    return make_scene_work("dancer", tmp_path_factory.mktemp("scene_dancer"))
+
+
+@pytest.fixture(scope="module")
+def background_run(background_work, tmp_path_factory):
+    """A plain RGB run on the background case (trained once for the tests that compare with it)."""
+    run = tmp_path_factory.mktemp("background_run") / "run"
+    return run, _train_rgb(background_work, run)
+
+
+def make_scene_work(told_by: str, root):
     """A work directory whose class is told only by the ``background`` colour (dancers drawn from one shared pool)
     or only by the ``dancer``'s colour (backgrounds from the shared pool): frames kept whole, pose imported from
     the drawn keypoints."""
@@ -52,8 +74,6 @@ def scene_work(request, tmp_path_factory):
     from preprocess.pose.importers import import_pose
     from preprocess.video import frames_params, frames_task
 
-    told_by = request.param
-    root = tmp_path_factory.mktemp(f"scene_{told_by}")
     rng = np.random.default_rng(3)
     rows, images, annotations = ["path,label,split,group"], [], []
     for split, per_class in (("train", 8), ("val", 5), ("test", 3)):
@@ -85,7 +105,7 @@ def scene_work(request, tmp_path_factory):
     manifest.save(work)
     import_pose("coco", str(root / "coco.json"), manifest, str(work), max_persons=2)
     run_batch(frames_task(frames_params(resize="none", background="keep")), manifest, work, workers=1)
-    return told_by, work
+    return work
 
 
 def _train_rgb(work, run, **options):
@@ -108,9 +128,12 @@ def _train_rgb(work, run, **options):
     return scene.read(run)
 
 
-def test_hidden_dancer_top1_tells_a_scene_reader_from_a_dancer_reader(scene_work, tmp_path):
+def test_hidden_dancer_top1_tells_a_scene_reader_from_a_dancer_reader(scene_work, tmp_path, request):
     told_by, work = scene_work
-    record = _train_rgb(work, tmp_path / "run")
+    if told_by == "background":
+        record = request.getfixturevalue("background_run")[1]  # (trained once: the confusion test compares with it)
+    else:
+        record = _train_rgb(work, tmp_path / "run")
     assert record["applies"] and record["status"] == "measured"
     val = record["splits"]["val"]
     assert val["videos"] == 20 and val["chance"] == 0.25
@@ -127,12 +150,10 @@ def test_hidden_dancer_top1_tells_a_scene_reader_from_a_dancer_reader(scene_work
     assert "with every person hidden" in scene.summary_line(record)
 
 
-def test_confusion_loss_moves_hidden_dancer_predictions_towards_uniform(scene_work, tmp_path):
-    told_by, work = scene_work
-    if told_by != "background":
-        pytest.skip("the loss matters where the scene names the class")
-    plain = _train_rgb(work, tmp_path / "plain")["splits"]["val"]
-    confused = _train_rgb(work, tmp_path / "confused", human_mask_confusion=2.0)["splits"]["val"]
+def test_confusion_loss_moves_hidden_dancer_predictions_towards_uniform(background_work, background_run, tmp_path):
+    # where the scene names the class
+    plain = background_run[1]["splits"]["val"]
+    confused = _train_rgb(background_work, tmp_path / "confused", human_mask_confusion=2.0)["splits"]["val"]
     # same seed, same clips: the loss alone makes predictions without the dancers say less
     assert confused["hidden_kl_uniform"] < 0.5 * plain["hidden_kl_uniform"]
     assert plain["hidden_kl_uniform"] > 0.05  # the plain network still answers without the dancers
@@ -298,7 +319,7 @@ def test_main_source_folds_keep_each_class_largest_group_in_every_fold():
         main_source_folds(["a", "a", "b", "b"], ["g0", "g0", "g1", "g1"], ["x", "y", "z", "w"])
 
 
-def test_scene_adversary_reverses_gradients_within_classes_of_several_groups(scene_work, tmp_path):
+def test_scene_adversary_reverses_gradients_within_classes_of_several_groups(background_work, tmp_path):
     import torch
 
     from streams.adversary import GradientReversal, group_targets
@@ -312,9 +333,7 @@ def test_scene_adversary_reverses_gradients_within_classes_of_several_groups(sce
     assert names == ["a", "b", "c"] and targets.tolist() == [0, 1, 0, -1, -1]
     assert allowed.tolist() == [[True, True, False], [False, False, False]]
 
-    told_by, work = scene_work
-    if told_by != "background":
-        return
+    work = background_work
     run = tmp_path / "adversary"
     _train_rgb(work, run, scene_adversary=0.5, epochs=1, min_epoch_clips=32)
     state = load_checkpoint(run / "last.pt")
