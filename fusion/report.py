@@ -87,12 +87,12 @@ def _fit_groups(run: Path, fit_on: str, fit_ids, group_of):
     return None
 
 
-def _out_of_group_evidence(runs: list[Path], run_of: dict, fit_on: str, fit_probs, fit_labels, fit_groups) -> dict:
+def _out_of_group_evidence(runs: list[Path], records: dict, fit_on: str, fit_probs, fit_labels, fit_groups) -> dict:
     """What the fallback decides which streams to fuse on (``fusion.select.streams_to_fuse``): each stream's
     scores on groups it never saw (the out-of-fold scores of bin/crossval: the fitting scores themselves under
     ``--fit-on oof``, else the runs' own scores_oof.npz when every run has them) and each run's scene reliance
-    (``streams.scene``, validation). Never test."""
-    reliance = {stream: scene.retained(scene.read(run)) for stream, run in run_of.items()}
+    (``records``: {stream: its ``streams.scene`` record}, validation). Never test."""
+    reliance = {stream: scene.retained(record) for stream, record in records.items()}
     evidence = {"probs": None, "labels": None, "groups": None, "source": None, "reliance": reliance}
     if fit_on == "oof":
         groups = None if fit_groups is None else len(set(fit_groups.tolist()))
@@ -240,7 +240,8 @@ def _write_report(runs, out, methods, calibrate, resamples, seed, fit_on) -> dic
     picked = choose(results, methods, names, best_name)
     best_single, best_fusion, best_three = picked["best_single"], picked["best_fusion"], picked["best_all_streams"]
     ties = picked["ties"]
-    evidence = _out_of_group_evidence(runs, run_of, fit_on, val_probs, val_labels, fit_groups)
+    reliance = {stream: scene.read(run) for stream, run in run_of.items()}
+    evidence = _out_of_group_evidence(runs, reliance, fit_on, val_probs, val_labels, fit_groups)
     default = default_fusion(picked, results, names, support, evidence)
     if default["row"] is not None:
         default["row"]["default"] = True
@@ -270,7 +271,7 @@ def _write_report(runs, out, methods, calibrate, resamples, seed, fit_on) -> dic
             "left_out": default["left_out"],
             "basis": default["basis"],
         },
-        "scene_reliance": {stream: scene.read(run) for stream, run in run_of.items()},
+        "scene_reliance": reliance,
         "intervals": (
             {"resample": "groups", "test_groups": int(len(set(test_groups)))}
             if test_groups is not None

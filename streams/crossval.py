@@ -189,8 +189,8 @@ def _crossval(
     given=(),
 ) -> dict:
     """Cross-validate ``config['stream']`` (a ``streams.train`` config; ``given``: the options a user typed) over
-    group folds of WORK; see the module. ``protocol="main-source"``: one fold instead, each class's main group in
-    training in every fold, its other groups held out in turn (``main_source_folds``, at most ``folds`` folds); only
+    group folds of WORK; see the module. ``protocol="main-source"``: each class's main group in training in every
+    fold, its other groups held out in turn (``main_source_folds``, at most ``folds`` folds); only
     those videos get out-of-fold scores."""
     from .registry import resolve_config, spec_of
     from .train import train  # (torch is loaded only when training starts)
@@ -331,7 +331,8 @@ def _crossval(
     write_json(run / "crossval.json", summary)
     write_text(run / "crossval.md", crossval_markdown(summary))
     log(
-        f"{name}: {len(tests)} group folds x {len(seeds)} seeds: top-1 {100 * summary['top1_mean']:.1f} "
+        f"{name}: {len(tests)} {'main-source' if protocol == 'main-source' else 'group'} folds x {len(seeds)} seeds: "
+        f"top-1 {100 * summary['top1_mean']:.1f} "
         f"± {100 * summary['top1_sd']:.1f} %, out-of-fold {100 * pooled['top1']:.1f} % "
         f"[{100 * ci[0]:.1f}, {100 * ci[1]:.1f}] (groups resampled){_hidden_line(summary)}; {run / 'crossval.md'}"
     )

@@ -168,12 +168,16 @@ class _ClipDataset(Dataset):
             out[n, 0] = inside[:, ::-1] if flip else inside
         return out
 
-    def with_persons(self, pixels: np.ndarray, i: int, items, shape, box, flip: bool):
-        """``pixels`` (N, C, S, S) as the persons mode asks: unchanged, hidden, or a ``PixelClip`` with the masks."""
+    def with_persons(self, pixels: np.ndarray, i: int, items, shape, box, flip: bool, *, per_item: int = 1):
+        """``pixels`` (N, C, S, S) as the persons mode asks: unchanged, hidden, or a ``PixelClip`` with the masks.
+        ``items``: the stored items they show, ``per_item`` of them each (a flow stack's L fields: its mask is where
+        anybody is in any of them)."""
         pixels = np.ascontiguousarray(pixels, np.float32)
         if self.persons == "keep":
             return torch.from_numpy(pixels)
-        masks = self.person_masks(i, items, shape, box, pixels.shape[-1], flip)
+        size = pixels.shape[-1]
+        masks = self.person_masks(i, items, shape, box, size, flip)
+        masks = masks.reshape(len(pixels), per_item, size, size).max(1, keepdims=True)
         if self.persons == "hide":
             return torch.from_numpy(pixels * (1 - masks))
         return PixelClip(torch.from_numpy(pixels), torch.from_numpy(masks))
@@ -389,14 +393,7 @@ class FlowStacks(_ClipDataset):
         stacks = stacks.reshape(len(picks), 2 * self.stack, self.size, self.size)
         if flip:
             stacks = flip_flow_stack(stacks)
-        if self.persons == "keep":
-            return torch.from_numpy(np.ascontiguousarray(stacks, np.float32))
-        # a stack's persons: where anybody is in any of its L fields
-        masks = self.person_masks(i, np.concatenate(picks), (h, w), box, self.size, flip)
-        masks = masks.reshape(len(picks), self.stack, self.size, self.size).max(1, keepdims=True)
-        if self.persons == "hide":
-            return torch.from_numpy(np.ascontiguousarray(stacks * (1 - masks), np.float32))
-        return PixelClip(torch.from_numpy(np.ascontiguousarray(stacks, np.float32)), torch.from_numpy(masks))
+        return self.with_persons(stacks, i, np.concatenate(picks), (h, w), box, flip, per_item=self.stack)
 
 
 def pose_features(pose: dict, width: int, height: int) -> np.ndarray:

@@ -83,8 +83,7 @@ def measure(config: dict, model, device, scored: dict, *, log=print) -> dict:
     full-frame scores just made) with every person hidden; returns the record written to RUN/scene_reliance.json.
     A split without labels is skipped; a stream that reads no pixels, or a work directory without pose, records
     why nothing was measured."""
-    from preprocess import load_manifest
-
+    from .crossval import group_of
     from .registry import create_dataset, spec_of
     from .train import evaluate
 
@@ -100,7 +99,6 @@ def measure(config: dict, model, device, scored: dict, *, log=print) -> dict:
         )
         return record
     work = Path(config["work"])
-    group_of = {v.video_id: v.group for v in load_manifest(work).videos}
     for split, (probs, labels) in scored.items():
         if not (np.asarray(labels) >= 0).any():
             continue
@@ -111,7 +109,7 @@ def measure(config: dict, model, device, scored: dict, *, log=print) -> dict:
             return record
         dataset.set_persons("hide")
         hidden, _, _ = evaluate(model, dataset, device, batch_size=config["batch_size"], vote=config["vote"])
-        groups = [group_of.get(v.video_id) or v.video_id for v in dataset.videos]
+        groups = [group_of(v) for v in dataset.videos]
         record["splits"][split] = reliance_of(probs, hidden, labels, groups, seed=config["seed"])
     record["persons"] = _persons_found(work, [v.video_id for v in dataset.videos])
     record["status"] = "measured" if record["splits"] else "not measured: no labelled split"

@@ -93,10 +93,9 @@ def train_step(model, optimizer, criterion, x, labels, device, *, confusion: flo
     with the batch's ``videos``): its group loss through gradient reversal is added."""
     with autocast(device):
         if isinstance(x, PixelClip):
-            pixels = x.pixels.to(device, non_blocking=True)
-            persons = x.persons.to(device, non_blocking=True)
-            hidden = persons.flatten(1).amax(1) > 0
-            both = model(torch.cat([pixels, (pixels * (1 - persons))[hidden]]))
+            clip = PixelClip(x.pixels.to(device, non_blocking=True), x.persons.to(device, non_blocking=True))
+            hidden = clip.persons.flatten(1).amax(1) > 0
+            both = model(torch.cat([clip.pixels, clip.hidden()[hidden]]))
             logits = both[: len(labels)]
             loss = criterion(logits.float(), labels)
             if confusion and bool(hidden.any()):
@@ -493,8 +492,9 @@ def scene_adversary(config: dict, model, train_set, device, log=print):
     if not weight:
         return None
     from .adversary import SceneAdversary
+    from .crossval import group_of
 
-    groups = [v.group if v.group not in (None, "") else v.video_id for v in train_set.videos]
+    groups = [group_of(v) for v in train_set.videos]
     adversary = SceneAdversary(model, train_set.labels, groups, weight).to(device)
     if not adversary.active:
         log("scene adversary off: no class has training clips of several groups (a group would be its style)")

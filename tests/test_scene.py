@@ -341,3 +341,20 @@ def test_scene_adversary_reverses_gradients_within_classes_of_several_groups(bac
     record = _train_rgb(work, run, scene_adversary=0.5, epochs=2, min_epoch_clips=32)  # resumes with its head
     assert json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])["epoch"] == 2
     assert record["status"] == "measured"
+
+
+def test_hidden_flow_stacks_have_no_motion_where_the_persons_are(tiny_work):
+    from streams.registry import create_dataset, resolve_config
+
+    config = resolve_config({"stream": "flow", "work": str(tiny_work), "preset": "small", "size": 64})
+    full = create_dataset(config, tiny_work, "val", train=False)
+    marked = create_dataset(config, tiny_work, "val", train=False)
+    marked.set_persons("mark")
+    hidden = create_dataset(config, tiny_work, "val", train=False)
+    hidden.set_persons("hide")
+    x, clip, x_hidden = full[0][0].numpy(), marked[0][0], hidden[0][0].numpy()
+    persons = clip.persons.numpy()  # (K, 1, S, S): anybody in any of the stack's fields
+    assert persons.shape == (x.shape[0], 1, 64, 64) and 0 < persons.mean() < 1
+    assert np.array_equal(clip.pixels.numpy(), x) and np.array_equal(clip.hidden().numpy(), x_hidden)
+    assert (x_hidden[np.broadcast_to(persons, x.shape) > 0] == 0).all()  # no motion inside the boxes
+    assert np.array_equal(x_hidden[np.broadcast_to(persons, x.shape) == 0], x[np.broadcast_to(persons, x.shape) == 0])
