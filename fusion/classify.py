@@ -2,12 +2,14 @@
 
 ::
 
-    fusion.json ──► runs (streams.run.Run) ──► the stages they need, dependencies first (pose before dancer crops),
-                                               with their training parameters ──► a scratch work directory per
-                                               training work directory ──► each run's scores ──► fused
+    REPORT/fusion.json ─┐
+    or a model bundle  ─┴► runs (streams.run.Run) ──► the stages they recorded, dependencies first (pose before
+                                                       dancer crops) ──► a scratch work directory per recorded
+                                                       preprocessing ──► each run's scores ──► fused
 
-The videos are preprocessed with exactly the parameters the training work directory recorded (resize, Farneback,
-pose model, crops, ...), each stream scores them with its best checkpoint (every seed's, for a --seeds run) and its
+The videos are preprocessed with exactly the data parameters each run recorded at training (resize, Farneback, pose
+model found by its SHA-256, crops, ...; ``RUN/preprocessing.json``) and this machine's execution settings (device),
+each stream scores them with its best checkpoint (every seed's, for a --seeds run; or its ONNX export) and its
 evaluation views, and the fitted fusion (``REPORT/fusion.json`` from ``bin/fuse``) combines the scores.
 """
 
@@ -23,7 +25,7 @@ from preprocess import DataError, Manifest, Source, VideoRecord, probe
 from preprocess.batch import atomic_path, read_json, run_batch
 from preprocess.flow import stored_params, to_pixels
 from preprocess.flow.visualize import flow_to_rgb, wheel_legend
-from preprocess.stages import STAGE_ORDER, stage_task
+from preprocess.stages import STAGE_ORDER, for_this_machine, stage_task
 from preprocess.video import read_frames
 from streams.run import Run
 
@@ -60,17 +62,6 @@ def scratch_params(params: dict, training_short_side: int | None, ratio: float =
     return params
 
 
-def _training_short_side(work: Path) -> int | None:
-    """The training videos' median short side."""
-    from preprocess import load_manifest
-
-    try:
-        videos = load_manifest(work).videos
-    except DataError:
-        return None
-    return int(np.median([min(v.width, v.height) for v in videos])) if videos else None
-
-
 def load_fusion(report: str | Path) -> tuple[FusionMethod, list[str], dict[str, Run]]:
     """(the fitted method, its class names, {stream: Run}) of ``REPORT/fusion.json``, each run checked against the
     stream it is named for and the classes."""
@@ -100,41 +91,57 @@ def load_fusion(report: str | Path) -> tuple[FusionMethod, list[str], dict[str, 
     return method, classes, runs
 
 
-def new_video_stages(runs: list[Run]) -> dict[Path, dict[str, dict]]:
-    """{training work directory: {stage: the parameters new videos get}} for ``runs``, stages in dependency order
-    (pose before the crops that read it): the training parameters, sized for new videos (``scratch_params``)."""
-    out: dict[Path, dict[str, dict]] = {}
+def load_fused(report=None, model=None) -> tuple[FusionMethod, list[str], dict[str, Run], tuple[Path, ...]]:
+    """(method, classes, {stream: Run}, pose model files it carries) of a report (``bin/fuse``'s REPORT) or of a
+    model bundle (``bin/export-model``'s folder or archive, checked against its manifest first): one, not both."""
+    if (report is None) == (model is None):
+        raise DataError("--model" if model else "--report", "give a report (--report) or a model bundle (--model)")
+    if model is not None:
+        from .bundle import load_bundle
+
+        return load_bundle(model)
+    return (*load_fusion(report), ())
+
+
+def new_video_stages(runs: list[Run], *, device: str = "auto", pose_models=()) -> dict[str, dict[str, dict]]:
+    """{preprocessing key: {stage: the parameters new videos get}} for ``runs`` (runs that recorded the same
+    preprocessing share one), stages in dependency order (pose before the crops that read it): each run's recorded
+    data parameters, sized for new videos (``scratch_params``), its pose model found on this machine by SHA-256
+    (``pose_models``: a bundle's copy first), and this machine's execution settings (``device``)."""
+    from preprocess.pose.backends import recorded_model
+
+    out: dict[str, dict[str, dict]] = {}
     for run in runs:
-        if run.work in out:
+        if run.preprocessing_key in out:
             continue
+        if any(s not in STAGE_ORDER for s in run.spec.stages):
+            raise DataError(
+                run.path / "config.json", f"bin/classify does not preprocess new videos for a {run.name} stream yet"
+            )
         stages = {}
-        for member in (r for r in runs if r.work == run.work):
-            if any(s not in STAGE_ORDER for s in member.spec.stages):
-                raise DataError(
-                    member.path / "config.json",
-                    f"bin/classify does not preprocess new videos for a {member.name} stream yet",
-                )
-            stages.update(member.stages)
-        short_side = _training_short_side(run.work)
-        out[run.work] = {
-            stage: stages[stage] if stage == "pose" else scratch_params(stages[stage], short_side)
-            for stage in STAGE_ORDER
-            if stage in stages
-        }
+        for stage, params in run.stages.items():
+            params = recorded_model(params, also=pose_models) if stage == "pose" else params
+            params = params if stage == "pose" else scratch_params(params, run.video_short_side)
+            stages[stage] = for_this_machine(stage, params, device)
+        out[run.preprocessing_key] = stages
     return out
 
 
-def preprocess_like(runs: list[Run], manifest: Manifest, scratch: Path, workers: int | None) -> tuple[dict, dict]:
-    """Preprocess ``manifest``'s videos for ``runs``: one scratch work directory per training work directory, its
-    stages run in dependency order with the training parameters. ({training work: scratch work}, {video id: the
-    first failure's line})."""
+def preprocess_like(
+    runs: list[Run], manifest: Manifest, scratch: Path, workers: int | None, *, device: str = "auto", pose_models=()
+) -> tuple[dict, dict]:
+    """Preprocess ``manifest``'s videos for ``runs``: one scratch work directory per preprocessing the runs recorded,
+    its stages run in dependency order with the training parameters. ({preprocessing key: scratch work}, {video id:
+    the first failure's line})."""
     folders, failures = {}, {}
-    for work, stages in new_video_stages(runs).items():
+    for key, stages in new_video_stages(runs, device=device, pose_models=pose_models).items():
         folder = scratch / f"work{len(folders)}"
         manifest.save(folder)
-        folders[work] = folder
+        folders[key] = folder
         for stage, params in stages.items():
-            summary = run_batch(stage_task(stage, params), manifest, folder, workers=workers)
+            summary = run_batch(
+                stage_task(stage, params, device=params.get("device", "cpu")), manifest, folder, workers=workers
+            )
             for failure in summary.failed:
                 failures.setdefault(failure["video_id"], failure["error"])
     return folders, failures
@@ -174,11 +181,20 @@ def new_video_record(index: int, path: str) -> VideoRecord:
 
 
 def classify(
-    videos: list[str], report: str | Path, scratch: str | Path, *, device: str = "auto", workers: int | None = None
+    videos: list[str],
+    report: str | Path | None,
+    scratch: str | Path,
+    *,
+    device: str = "auto",
+    workers: int | None = None,
+    model: str | Path | None = None,
+    runtime: str = "torch",
 ) -> tuple[list[dict], list[str]]:
     """Per video: {video (the path as given), prediction, probability, caution (why not to trust it, or None), fused
-    {class: p}, streams {stream: {class: p}}, preprocessed {stage: its scratch work directory}}; and failures."""
-    method, classes, runs = load_fusion(report)
+    {class: p}, streams {stream: {class: p}}, preprocessed {stage: its scratch work directory}}; and failures.
+    The fused model is ``report``'s fusion.json and runs, or the model bundle ``model`` (``fusion.bundle``);
+    ``runtime``: the stream networks in PyTorch or (a bundle's) ONNX exports in onnxruntime."""
+    method, classes, runs, pose_models = load_fused(report, model)
     scratch = Path(scratch)
 
     records, failures, typed = [], [], {}
@@ -193,13 +209,15 @@ def classify(
     if not records:
         return [], failures
     manifest = Manifest(str(scratch), classes, records)
-    folders, stage_failures = preprocess_like(list(runs.values()), manifest, scratch, workers)
+    folders, stage_failures = preprocess_like(
+        list(runs.values()), manifest, scratch, workers, device=device, pose_models=pose_models
+    )
     failures += list(stage_failures.values())
     failed_ids = set(stage_failures)
 
     probs_by_stream = {}
     for stream, run in runs.items():
-        folder = folders[run.work]
+        folder = folders[run.preprocessing_key]
         ok = [
             r.video_id
             for r in records
@@ -209,7 +227,7 @@ def classify(
         failed_ids |= {r.video_id for r in records if r.video_id not in ok}
         if not ok:
             return [], failures
-        probs, dataset = run.score(folder, "test", video_ids=ok, device=device)
+        probs, dataset = run.score(folder, "test", video_ids=ok, device=device, runtime=runtime)
         for video, p in zip(dataset.videos, probs):
             if np.isfinite(p).all():
                 probs_by_stream.setdefault(stream, {})[video.video_id] = p
@@ -227,7 +245,10 @@ def classify(
     stacked = {s: np.stack([p[r.video_id] for r in done]) for s, p in probs_by_stream.items()}
     fused = method.predict_proba(stacked)
     preprocessed = {
-        stage: str(folders[run.work]) for run in runs.values() for stage in run.stages if stage in ("pose", "flow")
+        stage: str(folders[run.preprocessing_key])
+        for run in runs.values()
+        for stage in run.stages
+        if stage in ("pose", "flow")
     }
     results = []
     for k, r in enumerate(done):

@@ -3,8 +3,8 @@ streams and the fitted fusion, a rolling window at a time.
 
 ::
 
-    fusion.json ──► runs, their models (loaded once) and the stages their work directories recorded
-    LiveSource ──► frames ──► LiveStages (per training work directory: pose, frames, flow, once per frame)
+    fusion.json or a model bundle ──► runs, their networks (loaded once) and the stages they recorded
+    LiveSource ──► frames ──► LiveStages (per recorded preprocessing: pose, frames, flow, once per frame)
     every --every seconds: the last --window seconds ──write_clip──► a scratch work directory (one video, "live")
                            ──► each run's evaluation of it (its views, sampling, input statistics) ──► fused
                            ──► one JSON line: time, window, per-stream and fused probabilities, caution, drops
@@ -32,16 +32,17 @@ from pathlib import Path
 
 import numpy as np
 
-from preprocess import DataError, load_manifest
+from preprocess import DataError
 from preprocess.batch import atomic_path
 from preprocess.live import LIVE_ID, LiveSource, LiveStages
 
-from .classify import caution, load_fusion, new_video_stages
+from .classify import caution, load_fused, new_video_stages
 
 
 def training_seconds(runs) -> float:
-    """The median length of the training videos of the runs' work directories: how much a run saw of a video."""
-    lengths = [v.frame_count / v.fps for run in runs for v in load_manifest(run.work).by_split("train") if v.fps]
+    """The median length of the runs' training videos (as each recorded it): how much a run saw of a video."""
+    lengths = [run.record.get("video_seconds") for run in runs]
+    lengths = [s for s in lengths if s]
     return float(np.median(lengths)) if lengths else 10.0
 
 
@@ -64,7 +65,7 @@ class _Latency:
 
 def classify_live(
     source: str,
-    report: str | Path,
+    report: str | Path | None,
     *,
     window: float | None = None,
     every: float = 1.0,
@@ -72,6 +73,8 @@ def classify_live(
     max_seconds: float | None = None,
     sample_fps: float | None = None,
     device: str = "auto",
+    model: str | Path | None = None,
+    runtime: str = "torch",
     overlay: str | Path | None = None,
     preview: bool = False,
     emit=None,
@@ -93,11 +96,11 @@ def classify_live(
             raise DataError(f"{option} {value:g}", "must be positive")
     if preview:
         check_preview()
-    method, classes, runs = load_fusion(report)
-    by_work = new_video_stages(list(runs.values()))
+    method, classes, runs, pose_models = load_fused(report, model)
+    by_work = new_video_stages(list(runs.values()), device=device, pose_models=pose_models)
     window = window or training_seconds(runs.values())
-    devices = {stream: run.device(device) for stream, run in runs.items()}
-    models = {stream: (run, run.models(devices[stream]), devices[stream]) for stream, run in runs.items()}
+    for run in runs.values():  # (loaded before the source starts, kept by each run)
+        run.networks(run.device(device) if runtime == "torch" else device, runtime)
     rates = [run.sample_fps for run in runs.values() if run.sample_fps]
     live = LiveSource(source, realtime=realtime, sample_fps=sample_fps or max(rates, default=None))
     span, stride = max(2, round(window * live.rate)), max(1, round(every * live.rate))
@@ -126,9 +129,10 @@ def classify_live(
             stage_set.write_clip(folders[work], first, end, classes)
         latency.add("write window", time.perf_counter() - began)
         probs = {}
-        for stream, (run, nets, dev) in models.items():
+        for stream, run in runs.items():
             began = time.perf_counter()
-            probs[stream] = _score_run(run, nets, dev, folders[run.work])
+            folder = folders[run.preprocessing_key]
+            probs[stream] = run.score(folder, "test", video_ids=[LIVE_ID], device=device, runtime=runtime)[0]
             latency.add(f"{stream} stream", time.perf_counter() - began)
         began = time.perf_counter()
         fused = method.predict_proba(probs)[0]
@@ -314,14 +318,3 @@ class _Overlay:
         while self.written <= round(frame.time * self.fps):  # (frames dropped before this one: repeated)
             self.writer.write(canvas)
             self.written += 1
-
-
-def _score_run(run, nets, device, folder: Path) -> np.ndarray:
-    """(1, C): the run's evaluation of the window's clip, the mean over its models as ``Run.score`` takes it."""
-    from streams.train import evaluate
-
-    dataset = run.dataset(folder, "test", video_ids=[LIVE_ID])
-    scores = [
-        evaluate(net, dataset, device, batch_size=run.config["batch_size"], vote=run.config["vote"])[0] for net in nets
-    ]
-    return np.mean(scores, axis=0)

@@ -1,41 +1,147 @@
-"""The preprocessing stages of a work directory (``WORK/<stage>/``), in dependency order, and what each reads of
-another: a stage cropped to the dancers (``--crop dancers``) reads the pose stage's boxes, so pose comes first.
+"""The preprocessing stages of a work directory (``WORK/<stage>/``): one spec per stage, in dependency order.
 
-A training run records nothing of its preprocessing but its work directory; the parameters each stage ran with are
-in that directory (its summary, else any video's sidecar), so ``bin/classify`` can repeat them on new videos.
+::
+
+    StageSpec ─ name             pose, frames, flow (a stage may read only stages before it)
+              ├ task(params)     its batch task (preprocess.batch.run_batch runs it over a manifest)
+              ├ info             the typed reader of one video's sidecar (PoseInfo, FramesInfo, FlowInfo)
+              ├ data_suffix      its data file beside each sidecar
+              ├ reads(params)    the stages whose outputs it reads (dancer crops and dimmed backgrounds read pose)
+              └ execution        the parameters that say how it ran, not what it made (device, batch, compile):
+                                 a trained run records the rest (``data_params``); the machine that uses the run
+                                 chooses these again (``for_this_machine``)
+
+Adding a stage is one spec in ``STAGES``. A training run records the data parameters of every stage it reads
+(``streams.run``, ``RUN/preprocessing.json``), so new videos are prepared exactly as its training videos were even
+after WORK is gone or preprocessed again.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from .batch import DataError, Task, read_json
 
-STAGE_ORDER = ("pose", "frames", "flow")  # a stage may read only stages before it
+
+def _reads_pose(params: dict) -> tuple[str, ...]:
+    reads = params.get("crop") == "dancers" or params.get("background", "keep") != "keep"
+    return ("pose",) if reads else ()
 
 
-def stage_task(stage: str, params: dict) -> Task:
-    """The batch task of one stage with these parameters."""
-    if stage == "pose":
-        from .pose import pose_task
+def _pose_task(params: dict, device: str = "cpu") -> Task:
+    from .pose import pose_task
 
-        return pose_task(params)
-    if stage == "frames":
-        from .video import frames_task
-
-        return frames_task(params)
-    if stage == "flow":
-        from .flow import flow_task
-
-        return flow_task(params)
-    raise DataError(stage, f"not a preprocessing stage of this toolkit ({', '.join(STAGE_ORDER)})")
+    # MediaPipe runs on the CPU only; the ONNX backends take the machine's device
+    return pose_task(params, device="cpu" if params.get("backend") == "mediapipe" else device)
 
 
-def stage_reads(params: dict) -> tuple[str, ...]:
+def _frames_task(params: dict, device: str = "cpu") -> Task:
+    from .video import frames_task
+
+    return frames_task(params)
+
+
+def _flow_task(params: dict, device: str = "cpu") -> Task:
+    from .flow import flow_task
+
+    return flow_task(params)
+
+
+def _flow_here(params: dict, device: str) -> dict:
+    """The torch engine runs on this machine's device, at its default batch; OpenCV's needs nothing."""
+    if params.get("engine") != "torch":
+        return params
+    from .flow.task import flow_params
+
+    return {**params, "device": _resolve_device(device), "batch": flow_params.__kwdefaults__["batch"]}
+
+
+def _info(module: str, name: str):
+    def load():
+        import importlib
+
+        return getattr(importlib.import_module(module, __package__), name)
+
+    return load
+
+
+@dataclass(frozen=True)
+class StageSpec:
+    name: str
+    make_task: Callable[..., Task]
+    data_suffix: str
+    info_class: Callable[[], type]  # (imported on use: the flow engine's module pulls torch in)
+    reads: Callable[[dict], tuple[str, ...]] = lambda params: ()
+    execution: tuple[str, ...] = ()
+    here: Callable[[dict, str], dict] = lambda params, device: params  # execution settings for this machine
+
+    @property
+    def info(self) -> type:
+        """The typed reader of this stage's sidecars (``.read(work, video_id)``)."""
+        return self.info_class()
+
+    def task(self, params: dict, device: str = "cpu") -> Task:
+        return self.make_task(params, device)
+
+
+STAGES: dict[str, StageSpec] = {
+    spec.name: spec
+    for spec in (
+        StageSpec("pose", _pose_task, ".npz", _info(".pose", "PoseInfo")),
+        StageSpec("frames", _frames_task, ".npy", _info(".video", "FramesInfo"), reads=_reads_pose),
+        # the torch engine's device, frames per batch and compilation change its speed, not its flow
+        StageSpec(
+            "flow",
+            _flow_task,
+            ".npy",
+            _info(".flow", "FlowInfo"),
+            reads=_reads_pose,
+            execution=("device", "batch", "compile"),
+            here=_flow_here,
+        ),
+    )
+}
+STAGE_ORDER = tuple(STAGES)  # dependency order
+
+
+def stage_spec(stage: str) -> StageSpec:
+    try:
+        return STAGES[stage]
+    except KeyError:
+        raise DataError(stage, f"not a preprocessing stage of this toolkit ({', '.join(STAGE_ORDER)})") from None
+
+
+def stage_task(stage: str, params: dict, device: str = "cpu") -> Task:
+    """The batch task of one stage with these parameters (``device``: where a stage that can use one runs)."""
+    return stage_spec(stage).task(params, device)
+
+
+def stage_reads(stage: str, params: dict) -> tuple[str, ...]:
     """The stages a stage made with ``params`` reads the outputs of."""
-    reads_pose = params.get("crop") == "dancers" or params.get("background", "keep") != "keep"
-    return ("pose",) if reads_pose else ()
+    return stage_spec(stage).reads(params)
+
+
+def data_params(stage: str, params: dict) -> dict:
+    """``params`` without the stage's execution settings: what defines its data, the part a run records."""
+    execution = stage_spec(stage).execution
+    return {k: v for k, v in params.items() if k not in execution}
+
+
+def for_this_machine(stage: str, params: dict, device: str = "auto") -> dict:
+    """Recorded data parameters made runnable here: the torch flow engine runs on ``device`` (auto: CUDA when
+    there is one, else the CPU), whatever device the training machine used."""
+    return stage_spec(stage).here(data_params(stage, params), device)
+
+
+def _resolve_device(device: str) -> str:
+    if device != "auto":
+        return device
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def recorded_params(work: str | os.PathLike, stage: str) -> dict:
@@ -52,15 +158,16 @@ def recorded_params(work: str | os.PathLike, stage: str) -> dict:
 
 
 def stages_needed(work: str | os.PathLike, stages) -> dict[str, dict]:
-    """{stage: its recorded parameters} for ``stages`` of ``work`` and every stage they read, in dependency order."""
+    """{stage: its recorded data parameters} for ``stages`` of ``work`` and every stage they read, in dependency
+    order (stages that are not preprocessing stages, such as cached features, are left out)."""
     wanted: dict[str, dict] = {}
-    todo = [s for s in stages if s in STAGE_ORDER]
+    todo = [s for s in stages if s in STAGES]
     while todo:
         stage = todo.pop()
         if stage in wanted:
             continue
-        wanted[stage] = recorded_params(work, stage)
-        todo += [s for s in stage_reads(wanted[stage]) if s not in wanted]
+        wanted[stage] = data_params(stage, recorded_params(work, stage))
+        todo += [s for s in stage_reads(stage, wanted[stage]) if s not in wanted]
     return {s: wanted[s] for s in STAGE_ORDER if s in wanted}
 
 
@@ -71,4 +178,40 @@ def verify_work(work: str | os.PathLike) -> dict[str, tuple[int, list[str]]]:
     from .dataset import load_manifest
 
     manifest = load_manifest(work)
-    return {stage: verify_outputs(stage_task(stage, {}), manifest, work) for stage in ("flow", "pose", "frames")}
+    return {stage: verify_outputs(stage_task(stage, {}), manifest, work) for stage in STAGES}
+
+
+PREPROCESSING_FORMAT = 1
+
+
+def preprocessing_record(work: str | os.PathLike, stages) -> dict:
+    """What a trained run records of its preprocessing (``RUN/preprocessing.json``): the data parameters of every
+    stage it reads (and those they read), and its training videos' median short side (new videos of another size
+    are brought to it where the training resize was ``none``: ``fusion.classify.scratch_params``) and length."""
+    import numpy as np
+
+    from .dataset import load_manifest
+
+    manifest = load_manifest(work)
+    videos = manifest.videos
+    lengths = [v.frame_count / v.fps for v in manifest.by_split("train") if v.fps]
+    return {
+        "format": PREPROCESSING_FORMAT,
+        "stages": stages_needed(work, stages),
+        "video_short_side": int(np.median([min(v.width, v.height) for v in videos])) if videos else None,
+        # how long its training videos are (median, seconds): how much of a video the run saw (a live window)
+        "video_seconds": float(np.median(lengths)) if lengths else None,
+        "work": str(Path(work).resolve()),  # (where it was read from: provenance only, never read again)
+    }
+
+
+def differences(a: dict[str, dict], b: dict[str, dict]) -> list[str]:
+    """The parameters two runs' stages disagree on, for the stages both read: ``stage.key: a ≠ b``."""
+    out = []
+    for stage in (s for s in STAGE_ORDER if s in a and s in b):
+        for key in sorted(set(a[stage]) | set(b[stage])):
+            if key == "model" and a[stage].get("model_sha256") == b[stage].get("model_sha256"):
+                continue  # the same pose model found at two paths
+            if a[stage].get(key) != b[stage].get(key):
+                out.append(f"{stage}.{key}: {a[stage].get(key)!r} ≠ {b[stage].get(key)!r}")
+    return out

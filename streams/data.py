@@ -21,9 +21,9 @@ from torch.utils.data import Dataset
 
 from preprocess import DataError, load_manifest, load_pose
 from preprocess.batch import read_json
-from preprocess.flow import FlowInfo, to_pixels
-from preprocess.pose import PoseInfo, flip_permutation
-from preprocess.video import FramesInfo
+from preprocess.flow import to_pixels
+from preprocess.pose import flip_permutation
+from preprocess.stages import STAGES
 from preprocess.video.crop import box_mask, dancer_boxes
 
 from .augment import SKELETON_AUGMENTS, random_skeleton_augment
@@ -54,17 +54,14 @@ class PixelClip(NamedTuple):
         return self.pixels * (1 - self.persons)
 
 
-# The typed reader of each preprocessing stage's sidecars (features: bin/extract-features' own, plain JSON).
-STAGE_INFO = {"frames": FramesInfo, "flow": FlowInfo, "pose": PoseInfo}
-
-
 def _require(work: Path, stage: str, video_ids: list[str]) -> dict:
     """Sidecars of one preprocessing stage for every video (typed: ``FramesInfo``, ``FlowInfo``, ``PoseInfo``), or
     a named error for the first one missing."""
     folder = work / stage
     if not folder.is_dir():
         raise DataError(folder, f"no {stage} preprocessing in this work directory (run bin/preprocess {stage} first)")
-    reader = STAGE_INFO.get(stage)
+    # the typed reader of a preprocessing stage's sidecars (features: bin/extract-features' own, plain JSON)
+    reader = STAGES[stage].info if stage in STAGES else None
     out = {}
     for vid in video_ids:
         if reader is not None:

@@ -25,8 +25,8 @@ import torch.nn.functional as F
 from preprocess.batch import DataError, atomic_path, read_json, write_json, write_text
 
 from . import scene
+from .inference import evaluate
 from .run import Run
-from .train import evaluate
 
 
 def per_video_losses(model, run: Run, split: str, device, video_ids: list[str] | None = None) -> list[dict]:

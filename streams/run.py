@@ -2,35 +2,60 @@
 
 ::
 
-    RUN/config.json ──► config, spec (streams.registry), sample rate, input statistics
-    RUN/best.pt     ──► models()                 (or every seed's, for a bin/train --seeds run)
-    RUN's WORK      ──► stages: {stage: parameters} the run's inputs were preprocessed with (dependencies first)
+    RUN/config.json        ──► config, spec (streams.registry), sample rate, input statistics
+    RUN/best.pt            ──► models(device)   (or every seed's, for a bin/train --seeds run; kept once loaded)
+    RUN/model.onnx         ──► networks(device, "onnx"): the same networks in onnxruntime (a model bundle's)
+    RUN/preprocessing.json ──► stages: {stage: data parameters} its inputs were preprocessed with (dependencies
+                               first), recorded at training (older runs: read from its WORK, said once)
     dataset(work, split) / score(work) ──► the run's scores of any work directory preprocessed the same way
 
 Every command that uses a trained run (classify, inspect, extract-features, export-scores) loads it here, so the
-pipeline a run was trained with is rebuilt in one place.
+pipeline a run was trained with is rebuilt in one place. A run needs its training work directory only to train:
+a model bundle's stream folder (``fusion.bundle``) is a run without one.
 """
 
 from __future__ import annotations
 
+import json
 import os
-from dataclasses import dataclass
+import sys
+from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 
 import numpy as np
 
 from preprocess import DataError
-from preprocess.batch import read_json
+from preprocess.batch import read_json, write_json
 
 from .registry import StreamSpec, spec_of
 
+PREPROCESSING_FILE = "preprocessing.json"
+ONNX_FILE = "model.onnx"
+
+
+def record_preprocessing(run: Path, config: dict, example=None) -> Path:
+    """``RUN/preprocessing.json``: the data parameters of every stage the run reads, taken from its work directory
+    now, so that new videos are prepared as its training videos were whatever becomes of WORK; and the shapes of
+    one evaluation item's network inputs (``example``: what an ONNX export of the network takes)."""
+    from preprocess.stages import preprocessing_record
+
+    record = preprocessing_record(config["work"], spec_of(config).stages)
+    if example is not None:
+        inputs = example if isinstance(example, (tuple, list)) else (example,)
+        record["inputs"] = [{"shape": list(x.shape), "dtype": str(x.dtype).replace("torch.", "")} for x in inputs]
+    path = Path(run) / PREPROCESSING_FILE
+    write_json(path, record)
+    return path
+
 
 def member_runs(run: Path) -> list[Path]:
-    """The run folders whose models score for RUN: RUN itself, or each seed's folder of a ``bin/train --seeds`` run
-    (whose scores are the seeds' mean)."""
+    """The run folders whose models score for RUN: RUN itself, each seed's folder of a ``bin/train --seeds`` run
+    (whose scores are the seeds' mean), or a model bundle stream's ``members/*``."""
     if (run / "best.pt").is_file():
         return [run]
+    if (run / "members").is_dir():
+        return sorted(p for p in (run / "members").iterdir() if (p / "best.pt").is_file())
     side = run / "scores_test.json"
     seeds = read_json(side).get("seed_runs") if side.is_file() else None
     if not seeds:
@@ -54,11 +79,15 @@ def _config_of(path: Path) -> tuple[dict, Path]:
     return read_json(side), side
 
 
+_NOTICED: set[Path] = set()  # runs whose missing record was said once
+
+
 @dataclass(frozen=True)
 class Run:
     path: Path
     config: dict
     spec: StreamSpec
+    _networks: dict = field(default_factory=dict, compare=False, repr=False)  # (runtime, device) → networks
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> Run:
@@ -84,6 +113,9 @@ class Run:
 
     @property
     def work(self) -> Path:
+        """Its training work directory (needed to train and to read an old run's preprocessing only)."""
+        if not self.config.get("work"):
+            raise DataError(self.path / "config.json", "no training work directory: a model bundle's stream")
         return Path(self.config["work"])
 
     @property
@@ -92,7 +124,10 @@ class Run:
 
     @cached_property
     def classes(self) -> list[str]:
-        """The classes its models predict, in their order (from its score files, else its work's manifest)."""
+        """The classes its models predict, in their order (a bundle's config, its score files, else its work's
+        manifest)."""
+        if isinstance(self.config.get("classes"), list):
+            return [str(c) for c in self.config["classes"]]
         for split in ("test", "val", "oof"):
             path = self.path / f"scores_{split}.npz"
             if path.is_file():
@@ -103,12 +138,44 @@ class Run:
         return load_manifest(self.work).classes
 
     @cached_property
-    def stages(self) -> dict[str, dict]:
-        """{stage: the parameters it ran with in the training work directory} for every stage the run reads and
-        every stage those read (dancer crops read pose), dependencies first."""
-        from preprocess.stages import stages_needed
+    def record(self) -> dict:
+        """Its preprocessing record (``RUN/preprocessing.json``; a --seeds run's first seed's). A run trained before
+        runs recorded it reads its work directory as it is now, said once on stderr."""
+        from preprocess.stages import PREPROCESSING_FORMAT, preprocessing_record
 
-        return stages_needed(self.work, self.spec.stages)
+        for folder in (self.path, *self.members):
+            path = folder / PREPROCESSING_FILE
+            if path.is_file():
+                record = read_json(path)
+                if not isinstance(record, dict) or not isinstance(record.get("stages"), dict):
+                    raise DataError(path, "not a preprocessing record (no stages)")
+                if record.get("format", 0) > PREPROCESSING_FORMAT:
+                    raise DataError(path, f"made by a newer release (format {record['format']})")
+                return record
+        if self.path not in _NOTICED:
+            _NOTICED.add(self.path)
+            print(
+                f"{self.path}: trained before runs recorded their preprocessing: its parameters are read from "
+                f"{self.config.get('work')} as it is now",
+                file=sys.stderr,
+            )
+        return preprocessing_record(self.work, self.spec.stages)
+
+    @property
+    def stages(self) -> dict[str, dict]:
+        """{stage: the data parameters its training videos were preprocessed with} for every stage the run reads
+        and every stage those read (dancer crops read pose), dependencies first."""
+        return self.record["stages"]
+
+    @property
+    def video_short_side(self) -> int | None:
+        """Its training videos' median short side (new videos are sized by it where training kept sizes)."""
+        return self.record.get("video_short_side")
+
+    @property
+    def preprocessing_key(self) -> str:
+        """Runs with the same key read the same preprocessing of a new video (one scratch work directory)."""
+        return json.dumps([self.stages, self.video_short_side], sort_keys=True)
 
     def dataset(self, work, split: str = "test", *, video_ids=None, views: int | None = None, train: bool = False):
         """The run's evaluation dataset (its views, sampling rate and input statistics) over ``work``."""
@@ -122,30 +189,51 @@ class Run:
         )
 
     def models(self, device="cpu") -> list:
-        """The best checkpoint's model of each member (one, or every seed), on ``device``, in eval mode."""
-        from .checkpoints import checkpoint_entry, load_checkpoint
+        """The best checkpoint's model of each member (one, or every seed), on ``device``, in eval mode; loaded
+        once per device and kept."""
+        return self.networks(device, "torch")
 
-        out = []
-        for member in self.members:
-            model = self.spec.create_model(self.config, len(self.classes))
-            model.load_state_dict(checkpoint_entry(load_checkpoint(member / "best.pt"), "model", member / "best.pt"))
-            out.append(model.to(device).eval())
+    def networks(self, device="cpu", runtime: str = "torch") -> list:
+        """Each member's network: its PyTorch model on ``device`` (``runtime`` torch), or its ONNX export in
+        onnxruntime (``onnx``: a model bundle's ``model.onnx``). Loaded once and kept."""
+        key = (runtime, str(device))
+        if key in self._networks:
+            return self._networks[key]
+        if runtime == "onnx":
+            from .inference import OnnxNetwork
+
+            missing = [m / ONNX_FILE for m in self.members if not (m / ONNX_FILE).is_file()]
+            if missing:
+                raise DataError(missing[0], "no ONNX export (--runtime onnx reads a model bundle: bin/export-model)")
+            out = [OnnxNetwork(m / ONNX_FILE, str(device)) for m in self.members]
+        elif runtime == "torch":
+            from .checkpoints import checkpoint_entry, load_checkpoint
+
+            out = []
+            for member in self.members:
+                model = self.spec.create_model(self.config, len(self.classes))
+                path = member / "best.pt"
+                model.load_state_dict(checkpoint_entry(load_checkpoint(path), "model", path))
+                out.append(model.to(device).eval())
+        else:
+            raise DataError(f"--runtime {runtime}", "choose torch or onnx")
+        self._networks[key] = out
         return out
 
     def device(self, device: str = "auto"):
-        from .train import pick_device
+        from .inference import pick_device
 
         return pick_device({**self.config, "device": device}, 0)
 
-    def score(self, work, split: str = "test", *, video_ids=None, device: str = "auto"):
-        """(probabilities (N, C): the mean over the members' models, as the run's own scores are; the dataset)."""
-        from .train import evaluate
+    def score(self, work, split: str = "test", *, video_ids=None, device: str = "auto", runtime: str = "torch"):
+        """(probabilities (N, C): the mean over the members' networks, as the run's own scores are; the dataset)."""
+        from .inference import evaluate
 
         dev = self.device(device)
         dataset = self.dataset(work, split, video_ids=video_ids)
         probs = [
-            evaluate(model, dataset, dev, batch_size=self.config["batch_size"], vote=self.config["vote"])[0]
-            for model in self.models(dev)
+            evaluate(net, dataset, dev, batch_size=self.config["batch_size"], vote=self.config["vote"])[0]
+            for net in self.networks(dev if runtime == "torch" else device, runtime)
         ]
         return np.mean(probs, axis=0), dataset
 

@@ -84,8 +84,8 @@ def measure(config: dict, model, device, scored: dict, *, log=print) -> dict:
     A split without labels is skipped; a stream that reads no pixels, or a work directory without pose, records
     why nothing was measured."""
     from .crossval import group_of
+    from .inference import evaluate
     from .registry import create_dataset, spec_of
-    from .train import evaluate
 
     spec = spec_of(config)
     record = {"stream": spec.fusion_name, "variant": spec.name, "applies": reads_pixels(spec), "splits": {}}

@@ -4,7 +4,8 @@ Runs unchanged under ``torchrun`` (DDP: gloo on CPU, nccl on CUDA, a distributed
 writes). Resumes exactly: ``RUN/last.pt`` holds model, optimiser, schedule, epoch, early-stopping state and the RNG
 state, written atomically after every epoch, and the data order and augmentation of an epoch depend only on
 (seed, epoch). Outputs in RUN: ``config.json``, ``last.pt``, ``best.pt``, ``metrics.jsonl`` (one line per epoch),
-``training_curves.png``, ``scores_val.npz`` / ``scores_test.npz`` with JSON sidecars.
+``training_curves.png``, ``scores_val.npz`` / ``scores_test.npz`` with JSON sidecars, ``preprocessing.json``
+(``streams.run``: the data parameters of the stages it read). Scoring (``evaluate``) is ``streams.inference``'s.
 """
 
 from __future__ import annotations
@@ -42,9 +43,11 @@ from .checkpoints import (
     torchvision_weights_url,
 )
 from .data import PixelClip, collate
+from .inference import RankShare, autocast, evaluate, forward_batch, pick_device
 from .metrics import classification_metrics
 from .models import freeze_batchnorm_but_first
 from .registry import create_dataset, create_model, resolve_config, spec_of
+from .run import record_preprocessing
 from .sampling import reference_fps
 
 
@@ -61,19 +64,6 @@ def class_weights(labels: np.ndarray, num_classes: int, mode: str) -> torch.Tens
     weights = np.zeros(num_classes)
     weights[present] = counts.sum() / (present.sum() * counts[present])
     return torch.tensor(weights, dtype=torch.float32)
-
-
-def forward_batch(model, x, device):
-    if isinstance(x, (tuple, list)):
-        return model(x[0].to(device, non_blocking=True), x[1].to(device, non_blocking=True))
-    return model(x.to(device, non_blocking=True))
-
-
-def autocast(device: torch.device):
-    # bf16 autocast on CUDA (no loss scaling needed); full precision on CPU keeps CPU runs deterministic.
-    return (
-        torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast("cpu", enabled=False)
-    )
 
 
 def confusion_loss(logits: torch.Tensor) -> torch.Tensor:
@@ -154,70 +144,6 @@ def train_one_epoch(model, loader, optimizer, criterion, device, *, confusion: f
     }
 
 
-@torch.no_grad()
-def evaluate(model, data, device, *, batch_size: int = 16, workers: int = 0, vote: bool = False):
-    """Video-level scores: softmax averaged over each video's views. With ``vote``, the frame-by-frame protocol
-    (Castro's frame baseline): every sampled frame (each segment of each view; a 2D model's segments are classified
-    one by one, not averaged) votes for its top class, and a video's scores are the fraction of votes per class
-    (ties go to the higher mean probability). Returns (probs (N, C) float32, labels (N,), mean loss).
-
-    ``data``: a dataset, or a loader from ``evaluation_loader`` (made once per run; under DDP each rank's loader
-    holds its share of the items, the per-video sums are added over ranks, and every rank returns the whole)."""
-    model.eval()
-    if isinstance(data, DataLoader):
-        loader, dataset = data, data.dataset
-    else:
-        dataset = data
-        loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers, collate_fn=collate)
-    n_videos, n_classes = len(dataset.videos), len(dataset.classes)
-    sums = np.zeros((n_videos, n_classes), np.float64)
-    votes = np.zeros((n_videos, n_classes), np.float64)
-    counts = np.zeros(n_videos)
-    loss_sum, loss_n = 0.0, 0
-    criterion = nn.CrossEntropyLoss()
-    per_segment = vote and hasattr(getattr(model, "module", model), "segment_logits")
-    for x, labels, videos, _ in loader:
-        with autocast(device):
-            if per_segment:
-                segments = model.segment_logits(x.to(device, non_blocking=True)).float()  # (B, K, C)
-                logits = segments.mean(1)
-            else:
-                logits = forward_batch(model, x, device).float()
-                segments = logits[:, None]
-        known = labels >= 0
-        if known.any():
-            loss_sum += float(criterion(logits[known.to(logits.device)], labels[known].to(device))) * int(known.sum())
-            loss_n += int(known.sum())
-        probs = torch.softmax(segments, -1).cpu().numpy()  # (B, K, C)
-        idx = np.repeat(videos.numpy(), probs.shape[1])
-        flat = probs.reshape(-1, n_classes)
-        np.add.at(sums, idx, flat)
-        np.add.at(votes, (idx, flat.argmax(1)), 1)
-        np.add.at(counts, idx, 1)
-    if isinstance(loader.sampler, RankShare):  # (one rank's share: the shares are added up)
-        sums, votes, counts, (loss_sum, loss_n) = _sum_over_ranks(
-            sums, votes, counts, [loss_sum, loss_n], device=device
-        )
-    mean = sums / counts[:, None]
-    if vote:
-        # ties between voted classes go to the higher mean probability
-        scores = votes / counts[:, None] + 1e-6 * mean
-        scores = scores / scores.sum(1, keepdims=True)
-    else:
-        scores = mean
-    return scores.astype(np.float32), dataset.labels.copy(), loss_sum / max(loss_n, 1)
-
-
-def _sum_over_ranks(*arrays, device):
-    """Each array summed over the DDP ranks (float64, on the backend's device: NCCL refuses CPU tensors)."""
-    out = []
-    for a in arrays:
-        t = torch.as_tensor(np.asarray(a, np.float64), device=device)
-        dist.all_reduce(t)
-        out.append(t.cpu().numpy())
-    return out
-
-
 def _distributed(config: dict) -> tuple[int, int, torch.device]:
     """(rank, world size, device) under torchrun or alone. Each process takes its LOCAL_RANK's GPU as its current
     device before the process group starts; the backend follows the device (NCCL for CUDA, which refuses CPU
@@ -230,17 +156,6 @@ def _distributed(config: dict) -> tuple[int, int, torch.device]:
     if world > 1 and not dist.is_initialized():
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     return (dist.get_rank(), world, device) if world > 1 else (0, 1, device)
-
-
-def pick_device(config: dict, rank: int) -> torch.device:
-    if config["device"] != "auto":
-        device = torch.device(config["device"])
-        if device.type == "cuda" and device.index is None and torch.cuda.is_available():
-            return torch.device("cuda", int(os.environ.get("LOCAL_RANK", rank)) % torch.cuda.device_count())
-        return device
-    if torch.cuda.is_available():
-        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", rank)) % torch.cuda.device_count())
-    return torch.device("cpu")
 
 
 def rng_states() -> dict:
@@ -581,20 +496,6 @@ def training_loader(train_set, config: dict, rank: int, world: int, device: torc
     return _loader(train_set, config, device, sampler=EpochSampler(base), drop_last=drop_last, generator=generator)
 
 
-class RankShare(Sampler):
-    """Items rank, rank + world, ... of ``n``: one DDP rank's share of an evaluation (``evaluate`` adds the ranks'
-    shares up when its loader has this sampler)."""
-
-    def __init__(self, n: int, rank: int, world: int):
-        self.indices = range(rank, n, world)
-
-    def __iter__(self):
-        return iter(self.indices)
-
-    def __len__(self) -> int:
-        return len(self.indices)
-
-
 def evaluation_loader(dataset, config: dict, rank: int, world: int, device: torch.device | None = None):
     """An evaluation loader, made once per run and dataset: under DDP rank r scores items r, r + world, ... (every
     rank its share of the videos and views, ``RankShare``)."""
@@ -764,6 +665,8 @@ def train(config: dict, log=print, *, on_epoch=None, splits=("val", "test"), giv
         resume(run / "last.pt", config, training, data_digest, log)
         if rank == 0:
             write_json(run / "config.json", config)
+            # what new videos must be prepared as, whatever becomes of WORK, and what the network takes
+            record_preprocessing(run, config, val_set[0][0] if len(val_set) else None)
         # the loaders are made once per run: their workers (and the datasets' caches in them) live for the run
         loader = training_loader(train_set, config, rank, world, device)
         val_loader = evaluation_loader(val_set, config, rank, world, device)

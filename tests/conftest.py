@@ -62,6 +62,16 @@ def tiny_work(tiny_synth, tmp_path_factory) -> Path:
     return work
 
 
+@pytest.fixture(scope="session")
+def tiny_features(tiny_work):
+    """tiny_work with per-frame embeddings of our small CNN (random weights) in features/small."""
+    from streams.features import extract_features
+
+    result = extract_features(tiny_work, preset="small", name="small", size=48, log=lambda *_: None)
+    assert not result["failed"]
+    return tiny_work
+
+
 def write_lossless(frames, path, fps):
     """Frames as an FFV1 video: decoded again, they are these pixels exactly (an mp4 would re-encode them)."""
     import cv2

@@ -24,17 +24,6 @@ from streams.sampling import clip_duration, item_times, items_at, reference_fps,
 from streams.train import train
 from tests.conftest import REPO, run_bin
 
-
-@pytest.fixture(scope="module")
-def tiny_features(tiny_work):
-    """tiny_work with per-frame embeddings of our small CNN (random weights) in features/small."""
-    from streams.features import extract_features
-
-    result = extract_features(tiny_work, preset="small", name="small", size=48, log=lambda *_: None)
-    assert not result["failed"]
-    return tiny_work
-
-
 FAST = {
     "epochs": 3,
     "batch_size": 8,

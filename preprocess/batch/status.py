@@ -11,9 +11,6 @@ from pathlib import Path
 from .errors import DataError
 from .storage import read_json
 
-# the stages of preprocess/ and their main data files
-STAGES = {"flow": ".npy", "frames": ".npy", "pose": ".npz"}
-
 
 def stage_status(out_dir: Path, video_ids: list[str], data_suffix: str) -> dict:
     """{done, failed (video_id, error), missing, summaries, parameter_sets} of one stage folder."""
@@ -54,10 +51,12 @@ def stage_status(out_dir: Path, video_ids: list[str], data_suffix: str) -> dict:
 
 def work_status(work: str | Path, video_ids: list[str]) -> dict[str, dict]:
     """``stage_status`` of every stage folder WORK has."""
+    from ..stages import STAGES  # (the registry imports this package: read when called)
+
     work = Path(work)
     return {
-        stage: stage_status(work / stage, video_ids, suffix)
-        for stage, suffix in STAGES.items()
+        stage: stage_status(work / stage, video_ids, spec.data_suffix)
+        for stage, spec in STAGES.items()
         if (work / stage).is_dir()
     }
 

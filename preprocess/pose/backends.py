@@ -413,3 +413,37 @@ def create_pose_model(params: dict, device: str = "cpu"):
     if params["backend"] == "movenet":
         return MoveNetMultiPose(params["model"], max_persons=params["max_persons"], device=device)
     raise ValueError(f"unknown pose backend {params['backend']!r}")
+
+
+MODEL_ENVS = {"mediapipe": MODEL_ENV, "movenet": MOVENET_MODEL_ENV, "onnx": ONNX_MODEL_ENV}
+
+
+def recorded_model(params: dict, *, also=()) -> dict:
+    """Pose parameters a run recorded, with their model file found on this machine: the first of ``also`` (a model
+    bundle's own copy), the recorded path, $DANCE_*_MODEL of its backend, shared/models and the user cache (each by
+    the recorded file's name) whose SHA-256 is the recorded one. A file of that name with another SHA-256 is refused
+    by name (another model would give other skeletons than the run was trained on); none found: a named error."""
+    sha, recorded = params.get("model_sha256"), params.get("model")
+    if not sha or not recorded:
+        return params  # (imported skeletons: no model to find)
+    name = Path(str(recorded)).name
+    env = os.environ.get(MODEL_ENVS.get(params.get("backend"), ""), "")
+    candidates = [*map(Path, also), Path(recorded), *([Path(env)] if env else [])]
+    candidates += [shared_dir() / "models" / name, cache_dir() / name]
+    mismatched = []
+    for path in dict.fromkeys(candidates):
+        if path.is_file():
+            if file_sha256(path) == sha:
+                return {**params, "model": str(path.resolve())}
+            mismatched.append(path)
+    if mismatched:
+        raise DataError(
+            mismatched[0],
+            f"pose model SHA-256 differs from the one the run was trained with ({sha[:12]}…): another {name}",
+        )
+    looked = "; ".join(map(str, dict.fromkeys(candidates)))
+    raise DataError(
+        name,
+        f"pose model not found (SHA-256 {sha[:12]}…): put it in {shared_dir() / 'models'} or set "
+        f"${MODEL_ENVS.get(params.get('backend'), MODEL_ENV)} (looked in: {looked})",
+    )
