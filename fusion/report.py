@@ -151,6 +151,7 @@ def run_ablation(
     them. Validation that shares groups with training flatters whatever those groups have in common (a scene, a
     camera), and every choice made on it leans that way; out-of-fold scores do not."""
     runs = [Path(os.path.abspath(r)) for r in runs]  # fusion.json is read from anywhere: absolute paths
+    check_same_preprocessing(runs)
     final = Path(out)
     final.parent.mkdir(parents=True, exist_ok=True)
     for stale in final.parent.glob(f"{PARTIAL}{final.name}.*"):  # left by a killed run
@@ -165,6 +166,31 @@ def run_ablation(
         raise
     swap_in(out, final)
     return report
+
+
+def check_same_preprocessing(runs: list[Path]) -> None:
+    """Runs fused together must have read the same preprocessing where they share a stage (the pose that dims the
+    RGB frames is the pose stream's, the frames the same size, ...): else a named error with the first difference.
+    Runs with no readable record (a crossval folder of scores only, an old run whose WORK is gone) are not compared."""
+    from preprocess.stages import differences
+    from streams.run import Run
+
+    seen = []
+    for path in runs:
+        try:
+            run = Run.load(path)
+            stages = run.stages
+        except DataError:
+            continue
+        for other, other_stages in seen:
+            differ = differences(other_stages, stages)
+            if differ:
+                raise DataError(
+                    path,
+                    f"read other preprocessing than {other} where both read the same stage ({'; '.join(differ[:3])}): "
+                    "fuse runs of one work directory's preprocessing",
+                )
+        seen.append((path, stages))
 
 
 REPORT_FILES = ("ablation.md", "ablation.json", "ablation.csv", "fusion.json", "subsets.png", "confusion_*.png")

@@ -109,3 +109,109 @@ def test_an_unexportable_network_is_named():
 
     with pytest.raises(DataError, match="Eig cannot be exported to ONNX"):
         export_onnx(Eig(), torch.eye(3)[None], "/tmp/never.onnx")
+
+
+@pytest.fixture(scope="module")
+def flow_bundle(flow_report, tmp_path_factory):
+    """flow_report's model exported, then copied to another folder: (bundle copy, report)."""
+    _, _, report = flow_report
+    root = tmp_path_factory.mktemp("flow_bundle")
+    made = run_bin("export-model", report, root / "made")
+    assert made.returncode == 0, made.stderr
+    shutil.copytree(root / "made", root / "elsewhere")
+    return root / "elsewhere", report
+
+
+def test_a_copied_bundle_classifies_as_the_report_does_in_torch_and_onnx(flow_bundle, flow_report, tiny_synth):
+    bundle, report = flow_bundle
+    _, run, _ = flow_report
+    card = (bundle / "README.md").read_text()
+    assert "## Test figures" in card and "groups" in card and "flow" in card
+    assert not [p for p in bundle.rglob("*.json") if str(run.parent) in p.read_text()]  # no training paths
+    video = next((tiny_synth / "videos" / "tango").glob("*.mp4"))
+    reference = classified(video, "--report", report)
+    runtime_torch = classified(video, "--model", bundle)
+    runtime_onnx = classified(video, "--model", bundle, "--runtime", "onnx")
+    for stream, probs in reference["streams"].items():
+        assert runtime_torch["streams"][stream] == pytest.approx(probs, abs=1e-6)
+        assert runtime_onnx["streams"][stream] == pytest.approx(probs, abs=1e-4)
+    assert runtime_torch["prediction"] == runtime_onnx["prediction"] == reference["prediction"]
+
+
+def test_bad_bundles_and_bad_options_are_refused_by_name(flow_bundle, flow_report, tiny_synth, tmp_path):
+    bundle, report = flow_bundle
+    video = next((tiny_synth / "videos" / "tango").glob("*.mp4"))
+
+    def refused(folder, pattern):
+        result = run_bin("classify", video, "--model", folder)
+        assert result.returncode != 0 and "Traceback" not in result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1 and pattern in result.stderr, result.stderr
+
+    altered = tmp_path / "altered"
+    shutil.copytree(bundle, altered)
+    weights = altered / "streams" / "flow" / "members" / "0" / "best.pt"
+    data = bytearray(weights.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # one byte changed
+    weights.write_bytes(bytes(data))
+    refused(altered, "best.pt: altered: its SHA-256 differs from the bundle's manifest")
+    missing = tmp_path / "missing"
+    shutil.copytree(bundle, missing)
+    (missing / "streams" / "flow" / "config.json").unlink()
+    refused(missing, "config.json: missing from the bundle")
+    newer = tmp_path / "newer"
+    shutil.copytree(bundle, newer)
+    info = json.loads((newer / "bundle.json").read_text())
+    (newer / "bundle.json").write_text(json.dumps({**info, "format": 99}))
+    refused(newer, "made by a newer release (bundle format 99")
+    both = run_bin("classify", video, "--model", bundle, "--report", report)
+    assert both.returncode == 2 and "one of them, not both" in both.stderr
+    onnx_alone = run_bin("classify", video, "--report", report, "--runtime", "onnx")
+    assert onnx_alone.returncode == 2 and "--runtime onnx: only with --model" in onnx_alone.stderr
+    # export into a folder that holds something: refused, and with --force replaced whole
+    taken = tmp_path / "taken"
+    taken.mkdir()
+    (taken / "notes.txt").write_text("mine")
+    result = run_bin("export-model", report, taken)
+    assert result.returncode != 0 and "exists and is not empty (--force replaces it)" in result.stderr
+    assert run_bin("export-model", report, taken, "--force").returncode == 0
+    assert not (taken / "notes.txt").exists() and (taken / "manifest.json").is_file()
+    # one archive file: classifies as the folder does
+    archive = tmp_path / "model.tar"
+    assert run_bin("export-model", report, archive, "--archive", "tar").returncode == 0
+    assert classified(video, "--model", archive)["fused"] == pytest.approx(
+        classified(video, "--model", bundle)["fused"], abs=1e-6
+    )
+
+
+def test_a_pose_model_is_found_by_its_sha256_and_another_is_refused(tmp_path, monkeypatch):
+    from preprocess.pose.backends import file_sha256, recorded_model
+
+    model = tmp_path / "a" / "pose_model.task"
+    model.parent.mkdir()
+    model.write_bytes(b"the model the run was trained with")
+    params = {"backend": "mediapipe", "model": str(model), "model_sha256": file_sha256(model)}
+    moved = tmp_path / "b" / "pose_model.task"
+    moved.parent.mkdir()
+    model.rename(moved)
+    monkeypatch.setenv("DANCE_POSE_MODEL", str(moved))  # found elsewhere, by its SHA-256
+    assert recorded_model(params)["model"] == str(moved.resolve())
+    moved.write_bytes(b"another model of the same name")
+    with pytest.raises(DataError, match="pose model SHA-256 differs from the one the run was trained with"):
+        recorded_model(params)
+    moved.unlink()
+    monkeypatch.setenv("DANCE_SHARED", str(tmp_path / "nowhere"))
+    with pytest.raises(DataError, match="pose model not found"):
+        recorded_model(params)
+
+
+def test_fused_runs_must_agree_on_the_stages_they_share(tiny_work, tmp_path):
+    from streams.train import train
+
+    for stream in ("rgb", "pose"):
+        train(run_config(stream, tiny_work, tmp_path / stream, **ONE_EPOCH), log=lambda *_: None)
+    record = json.loads((tmp_path / "pose" / "preprocessing.json").read_text())
+    record["stages"]["pose"]["step"] = 2  # as if its pose had been made every second frame
+    (tmp_path / "pose" / "preprocessing.json").write_text(json.dumps(record))
+    result = run_bin("fuse", tmp_path / "rgb", tmp_path / "pose", "--out", tmp_path / "report")
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert "read other preprocessing than" in result.stderr and "pose.step: 1 ≠ 2" in result.stderr

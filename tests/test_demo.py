@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import subprocess
 
 import pytest
@@ -93,6 +94,44 @@ def test_classify_new_videos_with_the_fitted_fusion(demo, tmp_path):
         assert len(frames) == 16 and height > 96 and width >= 128 + 96
         # written at the source's rate (the tiny preset's 12 fps), not a fixed 25, so it plays in step
         assert probe(Source(answer["overlay"])).fps == pytest.approx(probe(Source(answer["video"])).fps) == 12
+
+
+def test_the_demo_model_travels_without_its_training_folders(demo, tmp_path):
+    """bin/demo's bundle (MediaPipe's model inside it) copied elsewhere classifies as the report does, offline and
+    live, in PyTorch and ONNX Runtime; and the report still does with WORK gone (issue 32)."""
+    out, result = demo
+    assert "model bundle" in result.stdout and result.stdout.count("at 12 fps") >= 2  # both runtimes, one video
+    bundle = tmp_path / "bundle"
+    shutil.copytree(out / "model", bundle)
+    assert (bundle / "pose" / "pose_landmarker_full.task").is_file()  # Apache-2.0: it travels
+    synth = json.loads((out / "synthetic" / "synth.json").read_text())
+    video = out / "synthetic" / synth["clips"][5]["video"]
+    live = ["--live", video, "--as-fast-as-possible", "--window", "1", "--every", "1"]
+
+    def answer(*args):
+        done = run_bin("classify", *args, *(() if "--live" in args else ("--json",)))
+        assert done.returncode == 0, done.stderr[-2000:]
+        lines = done.stdout.splitlines() if "--live" in args else [json.dumps(a) for a in json.loads(done.stdout)]
+        return [json.loads(line)["streams"] for line in lines]
+
+    before = answer(video, "--report", out / "report"), answer(*live, "--report", out / "report")
+    away = {name: out / f"{name}.away" for name in ("work", "runs")}
+    os.replace(out / "work", away["work"])  # the training work directory gone
+    try:
+        after = answer(video, "--report", out / "report"), answer(*live, "--report", out / "report")
+        os.replace(out / "runs", away["runs"])  # and the runs: only the bundle is left
+        try:
+            bundled = answer(video, "--model", bundle), answer(*live, "--model", bundle)
+            onnx = answer(video, "--model", bundle, "--runtime", "onnx")
+        finally:
+            os.replace(away["runs"], out / "runs")
+    finally:
+        os.replace(away["work"], out / "work")
+    for expected, got, tolerance in ((before, after, 1e-6), (before, bundled, 1e-6), (before[:1], (onnx,), 1e-4)):
+        for mode_expected, mode_got in zip(expected, got, strict=True):
+            for a, b in zip(mode_expected, mode_got, strict=True):
+                for stream in a:
+                    assert b[stream] == pytest.approx(a[stream], abs=tolerance), stream
 
 
 def test_live_windows_are_scored_as_offline_classify_scores_the_same_stretch(demo, tmp_path):
