@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,25 +34,12 @@ class StreamScores:
 
 def load_scores(run: str | Path, split: str) -> StreamScores:
     """``RUN/scores_<split>.npz`` with its sidecar; a named error when missing or off-contract."""
+    from streams.scores import read_score_file, score_path
+
     run = Path(run)
-    path = run / f"scores_{split}.npz"
-    if not path.is_file():
-        how = (
-            "cross-validate the stream with bin/crossval into this run" if split == "oof" else "train it with bin/train"
-        )
-        raise DataError(path, f"no {split} scores in this run ({how} first)")
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            arrays = {k: data[k] for k in ("video_ids", "labels", "probs", "classes")}
-    except (KeyError, ValueError, OSError, EOFError, zipfile.BadZipFile) as err:
-        raise DataError(path, f"not a whole score file ({type(err).__name__}: {err})") from None
-    probs = arrays["probs"].astype(np.float64)
-    if probs.ndim != 2 or probs.shape != (len(arrays["video_ids"]), len(arrays["classes"])):
-        raise DataError(
-            path,
-            f"probs shape {probs.shape} does not match {len(arrays['video_ids'])} videos x "
-            f"{len(arrays['classes'])} classes",
-        )
+    path = score_path(run, split)
+    arrays = read_score_file(run, split)
+    probs = arrays["probs"]
     bad = ~np.isfinite(probs).all(1)
     if bad.any():
         names = ", ".join(map(str, arrays["video_ids"][bad][:5])) + (" ..." if bad.sum() > 5 else "")
@@ -62,14 +48,7 @@ def load_scores(run: str | Path, split: str) -> StreamScores:
         )
     side = run / f"scores_{split}.json"
     stream = read_json(side).get("stream", run.name) if side.is_file() else run.name
-    return StreamScores(
-        stream,
-        arrays["video_ids"].astype(str),
-        arrays["labels"].astype(np.int64),
-        probs,
-        [str(c) for c in arrays["classes"]],
-        str(path),
-    )
+    return StreamScores(stream, arrays["video_ids"], arrays["labels"], probs, arrays["classes"], str(path))
 
 
 def align(streams: list[StreamScores]) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray, list[str]]:

@@ -21,11 +21,12 @@ from pathlib import Path
 import numpy as np
 
 from preprocess import DataError, load_manifest
-from preprocess.batch import atomic_path, folder_lock, read_json, write_json, write_text
+from preprocess.batch import folder_lock, read_json, write_json, write_text
 
 from . import scene
 from .metrics import classification_metrics
 from .sampling import reference_fps
+from .scores import read_score_file, write_score_file
 from .stats import group_bootstrap_ci
 
 POOLS = ("trainval", "all")
@@ -254,8 +255,8 @@ def _crossval(
                 log=lambda line, k=k, seed=seed: log(f"  [fold {k} seed {seed}] {line}"),
                 given=given,
             )
-            with np.load(fold_run / "scores_test.npz", allow_pickle=False) as data:
-                ids, probs = data["video_ids"].astype(str), data["probs"].astype(np.float64)
+            fold_scores = read_score_file(fold_run, "test")
+            ids, probs = fold_scores["video_ids"], fold_scores["probs"]
             for vid, p in zip(ids, probs):
                 oof[index[vid]] += p / len(seeds)
             rows.append(
@@ -308,20 +309,15 @@ def _crossval(
         "scene_reliance": scene_summary(rows),
         "config": {k: v for k, v in config.items() if k not in ("run", "work")},
     }
-    path = run / "scores_oof.npz"
-    with atomic_path(path, suffix=".npz") as tmp, open(tmp, "wb") as handle:
-        np.savez(
-            handle,
-            video_ids=np.array([v.video_id for v in videos], dtype=np.str_),
-            labels=y,
-            probs=oof.astype(np.float32),
-            classes=np.array(manifest.classes, dtype=np.str_),
-        )
-    write_json(
-        run / "scores_oof.json",
-        {
+    write_score_file(
+        run,
+        "oof",
+        video_ids=[v.video_id for v in videos],
+        labels=y,
+        probs=oof,
+        classes=manifest.classes,
+        sidecar={
             "stream": name,
-            "split": "oof",
             "groups": {v.video_id: g for v, g in zip(videos, groups)},
             "folds": {videos[i].video_id: k for k, test in enumerate(tests) for i in test},
             "metrics": pooled,

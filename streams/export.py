@@ -15,8 +15,6 @@ import io
 import pickle
 from pathlib import Path
 
-import numpy as np
-
 from preprocess.batch import atomic_path
 
 
@@ -36,10 +34,11 @@ class _Tensor:
 def export_mmaction_scores(run, split: str, out) -> int:
     """Write ``out`` (.pkl) from RUN/scores_<split>.npz; returns the number of videos."""
     from .run import Run
+    from .scores import read_score_file
 
-    path = Run.load(run).score_file(split)
-    with np.load(path, allow_pickle=False) as data:
-        ids, labels, probs = data["video_ids"], data["labels"], data["probs"]
+    Run.load(run).score_file(split)  # (a named error when the run has none)
+    scores = read_score_file(Run.load(run).path, split)
+    ids, labels, probs = scores["video_ids"], scores["labels"], scores["probs"]
     samples = [
         {
             "pred_score": _Tensor([float(p) for p in row], "FloatTensor"),

@@ -27,6 +27,7 @@ from preprocess.batch import DataError, atomic_path, read_json, write_json, writ
 from . import scene
 from .inference import evaluate
 from .run import Run
+from .scores import read_score_file, score_path
 
 
 def per_video_losses(model, run: Run, split: str, device, video_ids: list[str] | None = None) -> list[dict]:
@@ -345,11 +346,10 @@ def plot_pose_importance(model, run: Run, classes, path: Path) -> int:
 
 def plot_error_gallery(run: Path, work: Path, videos: dict, classes, path: Path, per_pair: int = 3, pairs: int = 6):
     """Confused class pairs on test, most frequent first, with up to ``per_pair`` example videos each."""
-    scores = run / "scores_test.npz"
-    if not scores.is_file():
+    if not score_path(run, "test").is_file():
         return []
-    with np.load(scores, allow_pickle=False) as f:
-        probs, labels, ids = f["probs"], f["labels"], [str(v) for v in f["video_ids"]]
+    scores = read_score_file(run, "test")
+    probs, labels, ids = scores["probs"], scores["labels"], list(scores["video_ids"])
     predicted = probs.argmax(1)
     confusions: dict[tuple[int, int], list[str]] = {}
     for video_id, y, p in zip(ids, labels, predicted):

@@ -128,11 +128,11 @@ class Run:
         manifest)."""
         if isinstance(self.config.get("classes"), list):
             return [str(c) for c in self.config["classes"]]
+        from .scores import read_score_file, score_path
+
         for split in ("test", "val", "oof"):
-            path = self.path / f"scores_{split}.npz"
-            if path.is_file():
-                with np.load(path, allow_pickle=False) as data:
-                    return [str(c) for c in data["classes"]]
+            if score_path(self.path, split).is_file():
+                return read_score_file(self.path, split)["classes"]
         from preprocess import load_manifest
 
         return load_manifest(self.work).classes

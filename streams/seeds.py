@@ -13,16 +13,16 @@ from pathlib import Path
 
 import numpy as np
 
-from preprocess.batch import DataError, atomic_path, read_json, write_json, write_text
+from preprocess.batch import DataError, read_json, write_text
 
 from .metrics import classification_metrics
 from .registry import spec_of
+from .scores import read_score_file, write_score_file
 from .train import train
 
 
 def _read(run: Path, split: str) -> dict:
-    with np.load(run / f"scores_{split}.npz", allow_pickle=False) as data:
-        return {k: data[k] for k in data.files}
+    return read_score_file(run, split)
 
 
 def train_seeds(config: dict, seeds: list[int], log=print, given=()) -> dict:
@@ -48,17 +48,17 @@ def train_seeds(config: dict, seeds: list[int], log=print, given=()) -> dict:
         ensemble[split] = metrics
         for seed, s in scores.items():
             per_seed.setdefault(str(seed), {})[split] = classification_metrics(s["labels"], s["probs"])
-        with atomic_path(run / f"scores_{split}.npz", suffix=".npz") as tmp, open(tmp, "wb") as handle:
-            np.savez(
-                handle, video_ids=first["video_ids"], labels=first["labels"], probs=probs, classes=first["classes"]
-            )
         side = read_json(runs[seeds[0]] / f"scores_{split}.json")
-        write_json(
-            run / f"scores_{split}.json",
-            {
+        write_score_file(
+            run,
+            split,
+            video_ids=first["video_ids"],
+            labels=first["labels"],
+            probs=probs,
+            classes=first["classes"],
+            sidecar={
                 **side,
                 "stream": name,
-                "split": split,
                 "checkpoint": None,
                 "ensemble": f"mean of the probabilities of {len(seeds)} seeds",
                 "seeds": seeds,

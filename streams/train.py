@@ -49,6 +49,7 @@ from .models import freeze_batchnorm_but_first
 from .registry import create_dataset, create_model, resolve_config, spec_of
 from .run import record_preprocessing
 from .sampling import reference_fps
+from .scores import write_score_file
 
 
 def class_weights(labels: np.ndarray, num_classes: int, mode: str) -> torch.Tensor:
@@ -282,28 +283,22 @@ def write_scores(
     run: Path, split: str, dataset, probs: np.ndarray, labels: np.ndarray, config: dict, checkpoint: str, metrics: dict
 ) -> Path:
     """``RUN/scores_<split>.npz`` (the score-file contract) and its JSON sidecar."""
-    path = run / f"scores_{split}.npz"
-    with atomic_path(path, suffix=".npz") as tmp, open(tmp, "wb") as handle:
-        np.savez(
-            handle,
-            video_ids=np.array([v.video_id for v in dataset.videos], dtype=np.str_),
-            labels=labels.astype(np.int64),
-            probs=probs.astype(np.float32),
-            classes=np.array(dataset.classes, dtype=np.str_),
-        )
-    write_json(
-        run / f"scores_{split}.json",
-        {
+    return write_score_file(
+        run,
+        split,
+        video_ids=[v.video_id for v in dataset.videos],
+        labels=labels,
+        probs=probs,
+        classes=dataset.classes,
+        sidecar={
             "stream": spec_of(config).fusion_name,
             "variant": spec_of(config).name,
-            "split": split,
             "checkpoint": checkpoint,
             "config": config,
             "metrics": metrics,
             "work": config["work"],
         },
     )
-    return path
 
 
 def _tensorboard(run: Path):

@@ -80,6 +80,7 @@ def test_bin_commands_run_from_the_shell():
         "tune",
         "inspect",
         "export-scores",
+        "export-model",
     ):
         result = subprocess.run([str(REPO / "bin" / name), "--help"], capture_output=True, text=True, timeout=120)
         assert result.returncode == 0 and "Usage:" in result.stdout, f"bin/{name}: {result.stderr}"
