@@ -109,7 +109,7 @@ def stages_alone(video: str, report, log=print, frames: int = 150) -> dict:
             break
     _, _, runs = load_fusion(report)
     out = {}
-    for stages in new_video_stages(list(runs.values())).values():
+    for stages in new_video_stages(list(runs.values()))[0].values():
         for stage, params in stages.items():
             alone = LiveStages(
                 {stage: params}, fps=source.fps, width=source.width, height=source.height, source=video, keep=4

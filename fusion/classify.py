@@ -103,38 +103,52 @@ def load_fused(report=None, model=None) -> tuple[FusionMethod, list[str], dict[s
     return (*load_fusion(report), ())
 
 
-def new_video_stages(runs: list[Run], *, device: str = "auto", pose_models=()) -> dict[str, dict[str, dict]]:
-    """{preprocessing key: {stage: the parameters new videos get}} for ``runs`` (runs that recorded the same
-    preprocessing share one), stages in dependency order (pose before the crops that read it): each run's recorded
-    data parameters, sized for new videos (``scratch_params``), its pose model found on this machine by SHA-256
-    (``pose_models``: a bundle's copy first), and this machine's execution settings (``device``)."""
+def new_video_stages(
+    runs: list[Run], *, device: str = "auto", pose_models=()
+) -> tuple[dict[str, dict[str, dict]], dict[Path, str]]:
+    """({preprocessing key: {stage: the parameters new videos get}}, {run folder: its key}) for ``runs``: runs whose
+    recorded stages agree where they share one (as runs of one work directory do) share a scratch work directory,
+    its stages in dependency order (pose before the crops that read it), each one computed once. The parameters are
+    the recorded data parameters, sized for new videos (``scratch_params``), the pose model found on this machine by
+    SHA-256 (``pose_models``: a bundle's copy first), with this machine's execution settings (``device``)."""
     from preprocess.pose.backends import recorded_model
+    from preprocess.stages import differences
 
-    out: dict[str, dict[str, dict]] = {}
+    groups: list[tuple[dict, int | None]] = []  # (recorded stages, training videos' short side)
+    key_of: dict[Path, str] = {}
     for run in runs:
-        if run.preprocessing_key in out:
-            continue
         if any(s not in STAGE_ORDER for s in run.spec.stages):
             raise DataError(
                 run.path / "config.json", f"bin/classify does not preprocess new videos for a {run.name} stream yet"
             )
+        for k, (stages, side) in enumerate(groups):
+            if side == run.video_short_side and not differences(stages, run.stages):
+                stages.update(run.stages)
+                key_of[run.path] = str(k)
+                break
+        else:
+            groups.append((dict(run.stages), run.video_short_side))
+            key_of[run.path] = str(len(groups) - 1)
+    out: dict[str, dict[str, dict]] = {}
+    for k, (recorded, side) in enumerate(groups):
         stages = {}
-        for stage, params in run.stages.items():
-            params = recorded_model(params, also=pose_models) if stage == "pose" else params
-            params = params if stage == "pose" else scratch_params(params, run.video_short_side)
+        for stage in (s for s in STAGE_ORDER if s in recorded):
+            params = recorded_model(recorded[stage], also=pose_models) if stage == "pose" else recorded[stage]
+            params = params if stage == "pose" else scratch_params(params, side)
             stages[stage] = for_this_machine(stage, params, device)
-        out[run.preprocessing_key] = stages
-    return out
+        out[str(k)] = stages
+    return out, key_of
 
 
 def preprocess_like(
     runs: list[Run], manifest: Manifest, scratch: Path, workers: int | None, *, device: str = "auto", pose_models=()
 ) -> tuple[dict, dict]:
     """Preprocess ``manifest``'s videos for ``runs``: one scratch work directory per preprocessing the runs recorded,
-    its stages run in dependency order with the training parameters. ({preprocessing key: scratch work}, {video id:
-    the first failure's line})."""
+    its stages run in dependency order with the training parameters. ({run folder: its scratch work}, {video id: the
+    first failure's line})."""
     folders, failures = {}, {}
-    for key, stages in new_video_stages(runs, device=device, pose_models=pose_models).items():
+    groups, key_of = new_video_stages(runs, device=device, pose_models=pose_models)
+    for key, stages in groups.items():
         folder = scratch / f"work{len(folders)}"
         manifest.save(folder)
         folders[key] = folder
@@ -144,7 +158,7 @@ def preprocess_like(
             )
             for failure in summary.failed:
                 failures.setdefault(failure["video_id"], failure["error"])
-    return folders, failures
+    return {path: folders[key] for path, key in key_of.items()}, failures
 
 
 def overlay_names(videos: list[str]) -> dict[str, str]:
@@ -217,7 +231,7 @@ def classify(
 
     probs_by_stream = {}
     for stream, run in runs.items():
-        folder = folders[run.preprocessing_key]
+        folder = folders[run.path]
         ok = [
             r.video_id
             for r in records
@@ -245,10 +259,7 @@ def classify(
     stacked = {s: np.stack([p[r.video_id] for r in done]) for s, p in probs_by_stream.items()}
     fused = method.predict_proba(stacked)
     preprocessed = {
-        stage: str(folders[run.preprocessing_key])
-        for run in runs.values()
-        for stage in run.stages
-        if stage in ("pose", "flow")
+        stage: str(folders[run.path]) for run in runs.values() for stage in run.stages if stage in ("pose", "flow")
     }
     results = []
     for k, r in enumerate(done):

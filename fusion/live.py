@@ -97,7 +97,7 @@ def classify_live(
     if preview:
         check_preview()
     method, classes, runs, pose_models = load_fused(report, model)
-    by_work = new_video_stages(list(runs.values()), device=device, pose_models=pose_models)
+    by_work, key_of = new_video_stages(list(runs.values()), device=device, pose_models=pose_models)
     window = window or training_seconds(runs.values())
     for run in runs.values():  # (loaded before the source starts, kept by each run)
         run.networks(run.device(device) if runtime == "torch" else device, runtime)
@@ -131,7 +131,7 @@ def classify_live(
         probs = {}
         for stream, run in runs.items():
             began = time.perf_counter()
-            folder = folders[run.preprocessing_key]
+            folder = folders[key_of[run.path]]
             probs[stream] = run.score(folder, "test", video_ids=[LIVE_ID], device=device, runtime=runtime)[0]
             latency.add(f"{stream} stream", time.perf_counter() - began)
         began = time.perf_counter()

@@ -16,7 +16,6 @@ a model bundle's stream folder (``fusion.bundle``) is a run without one.
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from dataclasses import dataclass, field
@@ -171,11 +170,6 @@ class Run:
     def video_short_side(self) -> int | None:
         """Its training videos' median short side (new videos are sized by it where training kept sizes)."""
         return self.record.get("video_short_side")
-
-    @property
-    def preprocessing_key(self) -> str:
-        """Runs with the same key read the same preprocessing of a new video (one scratch work directory)."""
-        return json.dumps([self.stages, self.video_short_side], sort_keys=True)
 
     def dataset(self, work, split: str = "test", *, video_ids=None, views: int | None = None, train: bool = False):
         """The run's evaluation dataset (its views, sampling rate and input statistics) over ``work``."""
