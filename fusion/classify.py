@@ -53,15 +53,6 @@ def caution(fused: dict, streams: dict) -> str | None:
     return "; ".join(reasons) or None
 
 
-def scratch_params(params: dict, training_short_side: int | None, ratio: float = 1.5) -> dict:
-    """A stage's parameters for new videos: the training run's, except that a training resize of ``none`` becomes
-    ``short:N`` at the training videos' median short side N, so that a 1080p video is not processed at native size
-    when the training videos were 160 × 120 (flow magnitudes, pose input and frame caches all follow the size)."""
-    if params.get("resize") == "none" and training_short_side:
-        return {**params, "resize": f"short:{int(training_short_side)}"}
-    return params
-
-
 def load_fusion(report: str | Path) -> tuple[FusionMethod, list[str], dict[str, Run]]:
     """(the fitted method, its class names, {stream: Run}) of ``REPORT/fusion.json``, each run checked against the
     stream it is named for and the classes."""
@@ -109,10 +100,10 @@ def new_video_stages(
     """({preprocessing key: {stage: the parameters new videos get}}, {run folder: its key}) for ``runs``: runs whose
     recorded stages agree where they share one (as runs of one work directory do) share a scratch work directory,
     its stages in dependency order (pose before the crops that read it), each one computed once. The parameters are
-    the recorded data parameters, sized for new videos (``scratch_params``), the pose model found on this machine by
-    SHA-256 (``pose_models``: a bundle's copy first), with this machine's execution settings (``device``)."""
-    from preprocess.pose.backends import recorded_model
-    from preprocess.stages import differences
+    the recorded data parameters made right for new videos (``preprocess.stages.for_new_videos``: sized as the training
+    videos were, the pose model found on this machine by SHA-256, ``pose_models`` a bundle's copy first), with this
+    machine's execution settings (``device``)."""
+    from preprocess.stages import differences, for_new_videos
 
     groups: list[tuple[dict, int | None]] = []  # (recorded stages, training videos' short side)
     key_of: dict[Path, str] = {}
@@ -133,8 +124,7 @@ def new_video_stages(
     for k, (recorded, side) in enumerate(groups):
         stages = {}
         for stage in (s for s in STAGE_ORDER if s in recorded):
-            params = recorded_model(recorded[stage], also=pose_models) if stage == "pose" else recorded[stage]
-            params = params if stage == "pose" else scratch_params(params, side)
+            params = for_new_videos(stage, recorded[stage], side, pose_models)
             stages[stage] = for_this_machine(stage, params, device)
         out[str(k)] = stages
     return out, key_of

@@ -37,6 +37,7 @@ import numpy as np
 
 from .batch import DataError, atomic_path, write_sidecar
 from .dataset.manifest import Manifest, VideoRecord
+from .stages import STAGES
 from .video import Resize
 from .video.crop import crop_inputs, dancer_boxes, suppress_background
 from .video.reader import convert_frame, frame_time, opencv_path
@@ -236,22 +237,9 @@ class LiveStages:
         self.count = 0
         self._resize = {stage: Resize.parse(params["resize"]) for stage, params in stages.items()}
         self._pose = None
-        if "pose" in stages:
-            from .pose.task import pose_model_for
-
-            if "backend" not in stages["pose"]:
-                raise DataError("pose stage", "its skeletons were imported (import-pose): no pose model to run live")
-
-            self._pose_model = pose_model_for(stages["pose"])
-            self._pose = self._pose_model.video()
-            self._detect = self._pose.__enter__()
-        if "flow" in stages:
-            from .flow.farneback import FarnebackParams
-
-            params = stages["flow"]
-            self._farneback = FarnebackParams(**params["farneback"])
-            self._torch_engine = params.get("engine") == "torch"
-            self._recent: deque = deque(maxlen=params["offset"] + 1)
+        for stage, params in stages.items():  # (a stage's model or state, made before the frames come)
+            if STAGES[stage].live_start:
+                getattr(self, STAGES[stage].live_start)(params)
         # results are appended by their stage's thread and read by others (an answer's clip, the overlay)
         self._lock = threading.Lock()
         self._progress = threading.Condition()
@@ -329,25 +317,44 @@ class LiveStages:
             self.results[stage].append((number, result))
 
     def _add_to(self, stage: str, frame: LiveFrame) -> None:
-        n, params = frame.number, self.stages[stage]
         began = time.perf_counter()
-        if stage == "pose" and n % params["step"] == 0:
-            from .pose.task import in_video_pixels
-
-            image = convert_frame(frame.image, self._resize[stage], "rgb")
-            people = self._detect(image, frame.time * 1000.0)
-            self._keep(stage, n, in_video_pixels(people, image, self.video(n + 1), params))
-        elif stage == "frames" and n % params["step"] == 0:
-            self._keep(stage, n, convert_frame(frame.image, self._resize[stage], "rgb"))
-        elif stage == "flow":
-            self._add_flow(n, frame.image, params)
+        getattr(self, STAGES[stage].live_add)(frame, self.stages[stage])  # (the stage's per-frame step)
         self.seconds[stage] += time.perf_counter() - began
 
-    def _add_flow(self, n: int, image: np.ndarray, params: dict) -> None:
+    def _start_pose(self, params: dict) -> None:
+        from .pose.task import pose_model_for
+
+        if "backend" not in params:
+            raise DataError("pose stage", "its skeletons were imported (import-pose): no pose model to run live")
+        self._pose_model = pose_model_for(params)
+        self._pose = self._pose_model.video()
+        self._detect = self._pose.__enter__()
+
+    def _start_flow(self, params: dict) -> None:
+        from .flow.farneback import FarnebackParams
+
+        self._farneback = FarnebackParams(**params["farneback"])
+        self._torch_engine = params.get("engine") == "torch"
+        self._recent: deque = deque(maxlen=params["offset"] + 1)
+
+    def _add_pose(self, frame: LiveFrame, params: dict) -> None:
+        if frame.number % params["step"] == 0:
+            from .pose.task import in_video_pixels
+
+            image = convert_frame(frame.image, self._resize["pose"], "rgb")
+            people = self._detect(image, frame.time * 1000.0)
+            self._keep("pose", frame.number, in_video_pixels(people, image, self.video(frame.number + 1), params))
+
+    def _add_frames(self, frame: LiveFrame, params: dict) -> None:
+        if frame.number % params["step"] == 0:
+            self._keep("frames", frame.number, convert_frame(frame.image, self._resize["frames"], "rgb"))
+
+    def _add_flow(self, frame: LiveFrame, params: dict) -> None:
         from .flow.camera import compensate
         from .flow.task import stored_field
 
-        self._recent.append(convert_frame(image, self._resize["flow"], "gray"))
+        n = frame.number
+        self._recent.append(convert_frame(frame.image, self._resize["flow"], "gray"))
         k = params["offset"]
         if len(self._recent) <= k:
             return
@@ -386,17 +393,14 @@ class LiveStages:
         for stage, params in self.stages.items():  # dependency order: the pose a background is dimmed from first
             out_dir = folder / stage
             out_dir.mkdir(parents=True, exist_ok=True)
-            kept = clip[stage]
-            if stage == "pose":
-                from .pose.task import pose_arrays, write_pose
-
-                people = [r for _, r in kept]
-                write_pose(out_dir, video, params, pose_arrays(people, [i for i, _ in kept], params, self.source))
-            elif stage == "frames":
-                self._write_frames(out_dir, video, params, kept)
-            else:
-                self._write_flow(out_dir, video, params, kept)
+            getattr(self, STAGES[stage].live_write)(out_dir, video, params, clip[stage])
         return video
+
+    def _write_pose(self, out_dir: Path, video: VideoRecord, params: dict, kept: list) -> None:
+        from .pose.task import pose_arrays, write_pose
+
+        people = [r for _, r in kept]
+        write_pose(out_dir, video, params, pose_arrays(people, [i for i, _ in kept], params, self.source))
 
     def _write_frames(self, out_dir: Path, video: VideoRecord, params: dict, kept: list) -> None:
         background, inputs = params.get("background", "keep"), {}

@@ -7,6 +7,7 @@
               ├ info             the typed reader of one video's sidecar (PoseInfo, FramesInfo, FlowInfo)
               ├ data_suffix      its data file beside each sidecar
               ├ reads(params)    the stages whose outputs it reads (dancer crops and dimmed backgrounds read pose)
+              ├ live_*           live classification's start (a model), per-frame step and window writer
               └ execution        the parameters that say how it ran, not what it made (device, batch, compile):
                                  a trained run records the rest (``data_params``); the machine that uses the run
                                  chooses these again (``for_this_machine``)
@@ -59,6 +60,27 @@ def _flow_here(params: dict, device: str) -> dict:
     return {**params, "device": _resolve_device(device), "batch": flow_params.__kwdefaults__["batch"]}
 
 
+def scratch_params(params: dict, training_short_side: int | None) -> dict:
+    """A sized stage's parameters for new videos: the training run's, except that a training resize of ``none``
+    becomes ``short:N`` at the training videos' median short side N, so that a 1080p video is not processed at native
+    size when the training videos were 160 × 120 (flow magnitudes, pose input and frame caches all follow the
+    size)."""
+    if params.get("resize") == "none" and training_short_side:
+        return {**params, "resize": f"short:{int(training_short_side)}"}
+    return params
+
+
+def _pose_for_new_videos(params: dict, training_short_side, carried=()) -> dict:
+    """The pose stage keeps its resize (its model sizes its own input) and finds its model file by SHA-256."""
+    from .pose.backends import recorded_model
+
+    return recorded_model(params, also=carried)
+
+
+def _sized_for_new_videos(params: dict, training_short_side, carried=()) -> dict:
+    return scratch_params(params, training_short_side)
+
+
 def _info(module: str, name: str):
     def load():
         import importlib
@@ -77,6 +99,13 @@ class StageSpec:
     reads: Callable[[dict], tuple[str, ...]] = lambda params: ()
     execution: tuple[str, ...] = ()
     here: Callable[[dict, str], dict] = lambda params, device: params  # execution settings for this machine
+    # recorded parameters made right for new videos of another size, on another machine
+    new_videos: Callable[..., dict] = _sized_for_new_videos
+    # live classification (preprocess.live.LiveStages): the method doing its work on one frame as it comes, and the
+    # one writing a window of its results as its batch task writes a video
+    live_start: str = ""
+    live_add: str = ""
+    live_write: str = ""
 
     @property
     def info(self) -> type:
@@ -90,8 +119,24 @@ class StageSpec:
 STAGES: dict[str, StageSpec] = {
     spec.name: spec
     for spec in (
-        StageSpec("pose", _pose_task, ".npz", _info(".pose", "PoseInfo")),
-        StageSpec("frames", _frames_task, ".npy", _info(".video", "FramesInfo"), reads=_reads_pose),
+        StageSpec(
+            "pose",
+            _pose_task,
+            ".npz",
+            _info(".pose", "PoseInfo"),
+            live_start="_start_pose",
+            live_add="_add_pose",
+            live_write="_write_pose",
+        ),
+        StageSpec(
+            "frames",
+            _frames_task,
+            ".npy",
+            _info(".video", "FramesInfo"),
+            reads=_reads_pose,
+            live_add="_add_frames",
+            live_write="_write_frames",
+        ),
         # the torch engine's device, frames per batch and compilation change its speed, not its flow
         StageSpec(
             "flow",
@@ -101,6 +146,9 @@ STAGES: dict[str, StageSpec] = {
             reads=_reads_pose,
             execution=("device", "batch", "compile"),
             here=_flow_here,
+            live_start="_start_flow",
+            live_add="_add_flow",
+            live_write="_write_flow",
         ),
     )
 }
@@ -128,6 +176,12 @@ def data_params(stage: str, params: dict) -> dict:
     """``params`` without the stage's execution settings: what defines its data, the part a run records."""
     execution = stage_spec(stage).execution
     return {k: v for k, v in params.items() if k not in execution}
+
+
+def for_new_videos(stage: str, params: dict, training_short_side: int | None, carried_models=()) -> dict:
+    """A run's recorded parameters of ``stage`` for new videos (``StageSpec.new_videos``): frames and flow sized as
+    the training videos were (``scratch_params``), pose with its model file found here by SHA-256."""
+    return stage_spec(stage).new_videos(params, training_short_side, carried_models)
 
 
 def for_this_machine(stage: str, params: dict, device: str = "auto") -> dict:
@@ -187,7 +241,7 @@ PREPROCESSING_FORMAT = 1
 def preprocessing_record(work: str | os.PathLike, stages) -> dict:
     """What a trained run records of its preprocessing (``RUN/preprocessing.json``): the data parameters of every
     stage it reads (and those they read), and its training videos' median short side (new videos of another size
-    are brought to it where the training resize was ``none``: ``fusion.classify.scratch_params``) and length."""
+    are brought to it where the training resize was ``none``: ``scratch_params``) and length."""
     import numpy as np
 
     from .dataset import load_manifest

@@ -111,7 +111,8 @@ def test_holm_and_carrying_streams():
 
 
 def test_classify_caution_rule_and_resize_policy_for_new_videos():
-    from fusion.classify import caution, scratch_params
+    from fusion.classify import caution
+    from preprocess.stages import scratch_params
 
     sure = {"ballet": 0.8, "tango": 0.2}
     agree = {"rgb": {"ballet": 0.6, "tango": 0.4}, "flow": {"ballet": 0.9, "tango": 0.1}}
