@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import re
 import statistics
@@ -37,6 +38,28 @@ from preprocess.batch import atomic_path
 from preprocess.live import LIVE_ID, LiveSource, LiveStages
 
 from .classify import caution, load_fused, new_video_stages
+
+
+def remove_stale_scratch(place: Path) -> list[Path]:
+    """Remove the scratch folders ``live-<pid>-*`` in ``place`` whose process is gone (a live run killed with
+    SIGKILL cannot remove its own; in /dev/shm each holds memory). Returns what was removed."""
+    import shutil
+
+    removed = []
+    for folder in place.glob("live-*-*"):
+        pid = folder.name.split("-")[1]
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            os.kill(int(pid), 0)
+            continue  # alive (or another user's: not ours to remove)
+        except ProcessLookupError:
+            pass
+        except PermissionError:
+            continue
+        shutil.rmtree(folder, ignore_errors=True)
+        removed.append(folder)
+    return removed
 
 
 def training_seconds(runs) -> float:
@@ -92,8 +115,8 @@ def classify_live(
     log = log or (lambda line: print(line, file=sys.stderr, flush=True))
     given = {"--every": every, "--window": window, "--max-seconds": max_seconds, "--sample-fps": sample_fps}
     for option, value in given.items():
-        if value is not None and not value > 0:
-            raise DataError(f"{option} {value:g}", "must be positive")
+        if value is not None and not (value > 0 and math.isfinite(value)):
+            raise DataError(f"{option} {value:g}", "must be a positive, finite number of seconds or frames a second")
     if preview:
         check_preview()
     method, classes, runs, pose_models = load_fused(report, model)
@@ -114,7 +137,9 @@ def classify_live(
     latency, times, updates, last_update = _Latency(), [], 0, 0
     # each answer rewrites its window's arrays: in memory (tmpfs) where the system has it, not on a disk
     shm = Path("/dev/shm")
-    scratch = tempfile.TemporaryDirectory(prefix="live-", dir=shm if shm.is_dir() and os.access(shm, os.W_OK) else None)
+    place = shm if shm.is_dir() and os.access(shm, os.W_OK) else Path(tempfile.gettempdir())
+    remove_stale_scratch(place)
+    scratch = tempfile.TemporaryDirectory(prefix=f"live-{os.getpid()}-", dir=place)
     folders = {work: Path(scratch.name) / f"work{i}" for i, work in enumerate(stages)}
 
     def score(end: int, final: bool, arrived: float) -> None:

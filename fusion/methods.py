@@ -318,9 +318,22 @@ class StackingFusion(FusionMethod):
 
     def _load_state(self, state):
         self.C, self.num_classes_ = state["C"], state["num_classes"]
-        coef = np.asarray(state["coef"], float)
-        if not np.isfinite(coef).all() or not np.isfinite(np.asarray(state["intercept"], float)).all():
+        coef, intercept = np.asarray(state["coef"], float), np.asarray(state["intercept"], float)
+        if not np.isfinite(coef).all() or not np.isfinite(intercept).all():
             raise FusionFileError("coef, intercept: not finite numbers")
+        # checked here, when the file is read, not when the first videos have been preprocessed
+        labels = np.asarray(state.get("label_indices", state.get("classes")))
+        if not isinstance(self.num_classes_, int) or self.num_classes_ < 2:
+            raise FusionFileError(f"num_classes: {self.num_classes_!r} is not a number of classes")
+        features = len(self.streams_) * self.num_classes_
+        rows = 1 if len(labels) == 2 else len(labels)
+        if coef.shape != (rows, features):
+            raise FusionFileError(
+                f"coef: shape {coef.shape}, not ({rows}, {features}) ({len(labels)} labels; {len(self.streams_)} "
+                f"streams × {self.num_classes_} classes)"
+            )
+        if intercept.shape != (rows,):
+            raise FusionFileError(f"intercept: shape {intercept.shape}, not ({rows},)")
         # A fitted regression rebuilt from its parameters: scikit-learn's own predict_proba then applies them.
         self.model_ = LogisticRegression(C=self.C)
         # (a file of an earlier release kept them under "classes", which the class names then overwrote)

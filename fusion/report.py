@@ -55,8 +55,9 @@ def _dataset_info(runs: list[Path]) -> dict:
             info["split_groups"] = {
                 s: sorted({v.group for v in manifest.by_split(s)}) for s in ("train", "val", "test")
             }
-    except Exception:  # noqa: BLE001 - the report still stands on the score files alone
-        pass
+    except (DataError, OSError, ValueError, KeyError, TypeError) as err:
+        # the report still stands on the score files alone, but without groups no fitted choice can be checked
+        info["manifest_error"] = str(err).splitlines()[0] if str(err) else type(err).__name__
     return info
 
 
@@ -245,7 +246,12 @@ def _write_report(runs, out, methods, calibrate, resamples, seed, fit_on) -> dic
         shared = {"shared": len(val_groups & train_groups), "val_groups": len(val_groups)}
 
     fit_groups = _fit_groups(runs[0], fit_on, val_ids, group_of)
-    support = fitting_support(val_labels, fit_groups, shared_with_training=shared["shared"] if shared else 0)
+    support = fitting_support(
+        val_labels,
+        fit_groups,
+        shared_with_training=shared["shared"] if shared else 0,
+        groups_unknown=info.get("manifest_error") if fit_groups is None else None,
+    )
 
     best_name, single_ties = best_single_stream(val_probs, val_labels)
     results, fitted = ablation_rows(

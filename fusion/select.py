@@ -46,27 +46,44 @@ MIN_FITTING_GROUPS = 3
 MAX_GROUP_PURITY = 0.75
 
 
-def fitting_support(labels: np.ndarray, groups, *, shared_with_training: int = 0) -> dict:
+def fitting_support(labels: np.ndarray, groups, *, shared_with_training: int = 0, groups_unknown=None) -> dict:
     """Can the fitting videos support a fitted choice (method, weights, stacking, the best single stream)?
 
     Not when (a) they share groups with the streams' training (``shared_with_training`` groups: validation
     clips of the training sources flatter what a stream learnt of those sources: a venue, a camera), (b) they
-    come from fewer than ``MIN_FITTING_GROUPS`` groups, or (c) their groups nearly determine their class (group
-    purity: the mean share, over videos, of its group's videos having its class, at least ``MAX_GROUP_PURITY``;
-    1.0 when each source video holds one style, as in street-dance collections; 1/classes when every performer
-    does every class, as in Weizmann). Then a rule that fits nothing is the honest default. Returns the counts and
-    ``reasons`` (empty when the fitting data can support a choice)."""
+    come from fewer than ``MIN_FITTING_GROUPS`` groups, (c) their groups nearly determine their class (group
+    purity: the mean share, over the videos of groups of two or more, of its group's videos having its class, at
+    least ``MAX_GROUP_PURITY``; 1.0 when each source video holds one style, as in street-dance
+    collections; about 1/classes when every performer does every class, as in Weizmann), or (d) nothing says which
+    videos belong together: no manifest to read groups from (``groups_unknown``: why), or every video its own group
+    (a dataset ingested without groups: singletons say nothing about confounding, so they are not counted as
+    pure). Then a rule that fits nothing is the honest default. Returns the counts and ``reasons`` (empty when the
+    fitting data can support a choice)."""
     labels = np.asarray(labels)
     out = {"videos": int(len(labels)), "classes": int(len(set(labels.tolist()))), "groups": None, "purity": None}
     reasons = []
     if shared_with_training:
         reasons.append(f"the fitting videos share {shared_with_training} groups with the streams' training")
+    if groups is None and groups_unknown:
+        reasons.append(f"the videos' groups are unknown ({groups_unknown}): no choice can be checked on groups")
     if groups is not None:
         groups = np.asarray(groups).astype(str)
-        names, inverse = np.unique(groups, return_inverse=True)
-        same = np.array([np.mean(labels[inverse == inverse[i]] == labels[i]) for i in range(len(labels))])
-        out["groups"], out["purity"] = int(len(names)), float(same.mean()) if len(same) else None
-        if len(names) < MIN_FITTING_GROUPS:
+        names, inverse, counts = np.unique(groups, return_inverse=True, return_counts=True)
+        shared = counts[inverse] >= 2  # videos whose group holds another video
+        same = np.array(
+            [
+                (np.sum(labels[inverse == inverse[i]] == labels[i]) - 1) / (counts[inverse[i]] - 1)
+                for i in np.flatnonzero(shared)
+            ]
+        )
+        out["groups"] = int(len(names))
+        out["purity"] = float(same.mean()) if len(same) else None
+        if not shared.any():
+            reasons.append(
+                f"every one of the {len(labels)} fitting videos is its own group: no group information (ingest with "
+                "a group column or --group-regex), so a choice cannot be checked on groups it was not fitted on"
+            )
+        elif len(names) < MIN_FITTING_GROUPS:
             reasons.append(
                 f"{len(names)} groups among the {len(labels)} fitting videos (fewer than {MIN_FITTING_GROUPS})"
             )

@@ -71,8 +71,14 @@ class LiveSource:
     ):
         self.spec, self.stall_seconds = str(spec), stall_seconds
         self.is_file = not (self.spec.isdigit() or re.match(r"^[a-zA-Z][a-zA-Z0-9+.-]*://", self.spec))
-        if self.is_file and not Path(self.spec).is_file():
-            raise DataError(self.spec, "no such file, camera index or stream URL")
+        if self.is_file:
+            path = Path(self.spec)
+            if path.is_dir():
+                raise DataError(self.spec, "a folder, not a video (give one video file, a camera index or a URL)")
+            if path.exists() and not path.is_file():  # a FIFO, a socket, a device: not a video file OpenCV can seek
+                raise DataError(self.spec, "not a regular file (a pipe or device): give a video file, camera or URL")
+            if not path.exists():
+                raise DataError(self.spec, "no such file, camera index or stream URL")
         target = int(self.spec) if self.spec.isdigit() else opencv_path(self.spec)
         self.cap = cv2.VideoCapture(target)
         if not self.cap.isOpened():

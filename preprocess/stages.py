@@ -203,12 +203,28 @@ def recorded_params(work: str | os.PathLike, stage: str) -> dict:
     folder = Path(work) / stage
     summary = folder / "summary.json"
     if summary.is_file():
-        return read_json(summary)["params"]
+        data = read_json(summary)
+        return checked_params(summary, data.get("params") if isinstance(data, dict) else None)
     for side in sorted(folder.glob("*.json")):
         data = read_json(side)
         if isinstance(data, dict) and "params" in data and "video_id" in data:
-            return data["params"]
+            return checked_params(side, data["params"])
     raise DataError(folder, f"no {stage} parameters recorded in the training work directory")
+
+
+def checked_params(path, params) -> dict:
+    """A stage's recorded parameters, or a named error for the file they came from (not an object, a resize that
+    is not one), before anything runs with them."""
+    from .video import Resize
+
+    if not isinstance(params, dict):
+        raise DataError(path, f"params: {str(params)[:60]!r} is not the parameters of a stage (a JSON object)")
+    if "resize" in params:
+        try:
+            Resize.parse(params["resize"])
+        except (ValueError, TypeError, AttributeError):
+            raise DataError(path, f"params.resize: {params['resize']!r} is not a resize policy") from None
+    return params
 
 
 def stages_needed(work: str | os.PathLike, stages) -> dict[str, dict]:

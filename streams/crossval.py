@@ -55,6 +55,16 @@ def group_folds(labels: list[str], groups: list[str], folds: int, seed: int) -> 
     return [test for _, test in splitter.split(np.zeros(len(labels)), labels, groups)]
 
 
+def _fold_without_training(tests, labels, groups, seed: int) -> int | None:
+    """The first fold whose training split would be empty once its validation videos are taken, or None."""
+    for k, test in enumerate(tests):
+        rest = np.setdiff1d(np.arange(len(labels)), test)
+        picked, _ = validation_split([labels[i] for i in rest], [groups[i] for i in rest], seed + k)
+        if len(rest) - len(rest[picked]) == 0:
+            return k
+    return None
+
+
 def _clip_start(video_id: str) -> float | None:
     """The start (seconds) a clip id ``<source>_<start>_<duration>`` names, else None."""
     parts = video_id.rsplit("_", 2)
@@ -230,6 +240,21 @@ def _crossval(
             log(line)
     else:
         tests = group_folds(labels, groups, folds, config["seed"])
+        if _fold_without_training(tests, labels, groups, config["seed"]) is not None:
+            fewer = [
+                k
+                for k in range(2, len(tests))
+                if _fold_without_training(
+                    group_folds(labels, groups, k, config["seed"]), labels, groups, config["seed"]
+                )
+                is None
+            ]
+            allowed = f"at most {max(fewer)} folds" if fewer else "no number of folds works: give it more groups"
+            raise DataError(
+                work / "manifest.json",
+                f"the {pool} pool ({len(videos)} videos, {len(set(groups))} groups) is too small for {len(tests)} "
+                f"folds: a fold would leave no training video once its validation groups are taken ({allowed})",
+            )
     root = run / "crossval"
     n_classes = len(manifest.classes)
     oof = np.zeros((len(videos), n_classes), np.float64)

@@ -140,7 +140,7 @@ class Run:
     def record(self) -> dict:
         """Its preprocessing record (``RUN/preprocessing.json``; a --seeds run's first seed's). A run trained before
         runs recorded it reads its work directory as it is now, said once on stderr."""
-        from preprocess.stages import PREPROCESSING_FORMAT, preprocessing_record
+        from preprocess.stages import PREPROCESSING_FORMAT, checked_params, preprocessing_record
 
         for folder in (self.path, *self.members):
             path = folder / PREPROCESSING_FILE
@@ -150,6 +150,8 @@ class Run:
                     raise DataError(path, "not a preprocessing record (no stages)")
                 if record.get("format", 0) > PREPROCESSING_FORMAT:
                     raise DataError(path, f"made by a newer release (format {record['format']})")
+                for params in record["stages"].values():
+                    checked_params(path, params)
                 return record
         if self.path not in _NOTICED:
             _NOTICED.add(self.path)

@@ -123,19 +123,20 @@ def group_sign_flip_p(
     """Two-sided p-value of "a and b are equally accurate" when clips come in groups: McNemar's idea one level up.
     Each group's difference in hits (a − b) is its unit; under the null hypothesis the sign of each is a coin flip,
     so the p-value is the share of sign patterns whose total is at least as far from zero as the one observed
-    (every pattern when there are at most 16 groups, else ``resamples`` random ones). With few groups it cannot be
-    small (4 groups: at least 0.125), as the group-level intervals are wide: the two agree."""
+    (every pattern when there are at most 16 groups, else ``resamples`` random ones, counted with the observed one
+    as (k + 1) / (n + 1) so that a sampled p-value is never 0). With few groups it cannot be small (4 groups: at least
+    0.125), as the group-level intervals are wide: the two agree."""
     _, inverse = np.unique(np.asarray(groups), return_inverse=True)
     d = _per_group(np.asarray(correct_a, float) - np.asarray(correct_b, float), inverse)
     d = d[d != 0]
     if d.size == 0:
         return 1.0
     observed = abs(d.sum()) - 1e-9
-    if d.size <= 16:
+    if d.size <= 16:  # every pattern, the observed one among them: exact
         signs = 1 - 2 * ((np.arange(2**d.size)[:, None] >> np.arange(d.size)) & 1)
-    else:
-        signs = np.random.default_rng(seed).choice([-1.0, 1.0], size=(resamples, d.size))
-    return float((np.abs(signs @ d) >= observed).mean())
+        return float((np.abs(signs @ d) >= observed).mean())
+    signs = np.random.default_rng(seed).choice([-1.0, 1.0], size=(resamples, d.size))
+    return float(((np.abs(signs @ d) >= observed).sum() + 1) / (resamples + 1))
 
 
 def holm(pvalues: list[float]) -> list[float]:

@@ -540,6 +540,7 @@ def fit(config: dict, run: Training, loader, val_loader, device, *, rank, world,
         epoch = state["epoch"]
         set_loader_epoch(loader, config, epoch)
         confusion = config.get("human_mask_confusion", 0.0) if loader.dataset.persons == "mark" else 0.0
+        lr = optimizer.param_groups[0]["lr"]  # the rate this epoch trained at (the schedule steps after it)
         stats = train_one_epoch(
             net, loader, optimizer, run.criterion, device, confusion=confusion, adversary=run.adversary
         )
@@ -554,7 +555,7 @@ def fit(config: dict, run: Training, loader, val_loader, device, *, rank, world,
                 **stats,
                 "val_loss": val_loss,
                 **{f"val_{k}": v for k, v in metrics.items()},
-                "lr": optimizer.param_groups[0]["lr"],
+                "lr": lr,
             }
             history.append(row)
             improved = metrics["macro_f1"] > state["best_f1"] + 1e-9

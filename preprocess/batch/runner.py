@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, ClassVar
 from .errors import DataError
 from .pool import available_cores, map_surviving_crashes
 from .progress import Progress
-from .storage import read_json, remove_partials, write_json
+from .storage import folder_lock, read_json, remove_partials, write_json
 
 if TYPE_CHECKING:  # the runner needs no more of a manifest than its videos: no import of the dataset package
     from ..dataset.manifest import Manifest, VideoRecord
@@ -228,6 +228,17 @@ def run_batch(
         workers = default_workers(task, executor, gpus_per_worker)
     out_dir = Path(work) / task.name
     out_dir.mkdir(parents=True, exist_ok=True)
+    # one writer per stage folder and shard (shards of a cluster write their own videos side by side): a second run
+    # is refused by name at once, instead of the two deleting each other's temp files and mixing parameters
+    with folder_lock(out_dir, f"preprocess {task.name} shard {shard[0]} of {shard[1]}"):
+        return _run_batch_locked(
+            task, manifest, out_dir, workers, shard, force, video_ids, executor, ray_address, gpus_per_worker
+        )
+
+
+def _run_batch_locked(
+    task, manifest, out_dir, workers, shard, force, video_ids, executor, ray_address, gpus_per_worker
+):
     videos = shard_videos(manifest.videos, shard)
     if video_ids is not None:
         wanted = set(video_ids)

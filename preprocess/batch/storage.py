@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import re
 import tempfile
 import zipfile
 from contextlib import contextmanager
@@ -95,8 +96,18 @@ def write_npz(path: str | os.PathLike, **arrays) -> None:
 
 
 def read_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
-    with np.load(path, allow_pickle=False) as data:
-        return {k: data[k] for k in data.files}
+    """Every array of an ``.npz``; a named error when it is missing, torn, or not an ``.npz`` at all (NumPy's own
+    message for other bytes would advise loading them unsafely)."""
+    if not os.path.isfile(path):
+        raise DataError(path, "missing")
+    if not zipfile.is_zipfile(path):
+        raise DataError(path, "not an .npz archive (damaged or another kind of file): preprocess this video again")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            return {k: data[k] for k in data.files}
+    except (zipfile.BadZipFile, ValueError, OSError, EOFError, KeyError) as err:
+        reason = (str(err).splitlines() or [type(err).__name__])[0]
+        raise DataError(path, f"a damaged .npz archive ({reason}): preprocess this video again") from None
 
 
 def check_npy(path: str | os.PathLike, shape, dtype) -> str | None:
@@ -183,7 +194,7 @@ def folder_lock(folder: str | os.PathLike, command: str):
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f".lock-{command.replace('bin/', '')}"
+    path = folder / (".lock-" + re.sub(r"[^A-Za-z0-9_.]+", "-", command.replace("bin/", "")))
     handle = open(path, "a+")  # noqa: SIM115 - held open for the block: the lock lives as long as the handle
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -342,10 +342,14 @@ def names_a_manifest(data: str | os.PathLike) -> bool:
 
 def manifest_for(data: str | os.PathLike, work: str | os.PathLike, **ingest_options) -> Manifest:
     """The manifest a preprocessing command works on: DATA is a manifest.json, a work directory holding one, or a
-    dataset, which is ingested into WORK (once: a WORK manifest of the same dataset root is reused)."""
+    dataset, which is ingested into WORK (once: a WORK manifest of the same dataset root is reused). A manifest
+    read from elsewhere is copied into WORK when WORK has none."""
     data = Path(data)
     if names_a_manifest(data):
-        return load_manifest(data)
+        manifest = load_manifest(data)
+        if not (Path(work) / MANIFEST_NAME).is_file():
+            manifest.save(work)  # OUT is a work directory of its own: status, training and classify read it there
+        return manifest
     existing = Path(work) / MANIFEST_NAME
     if existing.is_file():
         manifest = load_manifest(existing)

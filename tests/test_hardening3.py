@@ -1,0 +1,196 @@
+"""Hardening, round 3 (issue 33): each numbered case of the issue, a test that failed before its fix."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+
+import numpy as np
+import pytest
+
+from preprocess import DataError
+from tests.conftest import run_bin
+from tests.test_hardening import FAST_FLOW
+
+
+def work_copy(tiny_work, root, *stages):
+    """tiny_work's manifest and ``stages``, copied where a test may damage them."""
+    work = root / "work"
+    work.mkdir()
+    for name in ("manifest.json", "manifest.csv"):
+        shutil.copy(tiny_work / name, work / name)
+    for stage in stages:
+        shutil.copytree(tiny_work / stage, work / stage)
+    return work
+
+
+# 2. bin/fuse without a readable manifest: the groups are unknown, so the choice is unsupported (never fitted)
+def test_2_fuse_without_the_manifest_says_groups_are_unknown_and_falls_back(tiny_work, tmp_path):
+    from streams.train import train
+
+    work = work_copy(tiny_work, tmp_path, "flow", "pose")
+    for stream, extra in (("flow", FAST_FLOW), ("pose", {"stream": "pose", "frames": 8, "views": 1})):
+        config = {**extra, "stream": stream, "epochs": 1, "min_epoch_clips": 1, "batch_size": 8}
+        train({**config, "work": str(work), "run": str(tmp_path / stream)}, log=lambda *_: None)
+    (work / "manifest.json").unlink()
+    result = run_bin("fuse", tmp_path / "flow", tmp_path / "pose", "--out", tmp_path / "report")
+    assert result.returncode == 0, result.stderr
+    report = json.loads((tmp_path / "report" / "ablation.json").read_text())
+    assert report["default"]["rule"] == "fallback" and not report["fitting_support"]["reliable"]
+    assert any("groups are unknown" in r for r in report["fitting_support"]["reasons"])
+    assert json.loads((tmp_path / "report" / "fusion.json").read_text())["method"] == "mean"
+
+
+# 6. --window inf / --every inf: a named error, not an OverflowError
+@pytest.mark.parametrize("option", ["--window", "--every", "--sample-fps"])
+def test_6_live_refuses_infinite_seconds(tmp_path, option):
+    result = run_bin("classify", "--live", "0", "--report", tmp_path, option, "inf")
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert f"{option} inf: must be a positive, finite number" in result.stderr
+
+
+# 7, 12. A pose .npz that is truncated or not an archive at all: the file named, never NumPy's advice to unpickle
+@pytest.mark.parametrize("damage", ["truncated", "other bytes"])
+def test_7_12_a_damaged_pose_file_is_named(tiny_work, tmp_path, damage):
+    from preprocess import load_manifest, load_pose
+
+    work = work_copy(tiny_work, tmp_path, "pose")
+    video = load_manifest(work).videos[0].video_id
+    path = work / "pose" / f"{video}.npz"
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2] if damage == "truncated" else b"\x80\x04garbage, not a zip" * 20)
+    with pytest.raises(DataError, match=rf"{video}\.npz: (a damaged|not an) \.npz archive") as caught:
+        load_pose(work, video)
+    assert "unsafe" not in str(caught.value) and "pickle" not in str(caught.value)
+    result = run_bin("train", "pose", work, tmp_path / "run", "--epochs", "1", "--frames", "8")
+    assert result.returncode != 0 and "Traceback" not in result.stderr and f"{video}.npz" in result.stderr
+
+
+# 8. A stage summary whose parameters are not parameters: the file and the field named
+@pytest.mark.parametrize(
+    "params, message",
+    [("garbage", "params: 'garbage' is not the parameters of a stage"), ({"resize": 5}, "params.resize: 5 is not")],
+)
+def test_8_damaged_stage_parameters_are_named(tiny_work, tmp_path, params, message):
+    from preprocess.stages import recorded_params
+
+    work = work_copy(tiny_work, tmp_path, "flow")
+    summary = work / "flow" / "summary.json"
+    data = json.loads(summary.read_text())
+    summary.write_text(
+        json.dumps({**data, "params": params if isinstance(params, str) else {**data["params"], **params}})
+    )
+    with pytest.raises(DataError, match=message) as caught:
+        recorded_params(work, "flow")
+    assert str(caught.value).startswith(str(summary))
+
+
+# 13. A stacking fusion.json whose coef has the wrong shape: refused when read, naming the field
+def test_13_a_stacking_coef_of_the_wrong_shape_is_refused_when_read():
+    from fusion.methods import FusionFileError, FusionMethod, create_method
+
+    rng = np.random.default_rng(0)
+    probs = {s: rng.dirichlet(np.ones(4), 40) for s in ("rgb", "flow")}
+    labels = np.arange(40) % 4
+    fitted = create_method("stacking").fit(probs, labels).to_json()
+    assert FusionMethod.from_json(fitted).predict_proba(probs).shape == (40, 4)
+    bad = {**fitted, "coef": np.zeros((4, 20)).tolist()}
+    with pytest.raises(FusionFileError, match=r"coef: shape \(4, 20\), not \(4, 8\)"):
+        FusionMethod.from_json(bad)
+
+
+# 14. Two preprocessing runs of one stage folder at once: the second is refused by name
+def test_14_one_writer_per_stage_folder(tiny_work, tmp_path):
+    from preprocess import load_manifest
+    from preprocess.batch import folder_lock, run_batch
+    from preprocess.flow import FarnebackParams, flow_params, flow_task
+
+    work = work_copy(tiny_work, tmp_path)
+    task = flow_task(flow_params(FarnebackParams(), resize="none"))
+    held = folder_lock(work / "flow", "preprocess flow shard 0 of 1")  # (as a first run holds it)
+    with held, pytest.raises(DataError, match="is writing this folder"):
+        run_batch(task, load_manifest(work), work, workers=1)
+    first = [load_manifest(work).videos[0].video_id]
+    summary = run_batch(task, load_manifest(work), work, workers=1, video_ids=first)
+    assert len(summary.done) == 1  # once it is free
+
+
+# 15. --live given a folder or a FIFO: said as such
+def test_15_live_names_a_folder_and_a_fifo(tmp_path):
+    from preprocess.live import LiveSource
+
+    with pytest.raises(DataError, match="a folder, not a video"):
+        LiveSource(str(tmp_path))
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    with pytest.raises(DataError, match="not a regular file"):
+        LiveSource(str(fifo))
+
+
+# 16. Preprocessing a manifest into another work directory: the manifest goes with it
+def test_16_a_manifest_preprocessed_elsewhere_is_copied_into_work(tiny_work, tmp_path):
+    work = work_copy(tiny_work, tmp_path)
+    result = run_bin(
+        "preprocess", "frames", work / "manifest.json", tmp_path / "out", "--resize", "short:32", "--background", "keep"
+    )
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "out" / "manifest.json").is_file()
+    status = run_bin("preprocess", "status", tmp_path / "out")
+    assert status.returncode == 0 and "frames: 30 done" in status.stdout, status.stdout + status.stderr
+
+
+# 17. Scratch folders of live runs killed with SIGKILL are removed by the next run
+def test_17_stale_live_scratch_is_removed(tmp_path):
+    from fusion.live import remove_stale_scratch
+
+    gone = tmp_path / "live-999999999-abcd"
+    mine = tmp_path / f"live-{os.getpid()}-efgh"
+    alive = tmp_path / "live-1-ijkl"  # (pid 1 is always there)
+    for folder in (gone, mine, alive):
+        folder.mkdir()
+    assert remove_stale_scratch(tmp_path) == [gone]
+    assert not gone.exists() and mine.exists() and alive.exists()
+
+
+# 18. Too many folds for the pool: said before any training, with how many it allows
+def test_18_too_many_folds_are_refused_before_training(tiny_work, tmp_path):
+    result = run_bin("crossval", "pose", tiny_work, tmp_path / "run", "--folds", "2", "--pool", "all")
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert "is too small for 2 folds" in result.stderr and not (tmp_path / "run" / "crossval").exists()
+
+
+# 19. The logged learning rate is the one the epoch trained at
+def test_19_the_logged_learning_rate_is_the_epochs_own(tiny_work, tmp_path):
+    from streams.train import train
+
+    config = {**FAST_FLOW, "epochs": 2, "patience": 5, "work": str(tiny_work), "run": str(tmp_path / "run")}
+    train(config, log=lambda *_: None)
+    rates = [json.loads(line)["lr"] for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    start = json.loads((tmp_path / "run" / "config.json").read_text())["lr"]
+    assert rates[0] == pytest.approx(start) and rates[-1] > 0  # cosine over 2 epochs: start, then half of it
+    assert rates[1] == pytest.approx(start / 2)
+
+
+# 20. The sampled sign-flip p-value is never 0
+def test_20_a_sampled_sign_flip_p_is_never_zero():
+    from streams.stats import group_sign_flip_p
+
+    groups = np.repeat(np.arange(40).astype(str), 3)
+    p = group_sign_flip_p(np.ones(120), np.zeros(120), groups, resamples=2000)
+    assert p == pytest.approx(1 / 2001)
+
+
+# 22. Singleton groups say nothing about confounding
+def test_22_purity_leaves_out_singleton_groups_and_says_what_is_missing():
+    from fusion.select import fitting_support
+
+    labels = np.arange(40) % 4
+    singletons = fitting_support(labels, np.arange(40).astype(str))
+    assert singletons["purity"] is None and not singletons["reliable"]
+    assert "is its own group: no group information" in singletons["reasons"][0]
+    assert not any("purity" in r for r in singletons["reasons"])
+    # performers who each do every class, plus a few singletons: the singletons do not make it look pure
+    mixed = np.array([f"p{i % 5}" for i in range(36)] + ["a", "b", "c", "d"])
+    support = fitting_support(labels, mixed)
+    assert support["purity"] < 0.5 and support["reliable"]
