@@ -194,3 +194,24 @@ def test_22_purity_leaves_out_singleton_groups_and_says_what_is_missing():
     mixed = np.array([f"p{i % 5}" for i in range(36)] + ["a", "b", "c", "d"])
     support = fitting_support(labels, mixed)
     assert support["purity"] < 0.5 and support["reliable"]
+
+
+# 3. Clips named <source>_<start>_<duration> are grouped by their source without --group-regex, and it is said
+def test_3_clips_cut_from_longer_videos_are_grouped_by_source(tiny_synth, tmp_path):
+    from preprocess import load_manifest
+
+    data = tmp_path / "clips"
+    for style in ("tango", "waltz"):
+        (data / style).mkdir(parents=True)
+        for k, video in enumerate(sorted((tiny_synth / "videos" / style).glob("*.mp4"))[:3]):
+            for source in ("1001", "2002"):  # each style from two source videos, clips at 10 s and 20 s
+                shutil.copy(video, data / style / f"{style}{source}_{10 * (k + 1)}_5.mp4")
+    result = run_bin("ingest", data, tmp_path / "work", "--split", "0.5,0.25,0.25")
+    assert result.returncode == 0, result.stderr
+    assert "grouped from the clip names <source>_<start>_<duration>" in result.stderr
+    manifest = load_manifest(tmp_path / "work")
+    assert {v.group for v in manifest.videos} == {f"{s}{n}" for s in ("tango", "waltz") for n in ("1001", "2002")}
+    by_group = {}
+    for v in manifest.videos:
+        by_group.setdefault(v.group, set()).add(v.split)
+    assert all(len(splits) == 1 for splits in by_group.values())  # no source in two splits

@@ -245,6 +245,9 @@ def ingest(
                 r.group = r.video_id
             else:
                 r.group = m.groupdict().get("group") or (m.group(1) if m.groups() else m.group(0))
+    inferred = None
+    if pattern is None and not any(r.group for r in records):
+        inferred = clip_name_groups(records)
     for r in records:
         r.group = r.group or r.video_id
     fail_fast()
@@ -291,7 +294,8 @@ def ingest(
         split={
             "ratios": list(ratios),
             "seed": seed,
-            "group_regex": group_regex,
+            "group_regex": group_regex or inferred,
+            **({"groups": f"from the clip names <source>_<start>_<duration> ({inferred})"} if inferred else {}),
             "source": "file" if split_from else ("csv" if any(r.split for r in records) else "generated"),
         },
         skipped=[{"path": p.path, "problem": p.problem} for p in problems],
@@ -332,6 +336,27 @@ def _assign_splits(records: list[VideoRecord], ratios, seed: int, split_from, pr
         )
         for r in pending:
             r.split = assignment[r.video_id]
+
+
+# Clips cut from longer videos are often named <source>_<start>_<duration> (our street-dance set, many collections):
+# clips of one source share its camera, venue and dancers, so they must not straddle splits.
+CLIP_NAME_REGEX = r"^(?P<group>.+)_\d+(?:\.\d+)?_\d+(?:\.\d+)?$"
+
+
+def clip_name_groups(records) -> str | None:
+    """Without groups from the dataset or ``--group-regex``: when every id reads ``<source>_<start>_<duration>`` and
+    some sources give several clips, each record's group becomes its source and the regex used is returned (the
+    manifest and bin/ingest say so); else nothing changes and None."""
+    pattern = re.compile(CLIP_NAME_REGEX)
+    matches = [pattern.match(r.video_id) for r in records]
+    if not records or not all(matches):
+        return None
+    sources = [m.group("group") for m in matches]
+    if len(set(sources)) == len(sources):
+        return None  # every clip from its own source: nothing to group
+    for r, source in zip(records, sources):
+        r.group = source
+    return CLIP_NAME_REGEX
 
 
 def names_a_manifest(data: str | os.PathLike) -> bool:
