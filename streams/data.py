@@ -63,9 +63,14 @@ def _require(work: Path, stage: str, video_ids: list[str]) -> dict:
     # the typed reader of a preprocessing stage's sidecars (features: bin/extract-features' own, plain JSON)
     reader = STAGES[stage].info if stage in STAGES else None
     out = {}
+    check = STAGES[stage].task({}) if stage in STAGES else None
     for vid in video_ids:
         if reader is not None:
             out[vid] = reader.read(work, vid)
+            # its data file against its sidecar (shape, size; an archive's CRCs), before the first epoch, not after
+            problem = check.verify(folder / f"{vid}{check.data_suffix}", read_json(folder / f"{vid}.json"))
+            if problem:
+                raise DataError(folder / f"{vid}{check.data_suffix}", f"{problem} (run bin/preprocess {stage} again)")
             continue
         side = folder / f"{vid}.json"
         if not side.is_file():

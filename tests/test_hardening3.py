@@ -215,3 +215,40 @@ def test_3_clips_cut_from_longer_videos_are_grouped_by_source(tiny_synth, tmp_pa
     for v in manifest.videos:
         by_group.setdefault(v.group, set()).add(v.split)
     assert all(len(splits) == 1 for splits in by_group.values())  # no source in two splits
+
+
+# 10. A truncated flow file: named before the first epoch, not after the whole training
+def test_10_a_truncated_input_is_named_before_training(tiny_work, tmp_path):
+    from preprocess import load_manifest
+
+    work = work_copy(tiny_work, tmp_path, "flow")
+    video = load_manifest(work).by_split("train")[0].video_id
+    path = work / "flow" / f"{video}.npy"
+    path.write_bytes(path.read_bytes()[:-100])
+    args = ["--preset", "small", "--size", "48", "--stack", "3", "--epochs", "1", "--min-epoch-clips", "1"]
+    result = run_bin("train", "flow", work, tmp_path / "run", *args)
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert f"{video}.npy: truncated or padded" in result.stderr
+    assert not (tmp_path / "run" / "metrics.jsonl").exists()  # no epoch ran
+
+
+# 11. A sidecar whose fields have the wrong types: one check, used by the readers, verify and is-done
+@pytest.mark.parametrize(
+    "stage, field, value, message",
+    [("frames", "shape", "bad", "shape: 'bad' is not a list of 4 whole numbers"), ("pose", "frames", "abc", "frames")],
+)
+def test_11_sidecar_fields_of_the_wrong_type_are_named_everywhere(tiny_work, tmp_path, stage, field, value, message):
+    from preprocess import load_manifest
+    from preprocess.batch import is_done, verify_outputs
+    from preprocess.stages import STAGES, recorded_params, stage_task
+
+    work = work_copy(tiny_work, tmp_path, stage)
+    video = load_manifest(work).videos[0].video_id
+    side = work / stage / f"{video}.json"
+    side.write_text(json.dumps({**json.loads(side.read_text()), field: value}))
+    with pytest.raises(DataError, match=message):
+        STAGES[stage].info.read(work, video)  # the typed reader the datasets use
+    task = stage_task(stage, recorded_params(work, stage))
+    checked, problems = verify_outputs(task, load_manifest(work), work)  # bin/preprocess verify
+    assert checked == 30 and len(problems) == 1 and message.split(":")[0] in problems[0] and video in problems[0]
+    assert not is_done(task, work / stage, video)  # a rerun redoes it

@@ -26,6 +26,8 @@ from .runner import (
     run_batch,
     shard_videos,
     sidecar_path,
+    sidecar_whole_number,
+    sidecar_whole_numbers,
     verify_outputs,
     write_sidecar,
 )
@@ -70,6 +72,8 @@ __all__ = [
     "run_batch",
     "shard_videos",
     "sidecar_path",
+    "sidecar_whole_number",
+    "sidecar_whole_numbers",
     "verify_outputs",
     "write_json",
     "write_npz",

@@ -125,6 +125,15 @@ def _checked_output(task: Task, out_dir: Path, video_id: str) -> tuple[str | Non
         return str(err), None
     if not isinstance(meta, dict) or "params" not in meta:
         return f"{side}: not a sidecar (no params)", None
+    from ..stages import STAGES  # (the registry imports this package: read when called)
+
+    if task.name in STAGES:  # its fields' types, as the typed reader checks them
+        try:
+            STAGES[task.name].info.from_sidecar(meta, side)
+        except DataError as err:
+            return str(err), None
+        except (KeyError, TypeError, ValueError, AttributeError) as err:
+            return f"{side}: not a whole {task.name} sidecar ({type(err).__name__}: {err})", None
     problem = task.verify(data, meta) if task.verify else None
     return (f"{data}: {problem}" if problem else None), meta
 
@@ -316,6 +325,25 @@ class StageOutput:
     @classmethod
     def from_sidecar(cls, data: dict, side: Path):
         raise NotImplementedError
+
+
+def sidecar_whole_numbers(data: dict, key: str, side, *, length: int | None = None) -> tuple[int, ...]:
+    """A sidecar's list of whole numbers (a shape), or a named error naming the field: the one check the typed
+    readers, ``verify`` and is-done all go through."""
+    value = data.get(key)
+    ok = isinstance(value, list) and all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in value)
+    if not ok or (length is not None and len(value) != length):
+        what = f"a list of {length} whole numbers" if length is not None else "a list of whole numbers"
+        raise DataError(side, f"{key}: {str(value)[:40]!r} is not {what}")
+    return tuple(value)
+
+
+def sidecar_whole_number(data: dict, key: str, side, *, default: int | None = None) -> int:
+    """A sidecar's whole number (frames, width, height), or a named error naming the field."""
+    value = data.get(key, default)
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise DataError(side, f"{key}: {str(value)[:40]!r} is not a whole number")
+    return value
 
 
 def write_sidecar(out_dir: Path, video: VideoRecord, params: dict, **info) -> None:

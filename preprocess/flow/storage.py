@@ -15,7 +15,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from ..batch import DataError, StageOutput
+from ..batch import DataError, StageOutput, sidecar_whole_numbers
 
 # 2: uint8 with an exact zero level (128 decodes to 0). Version 1 mapped [-bound, bound] onto 0..255, so zero flow
 # read back as +bound/255 px (+0.078 px at bound 20): every static pixel moved, and a mirrored clip carried a
@@ -71,8 +71,11 @@ class FlowInfo(StageOutput):
         params = checked_params(data, side)
         if "shape" not in data:
             raise DataError(side, "not a flow sidecar (no shape)")
-        shape = tuple(int(n) for n in data["shape"])
-        return cls(data["video_id"], params, shape, str(data.get("dtype", "uint8")), data.get("inputs", {}))
+        shape = sidecar_whole_numbers(data, "shape", side, length=4)
+        dtype = data.get("dtype", "uint8")
+        if dtype not in ("uint8", "float16"):
+            raise DataError(side, f"dtype: {str(dtype)[:40]!r} is not uint8 or float16")
+        return cls(str(data.get("video_id", "")), params, shape, dtype, data.get("inputs", {}))
 
 
 def stored_params(work: str | os.PathLike, video_id: str) -> dict:

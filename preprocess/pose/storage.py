@@ -18,7 +18,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from ..batch import DataError, StageOutput, check_npz, read_npz
+from ..batch import DataError, StageOutput, check_npz, read_npz, sidecar_whole_number
 from .normalize import normalize_to_box
 
 
@@ -72,14 +72,16 @@ class PoseInfo(StageOutput):
 
     @classmethod
     def from_sidecar(cls, data: dict, side) -> PoseInfo:
-        try:
-            return cls(
-                data["video_id"],
-                data["params"],
-                int(data.get("frames", 0)),
-                int(data["width"]),
-                int(data["height"]),
-                data.get("persons_per_frame"),
-            )
-        except (KeyError, TypeError, ValueError):
-            raise DataError(side, "not a pose sidecar (no video width and height)") from None
+        if "width" not in data or "height" not in data:
+            raise DataError(side, "not a pose sidecar (no video width and height)")
+        persons = data.get("persons_per_frame")
+        if persons is not None and (isinstance(persons, bool) or not isinstance(persons, (int, float))):
+            raise DataError(side, f"persons_per_frame: {str(persons)[:40]!r} is not a number")
+        return cls(
+            str(data.get("video_id", "")),
+            data["params"],
+            sidecar_whole_number(data, "frames", side, default=0),
+            sidecar_whole_number(data, "width", side),
+            sidecar_whole_number(data, "height", side),
+            persons,
+        )

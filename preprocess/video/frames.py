@@ -13,7 +13,16 @@ from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
 
-from ..batch import DataError, NpyStreamWriter, StageOutput, Task, atomic_path, check_npy, write_sidecar
+from ..batch import (
+    DataError,
+    NpyStreamWriter,
+    StageOutput,
+    Task,
+    atomic_path,
+    check_npy,
+    sidecar_whole_numbers,
+    write_sidecar,
+)
 from .crop import crop_inputs, crop_params, crop_to_window, dancer_boxes, read_dancer_windows, suppress_background
 from .reader import Resize, Sampling, prefetch, read_frames
 
@@ -41,11 +50,15 @@ class FramesInfo(StageOutput):
     def from_sidecar(cls, data: dict, side) -> FramesInfo:
         if "shape" not in data:
             raise DataError(side, "not a frame-cache sidecar (no shape)")
-        shape = tuple(int(n) for n in data["shape"])
+        shape = sidecar_whole_numbers(data, "shape", side, length=4)
         indices = data.get("frame_indices")
         if indices is None:  # (an early release's sidecar: every step-th frame)
             indices = np.arange(shape[0]) * data["params"].get("step", 1)
-        return cls(data["video_id"], data["params"], shape, np.asarray(indices, np.int64), data.get("inputs", {}))
+        else:
+            indices = sidecar_whole_numbers(data, "frame_indices", side, length=shape[0])
+        return cls(
+            str(data.get("video_id", "")), data["params"], shape, np.asarray(indices, np.int64), data.get("inputs", {})
+        )
 
 
 def frames_params(
