@@ -70,12 +70,7 @@ def fitting_support(labels: np.ndarray, groups, *, shared_with_training: int = 0
         groups = np.asarray(groups).astype(str)
         names, inverse, counts = np.unique(groups, return_inverse=True, return_counts=True)
         shared = counts[inverse] >= 2  # videos whose group holds another video
-        same = np.array(
-            [
-                (np.sum(labels[inverse == inverse[i]] == labels[i]) - 1) / (counts[inverse[i]] - 1)
-                for i in np.flatnonzero(shared)
-            ]
-        )
+        same = np.array([np.mean(labels[inverse == inverse[i]] == labels[i]) for i in np.flatnonzero(shared)])
         out["groups"] = int(len(names))
         out["purity"] = float(same.mean()) if len(same) else None
         if not shared.any():

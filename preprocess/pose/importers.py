@@ -69,10 +69,14 @@ def _checked(kp: np.ndarray) -> np.ndarray:
     return kp
 
 
-def read_letsdance(root: Path, problems: list[str]) -> Frames:
+def read_letsdance(root: Path, problems: list[str], skip: Path | None = None) -> Frames:
+    """Every Let's Dance frame file under ``root`` (files under ``skip``, the work directory being written when it
+    lies inside ``root``, are not theirs)."""
     out: Frames = defaultdict(dict)
     index = {name: i for i, name in enumerate(COCO_KEYPOINTS)}
     for path in sorted(root.rglob("*.json")):
+        if skip is not None and path.resolve().is_relative_to(skip):
+            continue
         m = LETS_DANCE_NAME.match(path.stem)
         if not m:
             problems.append(f"{path}: name is not <ytid>_<clipstart>_<frame>.json")
@@ -116,7 +120,7 @@ def openpose_to_coco(flat: list[float]) -> np.ndarray:
 
 def read_openpose(root: Path, problems: list[str]) -> Frames:
     out: Frames = defaultdict(dict)
-    for path in sorted(root.rglob("*_keypoints.json")):
+    for path in sorted(root.rglob("*_keypoints.json")):  # (a work directory's files never end so)
         video = path.parent.name
         m = FRAME_NUMBER.search(path.stem[: -len("_keypoints")])
         if not m:
@@ -265,7 +269,7 @@ def import_pose(
         raise DataError(source_path, "no such file or folder")
     problems: list[str] = []
     if fmt == "letsdance":
-        frames = read_letsdance(source_path, problems)
+        frames = read_letsdance(source_path, problems, skip=Path(work).resolve())
     elif fmt == "openpose":
         frames = read_openpose(source_path, problems)
     elif fmt == "coco":
