@@ -234,6 +234,7 @@ def classify_live(
         "window_seconds": window,
         "fps": live.fps,
         "sample_fps": live.rate,
+        "reader_stuck": live.stuck,
     }
     per_frame = {"decode": live.decode_seconds}
     for stage_set in stages.values():

@@ -103,6 +103,8 @@ class LiveSource:
         self._queue: queue.Queue = queue.Queue(maxsize=max(1, queue_frames))
         self._opened = time.monotonic()
         self._stop = threading.Event()
+        self._release_lock, self._released = threading.Lock(), False
+        self.stuck = False  # the reader was left blocked in a read when the frames ended
 
     def frames(self):
         """LiveFrame after LiveFrame until the source ends, stalls or the consumer stops iterating."""
@@ -127,7 +129,19 @@ class LiveSource:
         finally:
             self._stop.set()
             reader.join(timeout=2)
-            self.cap.release()
+            if reader.is_alive():
+                # still inside a read that may never return (a network source that went silent): releasing the
+                # capture under it crashes FFmpeg. The reader releases it if its read returns; the process must end
+                # without tearing the capture down (``stuck``: bin/classify exits at once after its summary).
+                self.stuck = True
+            else:
+                self._release()
+
+    def _release(self) -> None:
+        with self._release_lock:
+            if not self._released:
+                self._released = True
+                self.cap.release()
 
     def _read(self):
         start, index, image, stamp = time.monotonic(), 0, self.first, -1.0
@@ -152,6 +166,8 @@ class LiveSource:
         except BaseException as err:  # noqa: BLE001 - handed to the consumer
             self._put(err)
         self._put(None, keep=True)
+        if self.stuck:  # (the consumer left this reader to release the capture once its read returned)
+            self._release()
 
     def _stamp(self, index: int, last: float) -> float:
         if not self.is_file:  # a camera's or stream's clock: seconds since it opened (its reported rate may be wrong)

@@ -252,3 +252,67 @@ def test_11_sidecar_fields_of_the_wrong_type_are_named_everywhere(tiny_work, tmp
     checked, problems = verify_outputs(task, load_manifest(work), work)  # bin/preprocess verify
     assert checked == 30 and len(problems) == 1 and message.split(":")[0] in problems[0] and video in problems[0]
     assert not is_done(task, work / stage, video)  # a rerun redoes it
+
+
+@pytest.fixture(scope="module")
+def flow_only_report(tiny_work, tmp_path_factory):
+    """One small flow run fused alone: a report live classification can read."""
+    from streams.train import train
+
+    root = tmp_path_factory.mktemp("flow_only")
+    train({**FAST_FLOW, "epochs": 1, "work": str(tiny_work), "run": str(root / "flow")}, log=lambda *_: None)
+    assert run_bin("fuse", root / "flow", "--out", root / "report").returncode == 0
+    return root / "report"
+
+
+def stalling_server(data: bytes):
+    """A local HTTP server that sends the first half of ``data`` at about real-time pace, then goes silent with the
+    connection open (as a camera or relay that hangs): (its URL, a function that stops it)."""
+    import http.server
+    import threading
+    import time
+
+    stop = threading.Event()
+
+    class Stalling(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200)
+            self.send_header("Content-Type", "video/x-matroska")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            half, step = len(data) // 2, max(1, len(data) // 40)
+            for start in range(0, half, step):
+                self.wfile.write(data[start : min(start + step, half)])
+                self.wfile.flush()
+                time.sleep(0.1)
+            stop.wait(60)  # silent, the connection open
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Stalling)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+
+    def close():
+        stop.set()
+        server.shutdown()
+
+    return f"http://127.0.0.1:{server.server_address[1]}/stream.mkv", close
+
+
+# 1. A network source that stalls: it ends as "stalled" with its answers and summary, never a segmentation fault
+def test_1_a_stalled_network_source_ends_with_its_answers(flow_only_report, tiny_synth, tmp_path):
+    from preprocess.video import read_frames
+    from tests.conftest import write_lossless
+
+    clips = sorted((tiny_synth / "videos").glob("*/*.mp4"))[:4]
+    stream = write_lossless([f.image for c in clips for f in read_frames(str(c))], tmp_path / "stream.mkv", 12)
+    url, close = stalling_server(stream.read_bytes())
+    try:
+        result = run_bin("classify", "--live", url, "--report", flow_only_report, "--window", "1", "--every", "0.5")
+    finally:
+        close()
+    assert result.returncode == 0, result.stderr[-1500:]  # (it was 139: FFmpeg's capture released under its reader)
+    answers = [json.loads(line) for line in result.stdout.splitlines()]
+    assert answers and answers[-1]["final"] and "stalled: no frame for 10 s" in result.stderr
+    assert "per answer: flow stream" in result.stderr  # the summary
