@@ -235,6 +235,7 @@ def classify_live(
         "fps": live.fps,
         "sample_fps": live.rate,
         "reader_stuck": live.stuck,
+        "clock": live.clock,  # how its frames were timed (a stream without timestamps: by arrival)
     }
     per_frame = {"decode": live.decode_seconds}
     for stage_set in stages.values():
@@ -242,7 +243,8 @@ def classify_live(
             per_frame[stage] = per_frame.get(stage, 0.0) + seconds
     log(
         f"live: {updates} answers over {frames} frames in {wall:.1f} s ({frames / max(wall, 1e-9):.1f} frames/s; "
-        f"taken at {live.rate:g} fps of the source's {live.fps:g}), {live.dropped} dropped; {summary['ended']}"
+        f"taken at {live.rate:g} fps of the source's {live.fps:g}), {live.dropped} dropped; {summary['ended']}; "
+        f"frames timed by {live.clock}"
     )
     log("per frame: " + ", ".join(f"{k} {1000 * v / max(frames, 1):.1f} ms" for k, v in per_frame.items()))
     for line in latency.lines():

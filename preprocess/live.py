@@ -96,6 +96,12 @@ class LiveSource:
         self.height, self.width = first.shape[:2]
         self.first = first
         self.pace = realtime and self.is_file  # a camera or stream plays at its own pace already
+        self.is_camera = self.spec.isdigit()
+        # a stream's frames are timed by its container's timestamps where it gives them (a recorded file over HTTP,
+        # a relay catching up after buffering delivers faster than real time: arrival time would squeeze seconds
+        # into a moment), by arrival otherwise; ``clock`` says which was used
+        self.clock = "file timestamps" if self.is_file else "arrival time"
+        self.realtime = realtime
         self.drop = realtime or not self.is_file  # as fast as possible: a file's every frame, waited for
         self.dropped = 0
         self.ended: str | None = None
@@ -146,13 +152,20 @@ class LiveSource:
     def _read(self):
         start, index, image, stamp = time.monotonic(), 0, self.first, -1.0
         sampler = RateSampler(self.rate, self.fps)
+        first_stamp = None
         try:
             while not self._stop.is_set():
                 stamp = self._stamp(index, stamp)
+                first_stamp = stamp if first_stamp is None else first_stamp
                 if self.pace:  # a file at its own rate: frame i is due i / fps after the first
                     delay = start + index / self.fps - time.monotonic()
                     if delay > 0:
                         time.sleep(delay)
+                elif self.realtime and self.clock == "container timestamps":
+                    # a stream that delivers ahead of its own clock is played at it (a late frame is not waited for)
+                    delay = start + (stamp - first_stamp) - time.monotonic()
+                    if delay > 0:
+                        time.sleep(min(delay, self.stall_seconds))
                 for item in sampler.add(stamp, image):
                     self._put(item)
                 began = time.perf_counter()
@@ -170,9 +183,20 @@ class LiveSource:
             self._release()
 
     def _stamp(self, index: int, last: float) -> float:
-        if not self.is_file:  # a camera's or stream's clock: seconds since it opened (its reported rate may be wrong)
-            return time.monotonic() - self._opened
-        return frame_time(self.cap, index, self.fps, last)  # (as read_frames times a file's frames)
+        if self.is_file:
+            return frame_time(self.cap, index, self.fps, last)  # (as read_frames times a file's frames)
+        if not self.is_camera and self.clock != "arrival time after timestamps failed":
+            # a stream's own clock, while it gives one that goes forward (its first frame may say 0)
+            position = self.cap.get(cv2.CAP_PROP_POS_MSEC) / 1000.0
+            if math.isfinite(position) and position >= 0 and (index == 0 or position > last):
+                if index > 0:
+                    self.clock = "container timestamps"
+                return position
+            if index > 0 and self.clock == "container timestamps":
+                self.clock = "arrival time after timestamps failed"
+                self._opened = time.monotonic() - last
+        # a camera's or stream's arrival: seconds since it opened (its reported rate may be wrong)
+        return time.monotonic() - self._opened
 
     def _put(self, item, keep: bool = False):
         while not self._stop.is_set():

@@ -265,9 +265,10 @@ def flow_only_report(tiny_work, tmp_path_factory):
     return root / "report"
 
 
-def stalling_server(data: bytes):
+def stalling_server(data: bytes, *, whole_at_once: bool = False):
     """A local HTTP server that sends the first half of ``data`` at about real-time pace, then goes silent with the
-    connection open (as a camera or relay that hangs): (its URL, a function that stops it)."""
+    connection open (as a camera or relay that hangs), or (``whole_at_once``) all of it as fast as it goes (a
+    recording over HTTP, a relay catching up): (its URL, a function that stops it)."""
     import http.server
     import threading
     import time
@@ -280,6 +281,9 @@ def stalling_server(data: bytes):
             self.send_header("Content-Type", "video/x-matroska")
             self.send_header("Content-Length", str(len(data)))
             self.end_headers()
+            if whole_at_once:
+                self.wfile.write(data)
+                return
             half, step = len(data) // 2, max(1, len(data) // 40)
             for start in range(0, half, step):
                 self.wfile.write(data[start : min(start + step, half)])
@@ -316,3 +320,23 @@ def test_1_a_stalled_network_source_ends_with_its_answers(flow_only_report, tiny
     answers = [json.loads(line) for line in result.stdout.splitlines()]
     assert answers and answers[-1]["final"] and "stalled: no frame for 10 s" in result.stderr
     assert "per answer: flow stream" in result.stderr  # the summary
+
+
+# 4. A network source that delivers faster than real time: timed by its own timestamps, not by arrival
+def test_4_a_fast_network_source_is_timed_by_its_timestamps(flow_only_report, tiny_synth, tmp_path):
+    from preprocess.video import read_frames
+    from tests.conftest import write_lossless
+
+    clips = sorted((tiny_synth / "videos").glob("*/*.mp4"))[:4]
+    frames = [f.image for c in clips for f in read_frames(str(c))]
+    stream = write_lossless(frames, tmp_path / "stream.mkv", 12)
+    url, close = stalling_server(stream.read_bytes(), whole_at_once=True)
+    try:
+        result = run_bin("classify", "--live", url, "--report", flow_only_report, "--window", "1", "--every", "0.5")
+    finally:
+        close()
+    assert result.returncode == 0, result.stderr[-1500:]
+    assert "0 dropped" in result.stderr and "frames timed by container timestamps" in result.stderr
+    answers = [json.loads(line) for line in result.stdout.splitlines()]
+    # every frame came, at its own time: the last answer ends at the last frame's timestamp (63 / 12 s)
+    assert answers[-1]["frames"][1] == len(frames) and answers[-1]["time"] == pytest.approx((len(frames) - 1) / 12)
