@@ -332,6 +332,7 @@ def test_torchrun_two_processes_write_one_set_of_outputs(tiny_work, tmp_path):
             "config.json",
             "last.pt",
             "metrics.jsonl",
+            "preprocessing.json",
             "scene_reliance.json",
             "scores_test.json",
             "scores_test.npz",
