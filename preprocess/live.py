@@ -151,7 +151,8 @@ class LiveSource:
 
     def _read(self):
         start, index, image, stamp = time.monotonic(), 0, self.first, -1.0
-        sampler = RateSampler(self.rate, self.fps)
+        # a file's frames are taken at instants as training takes a video's (index / fps), a stream's by its clock
+        sampler = RateSampler(self.rate, self.fps, RateSampler.EXACT if self.is_file else RateSampler.SLACK)
         first_stamp = None
         try:
             while not self._stop.is_set():
@@ -166,7 +167,7 @@ class LiveSource:
                     delay = start + (stamp - first_stamp) - time.monotonic()
                     if delay > 0:
                         time.sleep(min(delay, self.stall_seconds))
-                for item in sampler.add(stamp, image):
+                for item in sampler.add(index / self.fps if self.is_file else stamp, image):
                     self._put(item)
                 began = time.perf_counter()
                 ok, image = self.cap.read()
@@ -222,12 +223,16 @@ class RateSampler:
     """Frames at ``rate`` out of a source at ``fps``: at every instant first + i / rate, the frame on screen then
     (the last one that came at or before it, as ``streams.sampling.items_at`` takes items), each frame at most once;
     at or above the source's rate, every frame. A frame is known to be the last one before an instant when the next
-    one comes after it, so frames leave one frame late. Times are matched within a quarter of a source frame, which
-    containers' millisecond timestamps and a camera's jitter stay inside."""
+    one comes after it, so frames leave one frame late. A frame counts as at an instant within half a millisecond
+    (containers round timestamps to milliseconds), no more: a frame a little after the instant is not the one on
+    screen at it, as ``items_at`` has it (a quarter-frame slack took it: 50 of 250 instants differed at 30 → 25)."""
 
-    def __init__(self, rate: float, fps: float):
+    SLACK = 0.0005  # seconds: a stream's millisecond timestamps
+    EXACT = 1e-6  # a file's frames, timed index / fps as training times them (streams.sampling)
+
+    def __init__(self, rate: float, fps: float, slack: float = SLACK):
         self.every_frame = rate >= fps
-        self.period, self.slack = 1.0 / rate, 0.25 / fps
+        self.period, self.slack = 1.0 / rate, slack
         self.instant: float | None = None
         self.held = None  # (time, image): the last frame so far at or before the instant
 

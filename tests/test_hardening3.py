@@ -340,3 +340,23 @@ def test_4_a_fast_network_source_is_timed_by_its_timestamps(flow_only_report, ti
     answers = [json.loads(line) for line in result.stdout.splitlines()]
     # every frame came, at its own time: the last answer ends at the last frame's timestamp (63 / 12 s)
     assert answers[-1]["frames"][1] == len(frames) and answers[-1]["time"] == pytest.approx((len(frames) - 1) / 12)
+
+
+# 5. Live frames taken at the runs' rate are the ones training takes at the same instants, at rates that do not divide:
+# a file's frames timed as training times them (index / fps), a stream's by its millisecond timestamps
+@pytest.mark.parametrize(
+    "fps, rate, rounded",
+    [(30.0, 25.0, False), (29.97, 25.0, False), (25.0, 23.976, False), (30.0, 12.0, False), (30.0, 25.0, True)],
+)
+def test_5_live_sampling_takes_the_frames_items_at_takes(fps, rate, rounded):
+    from preprocess.live import RateSampler
+    from streams.sampling import items_at
+
+    times = np.arange(300) / fps
+    stamps = np.round(times, 3) if rounded else times  # (a stream container's millisecond timestamps)
+    sampler = RateSampler(rate, fps, RateSampler.SLACK if rounded else RateSampler.EXACT)
+    picked = [k for k, stamp in enumerate(stamps) for _, k in sampler.add(float(stamp), k)]
+    picked += [k for _, k in sampler.end()]
+    instants = np.arange(len(picked)) / rate
+    assert picked == list(items_at(times, instants)), f"{fps} → {rate}"
+    assert len(picked) >= int(299 / fps * rate)  # every instant up to the last frame
