@@ -129,7 +129,13 @@ def classify_live(
     span, stride = max(2, round(window * live.rate)), max(1, round(every * live.rate))
     stages = {
         work: LiveStages(
-            params, fps=live.rate, width=live.width, height=live.height, source=source, keep=span + stride + 64
+            params,
+            fps=live.rate,
+            width=live.width,
+            height=live.height,
+            source=source,
+            keep=span + stride + 64,
+            source_fps=live.fps,
         )
         for work, params in by_work.items()
     }

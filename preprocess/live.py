@@ -50,6 +50,9 @@ class LiveFrame:
     number: int  # the n-th frame that arrived (drops leave no gap)
     time: float  # seconds on the source's clock (a file's timestamps; a camera's or stream's since it opened)
     image: np.ndarray  # BGR, as decoded
+    # the source frame right after this one, when frames are taken below the source's rate (the flow field of a
+    # taken frame is the motion to it, as training's are: one source frame, rescaled to the sampling period)
+    following: np.ndarray | None = None
 
 
 class LiveSource:
@@ -129,8 +132,8 @@ class LiveSource:
                     return
                 if isinstance(item, BaseException):
                     raise item
-                stamp, image = item
-                yield LiveFrame(number, stamp, image)
+                stamp, image, following = item
+                yield LiveFrame(number, stamp, image, following)
                 number += 1
         finally:
             self._stop.set()
@@ -237,15 +240,16 @@ class RateSampler:
         self.held = None  # (time, image): the last frame so far at or before the instant
 
     def add(self, stamp: float, image) -> list:
-        """What leaves when a frame at ``stamp`` comes: [] or [(time, image)]."""
+        """What leaves when a frame at ``stamp`` comes: [] or [(time, image, the source frame after it, or None
+        when every frame is taken)]."""
         if self.every_frame:
-            return [(stamp, image)]
+            return [(stamp, image, None)]
         if self.instant is None:
             self.instant = stamp
         out = []
         if stamp > self.instant + self.slack:  # the held frame was the one on screen at the instant
             if self.held is not None:
-                out.append(self.held)
+                out.append((*self.held, image))  # (this frame is the source frame right after the held one)
                 self.held = None
             # the next instant this frame could be on screen at (instants it skips had the held frame on screen)
             self.instant += self.period * max(1, math.ceil((stamp - self.slack - self.instant) / self.period))
@@ -257,7 +261,7 @@ class RateSampler:
         """The source ended: the frame held, if the next instant came while it was the last frame (instants go up
         to the last frame's time, as ``streams.sampling`` samples a clip)."""
         held, self.held = self.held, None
-        return [held] if held is not None and self.instant <= held[0] + self.slack else []
+        return [(*held, None)] if held is not None and self.instant <= held[0] + self.slack else []
 
 
 class LiveStages:
@@ -276,7 +280,11 @@ class LiveStages:
         source: str,
         keep: int,
         inbox_frames: int = 2,
+        source_fps: float | None = None,
     ):
+        # frames taken below the source's rate carry the source frame after them: flow is computed to it and
+        # rescaled from one source frame to one taken-frame period, as training rescales stored fields
+        self.source_fps = float(source_fps or fps)
         for stage, params in stages.items():
             if params.get("crop", "none") != "none":
                 raise DataError(
@@ -400,25 +408,37 @@ class LiveStages:
         if frame.number % params["step"] == 0:
             self._keep("frames", frame.number, convert_frame(frame.image, self._resize["frames"], "rgb"))
 
-    def _add_flow(self, frame: LiveFrame, params: dict) -> None:
-        from .flow.camera import compensate
-        from .flow.task import stored_field
-
-        n = frame.number
-        self._recent.append(convert_frame(frame.image, self._resize["flow"], "gray"))
-        k = params["offset"]
-        if len(self._recent) <= k:
-            return
-        prev, nxt = self._recent[0], self._recent[-1]
+    def _field(self, prev: np.ndarray, nxt: np.ndarray) -> np.ndarray:
         if self._torch_engine:
             from .flow.farneback_torch import farneback_torch
 
             f = self._farneback
             args = (f.pyr_scale, f.levels, f.winsize, f.iterations, f.poly_n, f.poly_sigma, f.flags)
-            field = farneback_torch(prev, nxt, *args).numpy()
-        else:
-            field = self._farneback.compute(prev, nxt)
-        field = compensate(field, params.get("camera_motion", "none"))
+            return farneback_torch(prev, nxt, *args).numpy()
+        return self._farneback.compute(prev, nxt)
+
+    def _add_flow(self, frame: LiveFrame, params: dict) -> None:
+        from .flow.camera import compensate
+        from .flow.task import stored_field
+
+        n = frame.number
+        if self.source_fps > self.fps + 1e-9:  # taken below the source's rate: the motion to the next source frame
+            if params["offset"] != 1:
+                raise DataError(self.source, "live flow of a source faster than the runs' rate takes --offset 1 only")
+            if frame.following is None:
+                return  # (the source's last frame: no pair, as offline)
+            prev = convert_frame(frame.image, self._resize["flow"], "gray")
+            nxt = convert_frame(frame.following, self._resize["flow"], "gray")
+            field = compensate(self._field(prev, nxt), params.get("camera_motion", "none"))
+            field = field * np.float32(self.source_fps / self.fps)
+            self._keep("flow", n, stored_field(field, params, self.source, n))
+            return
+        self._recent.append(convert_frame(frame.image, self._resize["flow"], "gray"))
+        k = params["offset"]
+        if len(self._recent) <= k:
+            return
+        prev, nxt = self._recent[0], self._recent[-1]
+        field = compensate(self._field(prev, nxt), params.get("camera_motion", "none"))
         self._keep("flow", n - k, stored_field(field, params, self.source, n - k))  # pair n−k → n
 
     def close(self) -> None:

@@ -157,7 +157,8 @@ def test_live_windows_are_scored_as_offline_classify_scores_the_same_stretch(dem
     assert len(drawn) == len(frames) and probe(Source(str(overlay))).fps == pytest.approx(fps)
     assert drawn[0].shape[0] > frames[0].shape[0] and drawn[0].shape[1] > frames[0].shape[1]
     # the stream at twice the rate, each frame shown twice: taken at the runs' rate (the tiny preset's 12 fps),
-    # the same frames come, so the same answers
+    # the same frames come, so the same windows; the flow of each taken frame is its motion to the next source frame
+    # (issue 33: as training sees a video at that rate), here its own repeat: still, so the answers may differ
     doubled = write_lossless([f for f in frames for _ in range(2)], tmp_path / "doubled.mkv", 2 * fps)
     again = run_bin(
         "classify", "--live", doubled, "--report", out / "report", "--as-fast-as-possible",
@@ -166,8 +167,10 @@ def test_live_windows_are_scored_as_offline_classify_scores_the_same_stretch(dem
     assert again.returncode == 0, again.stderr[-2000:]
     assert f"taken at {fps:g} fps of the source's {2 * fps:g}" in again.stderr
     for answer, same in zip(answers, map(json.loads, again.stdout.splitlines()), strict=True):
-        assert same["frames"] == answer["frames"] and same["prediction"] == answer["prediction"]
-        assert max(abs(p - answer["fused"][c]) for c, p in same["fused"].items()) <= 1e-6
+        assert same["frames"] == answer["frames"]
+        # the streams that read no flow answer the same
+        for stream in (s for s in answer["streams"] if s != "flow"):
+            assert max(abs(p - answer["streams"][stream][c]) for c, p in same["streams"][stream].items()) <= 1e-6
     # offline: each window's stretch as a video of its own, through bin/classify
     stretches = [
         write_lossless(frames[a:b], tmp_path / f"stretch{a}.mkv", fps) for a, b in (x["frames"] for x in answers)

@@ -355,8 +355,50 @@ def test_5_live_sampling_takes_the_frames_items_at_takes(fps, rate, rounded):
     times = np.arange(300) / fps
     stamps = np.round(times, 3) if rounded else times  # (a stream container's millisecond timestamps)
     sampler = RateSampler(rate, fps, RateSampler.SLACK if rounded else RateSampler.EXACT)
-    picked = [k for k, stamp in enumerate(stamps) for _, k in sampler.add(float(stamp), k)]
-    picked += [k for _, k in sampler.end()]
+    picked = [k for k, stamp in enumerate(stamps) for _, k, _ in sampler.add(float(stamp), k)]
+    picked += [k for _, k, _ in sampler.end()]
     instants = np.arange(len(picked)) / rate
     assert picked == list(items_at(times, instants)), f"{fps} → {rate}"
     assert len(picked) >= int(299 / fps * rate)  # every instant up to the last frame
+
+
+# 5, flow: a source faster than the runs' rate: each taken frame's field is the motion to the next source frame,
+# rescaled to the sampling period, as training rescales the stored fields of a video at that source rate
+def test_5_live_flow_of_a_faster_source_is_the_field_training_sees(tiny_synth, tmp_path):
+    from preprocess import Manifest, VideoRecord, load_flow
+    from preprocess.batch import run_batch
+    from preprocess.flow import FarnebackParams, flow_params, flow_task
+    from preprocess.live import LIVE_ID, LiveFrame, LiveStages, RateSampler
+    from preprocess.video import Source, probe, read_frames
+    from streams.sampling import items_at
+    from tests.conftest import write_lossless
+
+    clips = sorted((tiny_synth / "videos").glob("*/*.mp4"))[:2]
+    frames = [f.image for c in clips for f in read_frames(str(c))]
+    fps, rate = 30.0, 25.0  # rates that do not divide
+    video = write_lossless(frames, tmp_path / "source.mkv", fps)
+    params = flow_params(FarnebackParams(), resize="none")
+    info = probe(Source(str(video)))
+    record = VideoRecord("v", "", "test", None, str(video), info.frame_count, fps, info.width, info.height)
+    offline = tmp_path / "offline"
+    Manifest(str(offline), ["a", "b"], [record]).save(offline)
+    assert run_batch(flow_task(params), Manifest(str(offline), ["a", "b"], [record]), offline).failed == []
+    stored = load_flow(offline, "v")  # field n: source frame n → n + 1, in pixels
+    sampler = RateSampler(rate, fps, RateSampler.EXACT)
+    taken = [item for k, image in enumerate(frames) for item in sampler.add(k / fps, (k, image))]
+    taken += sampler.end()
+    live = LiveStages({"flow": params}, fps=rate, width=info.width, height=info.height, source="s", keep=99,
+                      source_fps=fps)  # fmt: skip
+    try:
+        for number, (stamp, (_, image), following) in enumerate(taken):
+            live.add(LiveFrame(number, stamp, image, None if following is None else following[1]))
+        live.write_clip(tmp_path / "live", 0, len(taken), ["a", "b"])
+    finally:
+        live.close()
+    fields = load_flow(tmp_path / "live", LIVE_ID)
+    picked = items_at(np.arange(len(frames)) / fps, np.arange(len(taken)) / rate)
+    assert [k for _, (k, _), _ in taken] == list(picked)
+    expected = stored[picked[: len(fields)]] * (fps / rate)  # (streams.data rescales a stored field so)
+    step = 2 * params["bound"] / 255 * fps / rate  # one quantisation step, rescaled
+    assert np.abs(fields - expected).max() <= step + 1e-4
+    assert np.abs(expected).max() > 5 * step  # there is motion: the comparison means something
