@@ -181,7 +181,13 @@ def ablation_csv(results: list[dict]) -> str:
 def _fallback_paragraph(report, best_single, best_three, default_row) -> str:
     support, default = report["fitting_support"], report["default"]
     counts = f"{support['videos']} fitting videos of {support['classes']} classes" + (
-        f", {support['groups']} groups (group purity {support['purity']:.2f})" if support.get("groups") else ""
+        (
+            f", {support['groups']} groups (group purity {support['purity']:.2f})"
+            if support.get("purity") is not None
+            else f", {support['groups']} groups of one video each"
+        )
+        if support.get("groups")
+        else ""
     )
     fused = default["streams"]
     every = len(fused) == len(report["streams"])
