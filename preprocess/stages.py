@@ -124,6 +124,7 @@ STAGES: dict[str, StageSpec] = {
             _pose_task,
             ".npz",
             _info(".pose", "PoseInfo"),
+            new_videos=_pose_for_new_videos,
             live_start="_start_pose",
             live_add="_add_pose",
             live_write="_write_pose",

@@ -215,3 +215,13 @@ def test_fused_runs_must_agree_on_the_stages_they_share(tiny_work, tmp_path):
     result = run_bin("fuse", tmp_path / "rgb", tmp_path / "pose", "--out", tmp_path / "report")
     assert result.returncode != 0 and "Traceback" not in result.stderr
     assert "read other preprocessing than" in result.stderr and "pose.step: 1 ≠ 2" in result.stderr
+
+
+def test_each_stage_prepares_new_videos_its_own_way():
+    from preprocess.stages import for_new_videos
+
+    imported = {"backend": "import:coco", "resize": "none", "step": 1}  # (no model file to find)
+    assert for_new_videos("pose", imported, 120) == imported  # pose sizes its own input: its resize is kept
+    for stage in ("frames", "flow"):  # sized as the training videos were
+        assert for_new_videos(stage, {"resize": "none"}, 120) == {"resize": "short:120"}
+        assert for_new_videos(stage, {"resize": "short:64"}, 120) == {"resize": "short:64"}
