@@ -54,7 +54,7 @@ def fused_once(tiny_work, tmp_path_factory):
             p = rng.dirichlet(np.ones(4), n)
             p[np.arange(n), labels] += 0.6
             write_run(tmp_path / stream, stream, split, p / p.sum(1, keepdims=True), labels,
-                      [f"{split}{i}" for i in range(n)], classes=classes)  # fmt: skip
+                      [f"{split}{i}" for i in range(n)], classes=classes, work=tiny_work)  # fmt: skip
     for stream in ("flow", "pose"):
         config = resolve_config({"stream": stream, "work": str(tiny_work), "run": str(tmp_path / stream)})
         (tmp_path / stream / "config.json").write_text(json.dumps(config))
