@@ -72,6 +72,26 @@ def tiny_features(tiny_work):
     return tiny_work
 
 
+def assert_bundle_scores_as_the_run(run_folder, work, target) -> None:
+    """The run exported as a bundle stream folder scores ``work``'s test videos as the run does: PyTorch within
+    1e-6, ONNX Runtime within 1e-4 with the same predictions (tests of every family call this after training)."""
+    import numpy as np
+
+    from fusion.bundle import export_stream
+    from streams.run import Run
+
+    run = Run.load(run_folder)
+    reference, _ = run.score(work, "test", device="cpu")
+    assert export_stream(run, target, run.classes)["onnx"]
+    carried = Run.load(target)
+    assert "work" not in carried.config and carried.classes == run.classes
+    torch_probs, _ = carried.score(work, "test", device="cpu", runtime="torch")
+    onnx_probs, _ = carried.score(work, "test", device="cpu", runtime="onnx")
+    assert np.abs(torch_probs - reference).max() <= 1e-6
+    assert np.abs(onnx_probs - reference).max() <= 1e-4
+    assert (onnx_probs.argmax(1) == reference.argmax(1)).all()
+
+
 def write_lossless(frames, path, fps):
     """Frames as an FFV1 video: decoded again, they are these pixels exactly (an mp4 would re-encode them)."""
     import cv2

@@ -98,7 +98,7 @@ def test_classify_new_videos_with_the_fitted_fusion(demo, tmp_path):
 
 def test_the_demo_model_travels_without_its_training_folders(demo, tmp_path):
     """bin/demo's bundle (MediaPipe's model inside it) copied elsewhere classifies as the report does, offline and
-    live, in PyTorch and ONNX Runtime; and the report still does with WORK gone (issue 32)."""
+    live; and the report still does with WORK gone (issue 32)."""
     out, result = demo
     assert "model bundle" in result.stdout and result.stdout.count("at 12 fps") >= 2  # both runtimes, one video
     bundle = tmp_path / "bundle"
@@ -122,12 +122,12 @@ def test_the_demo_model_travels_without_its_training_folders(demo, tmp_path):
         os.replace(out / "runs", away["runs"])  # and the runs: only the bundle is left
         try:
             bundled = answer(video, "--model", bundle), answer(*live, "--model", bundle)
-            onnx = answer(video, "--model", bundle, "--runtime", "onnx")
         finally:
             os.replace(away["runs"], out / "runs")
     finally:
         os.replace(away["work"], out / "work")
-    for expected, got, tolerance in ((before, after, 1e-6), (before, bundled, 1e-6), (before[:1], (onnx,), 1e-4)):
+    # (ONNX Runtime against the report: tests/test_bundle.py, and bin/demo classifies with it above)
+    for expected, got, tolerance in ((before, after, 1e-6), (before, bundled, 1e-6)):
         for mode_expected, mode_got in zip(expected, got, strict=True):
             for a, b in zip(mode_expected, mode_got, strict=True):
                 for stream in a:

@@ -22,7 +22,7 @@ from streams.metrics import classification_metrics
 from streams.models import create_flow_model, create_pose_model, create_rgb3d_model, create_rgb_model
 from streams.sampling import clip_duration, item_times, items_at, reference_fps, window_starts
 from streams.train import train
-from tests.conftest import REPO, run_bin
+from tests.conftest import REPO, assert_bundle_scores_as_the_run, run_bin
 
 FAST = {
     "epochs": 3,
@@ -200,6 +200,8 @@ def test_each_stream_trains_and_its_loss_falls(tiny_features, tmp_path, stream, 
         assert side["metrics"]["top1"] == pytest.approx(classification_metrics(s["labels"], s["probs"])["top1"])
     assert (tmp_path / "training_curves.png").stat().st_size > 10_000
     assert json.loads((tmp_path / "config.json").read_text())["stream"] == stream
+    # the trained network carried in a model bundle scores as the run does, in PyTorch and ONNX Runtime (issue 32)
+    assert_bundle_scores_as_the_run(tmp_path, tiny_work, tmp_path / "bundle")
 
 
 def test_same_seed_same_scores_and_resume_reproduces_an_uninterrupted_run(tiny_work, tmp_path):
