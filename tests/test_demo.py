@@ -207,7 +207,7 @@ def test_live_sources_that_cannot_be_read_are_named(demo, tmp_path):
     result = run_bin("classify", broken, "--report", out / "report", "--window", "2")
     assert result.returncode != 0 and "--window: only with --live SOURCE" in result.stderr
     result = run_bin("classify", "--live", broken, "--report", out / "report", "--sample-fps", "0")
-    assert result.returncode != 0 and "--sample-fps 0: must be positive" in result.stderr
+    assert result.returncode != 0 and "--sample-fps 0: must be a positive" in result.stderr
     if not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):  # (as on the CI machine)
         video = out / "synthetic" / json.loads((out / "synthetic" / "synth.json").read_text())["clips"][0]["video"]
         result = run_bin("classify", "--live", video, "--report", out / "report", "--preview")
