@@ -220,18 +220,28 @@ def model_card(report, classes, runs, streams, pose, method: FusionMethod) -> st
     intervals = summary.get("intervals") or {}
     groups = intervals.get("test_groups")
     basis = f"{groups} test groups resampled" if intervals.get("resample") == "groups" else "videos (Wilson)"
-    lines.append(
-        f"Top-1 on {summary.get('test_videos', '?')} test videos, 95 % intervals from {basis}. "
-        "Test videos that share sources with training say little about new sources."
-    )
+    groups = dataset.get("split_groups") or {}
+    shared = set(groups.get("test", [])) & set(groups.get("train", []))
+    if shared:
+        reach = (
+            f"{len(shared)} of the {len(groups['test'])} test groups are also in training: these figures say little "
+            "about sources (venues, performers) the model never saw"
+        )
+    elif groups:
+        reach = "no test group is in training: the figures are of sources the model never saw"
+    else:
+        reach = "the groups are unknown: whether test shares sources with training is not known"
+    lines.append(f"Top-1 on {summary.get('test_videos', '?')} test videos, 95 % intervals from {basis}; {reach}.")
     lines += ["", "| streams | method | test top-1 % [95 % CI] | macro-F1 % |", "|---|---|---|---|"]
     default = summary.get("default") or {}
     for row in summary.get("results", []):
         single = row["method"] == "single"
-        chosen = row["streams"] == default.get("streams") and row["method"] == default.get("method")
+        chosen = set(row["streams"]) == set(default.get("streams") or ()) and (
+            row["method"] == default.get("method") or single
+        )
         if single or chosen:
             low, high = row.get("top1_ci95") or (float("nan"), float("nan"))
-            name = "+".join(row["streams"]) + (" (this bundle)" if chosen and not single else "")
+            name = "+".join(row["streams"]) + (" (this bundle)" if chosen else "")
             lines.append(
                 f"| {name} | {row['method']} | {100 * row['top1']:.1f} [{100 * low:.1f}, {100 * high:.1f}] | "
                 f"{100 * row['macro_f1']:.1f} |"

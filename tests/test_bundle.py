@@ -99,7 +99,8 @@ def test_a_copied_bundle_classifies_as_the_report_does_in_torch_and_onnx(flow_bu
     bundle, report = flow_bundle
     _, run, _ = flow_report
     card = (bundle / "README.md").read_text()
-    assert "## Test figures" in card and "groups" in card and "flow" in card
+    assert "## Test figures" in card and "flow (this bundle) | single" in card
+    assert "no test group is in training" in card  # (one performer per split in the tiny set)
     assert not [p for p in bundle.rglob("*.json") if str(run.parent) in p.read_text()]  # no training paths
     video = next((tiny_synth / "videos" / "tango").glob("*.mp4"))
     reference = classified(video, "--report", report)
