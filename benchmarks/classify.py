@@ -46,7 +46,7 @@ def _timed_classify(videos: list[str], scratch: Path, *, report=None, model=None
     probs = {}
     for stream, run in runs.items():
         began = time.perf_counter()
-        run.networks(run.device(device) if runtime == "torch" else device, runtime)
+        run.networks(run.device(device), runtime)
         seconds[f"{stream} networks loaded"] = time.perf_counter() - began
         began = time.perf_counter()
         probs[stream], _ = run.score(folders[key_of[run.path]], "test", device=device, runtime=runtime)

@@ -104,6 +104,9 @@ def new_video_stages(
     videos were, the pose model found on this machine by SHA-256, ``pose_models`` a bundle's copy first), with this
     machine's execution settings (``device``)."""
     from preprocess.stages import differences, for_new_videos
+    from streams.inference import pick_device
+
+    device = str(pick_device({"device": device}, 0))  # (auto: CUDA where there is one)
 
     groups: list[tuple[dict, int | None]] = []  # (recorded stages, training videos' short side)
     key_of: dict[Path, str] = {}

@@ -123,7 +123,7 @@ def classify_live(
     by_work, key_of = new_video_stages(list(runs.values()), device=device, pose_models=pose_models)
     window = window or training_seconds(runs.values())
     for run in runs.values():  # (loaded before the source starts, kept by each run)
-        run.networks(run.device(device) if runtime == "torch" else device, runtime)
+        run.networks(run.device(device), runtime)
     rates = [run.sample_fps for run in runs.values() if run.sample_fps]
     live = LiveSource(source, realtime=realtime, sample_fps=sample_fps or max(rates, default=None))
     span, stride = max(2, round(window * live.rate)), max(1, round(every * live.rate))

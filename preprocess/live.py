@@ -55,6 +55,9 @@ class LiveFrame:
     following: np.ndarray | None = None
 
 
+STAMPS_FAILED = "arrival time after its timestamps stopped"
+
+
 class LiveSource:
     """Frames of ``spec`` as they play: a camera index ("0"), a URL OpenCV opens (rtsp://, http://), or a video file,
     which plays at its own frame rate (``realtime``) or as fast as it decodes (every frame, none dropped: for tests
@@ -189,16 +192,15 @@ class LiveSource:
     def _stamp(self, index: int, last: float) -> float:
         if self.is_file:
             return frame_time(self.cap, index, self.fps, last)  # (as read_frames times a file's frames)
-        if not self.is_camera and self.clock != "arrival time after timestamps failed":
+        if not self.is_camera and self.clock != STAMPS_FAILED:
             # a stream's own clock, while it gives one that goes forward (its first frame may say 0)
             position = self.cap.get(cv2.CAP_PROP_POS_MSEC) / 1000.0
             if math.isfinite(position) and position >= 0 and (index == 0 or position > last):
                 if index > 0:
                     self.clock = "container timestamps"
                 return position
-            if index > 0 and self.clock == "container timestamps":
-                self.clock = "arrival time after timestamps failed"
-                self._opened = time.monotonic() - last
+            if self.clock == "container timestamps":  # they stopped: arrival from here on, going on from the last
+                self.clock, self._opened = STAMPS_FAILED, time.monotonic() - last
         # a camera's or stream's arrival: seconds since it opened (its reported rate may be wrong)
         return time.monotonic() - self._opened
 
@@ -395,6 +397,10 @@ class LiveStages:
         self._farneback = FarnebackParams(**params["farneback"])
         self._torch_engine = params.get("engine") == "torch"
         self._recent: deque = deque(maxlen=params["offset"] + 1)
+        # taken below the source's rate: each taken frame's field is its motion to the next source frame
+        self._to_following = self.source_fps > self.fps + 1e-9
+        if self._to_following and params["offset"] != 1:
+            raise DataError(self.source, "live flow of a source faster than the runs' rate takes --offset 1 only")
 
     def _add_pose(self, frame: LiveFrame, params: dict) -> None:
         if frame.number % params["step"] == 0:
@@ -421,25 +427,20 @@ class LiveStages:
         from .flow.camera import compensate
         from .flow.task import stored_field
 
-        n = frame.number
-        if self.source_fps > self.fps + 1e-9:  # taken below the source's rate: the motion to the next source frame
-            if params["offset"] != 1:
-                raise DataError(self.source, "live flow of a source faster than the runs' rate takes --offset 1 only")
+        gray = convert_frame(frame.image, self._resize["flow"], "gray")
+        if self._to_following:
             if frame.following is None:
                 return  # (the source's last frame: no pair, as offline)
-            prev = convert_frame(frame.image, self._resize["flow"], "gray")
-            nxt = convert_frame(frame.following, self._resize["flow"], "gray")
-            field = compensate(self._field(prev, nxt), params.get("camera_motion", "none"))
-            field = field * np.float32(self.source_fps / self.fps)
-            self._keep("flow", n, stored_field(field, params, self.source, n))
-            return
-        self._recent.append(convert_frame(frame.image, self._resize["flow"], "gray"))
-        k = params["offset"]
-        if len(self._recent) <= k:
-            return
-        prev, nxt = self._recent[0], self._recent[-1]
+            n, prev, nxt = frame.number, gray, convert_frame(frame.following, self._resize["flow"], "gray")
+        else:
+            self._recent.append(gray)
+            if len(self._recent) <= params["offset"]:
+                return
+            n, prev, nxt = frame.number - params["offset"], self._recent[0], self._recent[-1]  # pair n → n + k
         field = compensate(self._field(prev, nxt), params.get("camera_motion", "none"))
-        self._keep("flow", n - k, stored_field(field, params, self.source, n - k))  # pair n−k → n
+        if self._to_following:  # one source frame's motion, rescaled to one taken-frame period, as training does
+            field = field * np.float32(self.source_fps / self.fps)
+        self._keep("flow", n, stored_field(field, params, self.source, n))
 
     def close(self) -> None:
         """Stop the stage threads (after the frames already handed to them) and the pose model."""

@@ -27,11 +27,6 @@ from pathlib import Path
 from .batch import DataError, Task, read_json
 
 
-def _reads_pose(params: dict) -> tuple[str, ...]:
-    reads = params.get("crop") == "dancers" or params.get("background", "keep") != "keep"
-    return ("pose",) if reads else ()
-
-
 def _pose_task(params: dict, device: str = "cpu") -> Task:
     from .pose import pose_task
 
@@ -57,7 +52,7 @@ def _flow_here(params: dict, device: str) -> dict:
         return params
     from .flow.task import flow_params
 
-    return {**params, "device": _resolve_device(device), "batch": flow_params.__kwdefaults__["batch"]}
+    return {**params, "device": device, "batch": flow_params.__kwdefaults__["batch"]}
 
 
 def scratch_params(params: dict, training_short_side: int | None) -> dict:
@@ -96,7 +91,6 @@ class StageSpec:
     make_task: Callable[..., Task]
     data_suffix: str
     info_class: Callable[[], type]  # (imported on use: the flow engine's module pulls torch in)
-    reads: Callable[[dict], tuple[str, ...]] = lambda params: ()
     execution: tuple[str, ...] = ()
     here: Callable[[dict, str], dict] = lambda params, device: params  # execution settings for this machine
     # recorded parameters made right for new videos of another size, on another machine
@@ -114,6 +108,11 @@ class StageSpec:
 
     def task(self, params: dict, device: str = "cpu") -> Task:
         return self.make_task(params, device)
+
+    def reads(self, params: dict) -> tuple[str, ...]:
+        """The stages its outputs made with ``params`` are made from: pose, when its task records the pose files
+        it reads (``Task.inputs``: dancer crops, a dimmed background)."""
+        return ("pose",) if self.task(params).inputs is not None else ()
 
 
 STAGES: dict[str, StageSpec] = {
@@ -134,7 +133,6 @@ STAGES: dict[str, StageSpec] = {
             _frames_task,
             ".npy",
             _info(".video", "FramesInfo"),
-            reads=_reads_pose,
             live_add="_add_frames",
             live_write="_write_frames",
         ),
@@ -144,7 +142,6 @@ STAGES: dict[str, StageSpec] = {
             _flow_task,
             ".npy",
             _info(".flow", "FlowInfo"),
-            reads=_reads_pose,
             execution=("device", "batch", "compile"),
             here=_flow_here,
             live_start="_start_flow",
@@ -185,18 +182,10 @@ def for_new_videos(stage: str, params: dict, training_short_side: int | None, ca
     return stage_spec(stage).new_videos(params, training_short_side, carried_models)
 
 
-def for_this_machine(stage: str, params: dict, device: str = "auto") -> dict:
-    """Recorded data parameters made runnable here: the torch flow engine runs on ``device`` (auto: CUDA when
-    there is one, else the CPU), whatever device the training machine used."""
+def for_this_machine(stage: str, params: dict, device: str = "cpu") -> dict:
+    """Recorded data parameters made runnable here: the torch flow engine runs on ``device`` (cpu, cuda[:N]: the
+    caller resolves "auto", as ``streams.inference.pick_device`` does), whatever device the training machine used."""
     return stage_spec(stage).here(data_params(stage, params), device)
-
-
-def _resolve_device(device: str) -> str:
-    if device != "auto":
-        return device
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def recorded_params(work: str | os.PathLike, stage: str) -> dict:

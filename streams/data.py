@@ -20,7 +20,7 @@ import torch
 from torch.utils.data import Dataset
 
 from preprocess import DataError, load_manifest, load_pose
-from preprocess.batch import read_json
+from preprocess.batch import read_json, read_sidecar
 from preprocess.flow import to_pixels
 from preprocess.pose import flip_permutation
 from preprocess.stages import STAGES
@@ -62,13 +62,14 @@ def _require(work: Path, stage: str, video_ids: list[str]) -> dict:
         raise DataError(folder, f"no {stage} preprocessing in this work directory (run bin/preprocess {stage} first)")
     # the typed reader of a preprocessing stage's sidecars (features: bin/extract-features' own, plain JSON)
     reader = STAGES[stage].info if stage in STAGES else None
-    out = {}
     check = STAGES[stage].task({}) if stage in STAGES else None
+    out = {}
     for vid in video_ids:
         if reader is not None:
-            out[vid] = reader.read(work, vid)
+            data, side = read_sidecar(folder, vid, reader.how)
+            out[vid] = reader.from_sidecar(data, side)
             # its data file against its sidecar (shape, size; an archive's CRCs), before the first epoch, not after
-            problem = check.verify(folder / f"{vid}{check.data_suffix}", read_json(folder / f"{vid}.json"))
+            problem = check.verify(folder / f"{vid}{check.data_suffix}", data)
             if problem:
                 raise DataError(folder / f"{vid}{check.data_suffix}", f"{problem} (run bin/preprocess {stage} again)")
             continue

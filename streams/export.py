@@ -36,8 +36,7 @@ def export_mmaction_scores(run, split: str, out) -> int:
     from .run import Run
     from .scores import read_score_file
 
-    Run.load(run).score_file(split)  # (a named error when the run has none)
-    scores = read_score_file(Run.load(run).path, split)
+    scores = read_score_file(Run.load(run).path, split)  # (a named error when the run has none)
     ids, labels, probs = scores["video_ids"], scores["labels"], scores["probs"]
     samples = [
         {

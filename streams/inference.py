@@ -187,34 +187,14 @@ def export_onnx(model: nn.Module, example, path: str | os.PathLike, *, segments:
     return path
 
 
-def onnx_providers(device: str) -> list[str]:
-    """onnxruntime's providers for ``device`` (auto: CUDA where onnxruntime-gpu finds a GPU, else the CPU)."""
-    import onnxruntime as ort
-
-    available = ort.get_available_providers()
-    if device == "cpu":
-        return ["CPUExecutionProvider"]
-    if "CUDAExecutionProvider" in available:
-        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
-    if device.startswith("cuda"):
-        raise DataError(f"--device {device}", "onnxruntime has no CUDA provider here (install the onnx-gpu extra)")
-    return ["CPUExecutionProvider"]
-
-
 class OnnxNetwork:
-    """A stream network exported to ONNX, called as ``evaluate`` calls a module: tensors in, logits out (CPU)."""
+    """A stream network exported to ONNX, called as ``evaluate`` calls a module: tensors in, logits out. ``device``:
+    cpu or cuda[:N] (``preprocess.pose.backends.onnx_session``, the one place sessions are made)."""
 
-    def __init__(self, path: str | os.PathLike, device: str = "auto"):
-        try:
-            import onnxruntime as ort
-        except ImportError:
-            raise DataError("--runtime onnx", "needs onnxruntime (pip install -e '.[onnx]')") from None
-        options = ort.SessionOptions()
-        options.log_severity_level = 3
-        try:
-            self.session = ort.InferenceSession(str(path), options, providers=onnx_providers(device))
-        except Exception as err:  # (onnxruntime's own exception types)
-            raise DataError(path, f"not a loadable ONNX network ({type(err).__name__}: {err})") from None
+    def __init__(self, path: str | os.PathLike, device: str = "cpu"):
+        from preprocess.pose.backends import onnx_session
+
+        self.session = onnx_session(path, device, one_thread=False)
         self.names = [i.name for i in self.session.get_inputs()]
         types = {"tensor(float)": np.float32, "tensor(bool)": np.bool_, "tensor(int64)": np.int64}
         self.types = [types.get(i.type, np.float32) for i in self.session.get_inputs()]

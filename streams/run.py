@@ -201,7 +201,7 @@ class Run:
             missing = [m / ONNX_FILE for m in self.members if not (m / ONNX_FILE).is_file()]
             if missing:
                 raise DataError(missing[0], "no ONNX export (--runtime onnx reads a model bundle: bin/export-model)")
-            out = [OnnxNetwork(m / ONNX_FILE, str(device)) for m in self.members]
+            out = [OnnxNetwork(m / ONNX_FILE, str(device)) for m in self.members]  # (device: cpu or cuda[:N])
         elif runtime == "torch":
             from .checkpoints import checkpoint_entry, load_checkpoint
 
@@ -229,13 +229,6 @@ class Run:
         dataset = self.dataset(work, split, video_ids=video_ids)
         probs = [
             evaluate(net, dataset, dev, batch_size=self.config["batch_size"], vote=self.config["vote"])[0]
-            for net in self.networks(dev if runtime == "torch" else device, runtime)
+            for net in self.networks(dev, runtime)
         ]
         return np.mean(probs, axis=0), dataset
-
-    def score_file(self, split: str) -> Path:
-        """``RUN/scores_<split>.npz``, or a named error when the run has none."""
-        path = self.path / f"scores_{split}.npz"
-        if not path.is_file():
-            raise DataError(path, f"no {split} scores here (a bin/train or bin/crossval run)")
-        return path

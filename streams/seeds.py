@@ -21,10 +21,6 @@ from .scores import read_score_file, write_score_file
 from .train import train
 
 
-def _read(run: Path, split: str) -> dict:
-    return read_score_file(run, split)
-
-
 def train_seeds(config: dict, seeds: list[int], log=print, given=()) -> dict:
     """Train ``config`` once per seed and write the ensemble's score files and ``seeds.md`` into config["run"]."""
     if len(seeds) < 2:
@@ -38,7 +34,7 @@ def train_seeds(config: dict, seeds: list[int], log=print, given=()) -> dict:
     name = spec_of(config).fusion_name
     per_seed, ensemble = {}, {}
     for split in ("val", "test"):
-        scores = {seed: _read(folder, split) for seed, folder in runs.items()}
+        scores = {seed: read_score_file(folder, split) for seed, folder in runs.items()}
         first = scores[seeds[0]]
         for seed, s in scores.items():
             if not np.array_equal(s["video_ids"], first["video_ids"]):

@@ -72,9 +72,19 @@ def tiny_features(tiny_work):
     return tiny_work
 
 
+def onnxruntime_missing() -> str | None:
+    """Why the ONNX Runtime half of a test cannot run here (the optional ``onnx`` extra), or None."""
+    try:
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        return "onnxruntime is not installed (pip install 'dance-streams[onnx]'): ONNX Runtime not compared"
+    return None
+
+
 def assert_bundle_scores_as_the_run(run_folder, work, target) -> None:
     """The run exported as a bundle stream folder scores ``work``'s test videos as the run does: PyTorch within
-    1e-6, ONNX Runtime within 1e-4 with the same predictions (tests of every family call this after training)."""
+    1e-6, and ONNX Runtime (where the ``onnx`` extra is installed) within 1e-4 with the same predictions. Tests of
+    every family call this after training."""
     import numpy as np
 
     from fusion.bundle import export_stream
@@ -86,8 +96,10 @@ def assert_bundle_scores_as_the_run(run_folder, work, target) -> None:
     carried = Run.load(target)
     assert "work" not in carried.config and carried.classes == run.classes
     torch_probs, _ = carried.score(work, "test", device="cpu", runtime="torch")
-    onnx_probs, _ = carried.score(work, "test", device="cpu", runtime="onnx")
     assert np.abs(torch_probs - reference).max() <= 1e-6
+    if onnxruntime_missing():
+        return  # (the training tests calling this keep their own assertions; test_bundle.py says what is missing)
+    onnx_probs, _ = carried.score(work, "test", device="cpu", runtime="onnx")
     assert np.abs(onnx_probs - reference).max() <= 1e-4
     assert (onnx_probs.argmax(1) == reference.argmax(1)).all()
 

@@ -387,8 +387,8 @@ def test_5_live_flow_of_a_faster_source_is_the_field_training_sees(tiny_synth, t
     sampler = RateSampler(rate, fps, RateSampler.EXACT)
     taken = [item for k, image in enumerate(frames) for item in sampler.add(k / fps, (k, image))]
     taken += sampler.end()
-    live = LiveStages({"flow": params}, fps=rate, width=info.width, height=info.height, source="s", keep=99,
-                      source_fps=fps)  # fmt: skip
+    size = {"width": info.width, "height": info.height}
+    live = LiveStages({"flow": params}, fps=rate, **size, source="s", keep=99, source_fps=fps)
     try:
         for number, (stamp, (_, image), following) in enumerate(taken):
             live.add(LiveFrame(number, stamp, image, None if following is None else following[1]))

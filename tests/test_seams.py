@@ -53,8 +53,8 @@ def fused_once(tiny_work, tmp_path_factory):
         for stream in ("flow", "pose"):
             p = rng.dirichlet(np.ones(4), n)
             p[np.arange(n), labels] += 0.6
-            write_run(tmp_path / stream, stream, split, p / p.sum(1, keepdims=True), labels,
-                      [f"{split}{i}" for i in range(n)], classes=classes, work=tiny_work)  # fmt: skip
+            ids = [f"{split}{i}" for i in range(n)]
+            write_run(tmp_path / stream, stream, split, p / p.sum(1, keepdims=True), labels, ids, classes, tiny_work)
     for stream in ("flow", "pose"):
         config = resolve_config({"stream": stream, "work": str(tiny_work), "run": str(tmp_path / stream)})
         (tmp_path / stream / "config.json").write_text(json.dumps(config))

@@ -226,15 +226,17 @@ def onnx_providers(device: str) -> list:
     return [("CUDAExecutionProvider", {"device_id": int(device[5:] or 0)}), "CPUExecutionProvider"]
 
 
-def onnx_session(model_path: str | os.PathLike, device: str = "cpu"):
-    """An onnxruntime session for ``device``: "cpu" with one thread (a batch runs one process per core already), or
-    "cuda[:N]" on onnxruntime's CUDA provider (``pip install 'dance-streams[onnx-gpu]'``). A file that is not a
-    loadable model, or a GPU that onnxruntime cannot use, is a named one-line error."""
+def onnx_session(model_path: str | os.PathLike, device: str = "cpu", *, one_thread: bool = True):
+    """An onnxruntime session for ``device``: "cpu" with one thread (``one_thread``: a batch runs one process per
+    core already; a stream network scoring in one process takes every core), or "cuda[:N]" on onnxruntime's CUDA
+    provider (``pip install 'dance-streams[onnx-gpu]'``). A file that is not a loadable model, or a GPU that
+    onnxruntime cannot use, is a named one-line error."""
     providers = onnx_providers(device)
     import onnxruntime as ort
 
     options = ort.SessionOptions()
-    if device == "cpu":
+    options.log_severity_level = 3
+    if device == "cpu" and one_thread:
         options.intra_op_num_threads = 1
         options.inter_op_num_threads = 1
     try:
