@@ -48,20 +48,17 @@ def _portable_config(run: Run, classes: list[str]) -> dict:
     return {**config, "classes": classes}
 
 
-def _example_inputs(run: Run):
-    """Zero tensors of one item's network inputs, batch 1 (the shapes the run recorded at training, else one
-    evaluation item of its work directory)."""
-    import torch
+def _input_record(run: Run) -> list[dict]:
+    """One item's network inputs as the run recorded them at training, else as one evaluation item of its work
+    directory shows them (a run trained before runs recorded them)."""
+    from streams.inference import input_record
 
-    from streams.inference import onnx_inputs
-
-    shapes = run.record.get("inputs")
-    if shapes:
-        return tuple(torch.zeros([1, *s["shape"]], dtype=getattr(torch, s["dtype"])) for s in shapes)
+    if run.record.get("inputs"):
+        return run.record["inputs"]
     dataset = run.dataset(run.work, "test", views=1)
     if not len(dataset):
         dataset = run.dataset(run.work, "val", views=1)
-    return tuple(x[None] for x in onnx_inputs(dataset[0][0]))
+    return input_record(dataset[0][0])
 
 
 def export_stream(run: Run, target: Path, classes: list[str], *, log=print) -> dict:
@@ -70,15 +67,15 @@ def export_stream(run: Run, target: Path, classes: list[str], *, log=print) -> d
     and ONNX export. Returns {variant, onnx: whether every member was exported}."""
     import torch
 
-    from streams.inference import export_onnx
+    from streams.inference import export_onnx, zero_inputs
 
     write_json(target / "config.json", _portable_config(run, classes))
     record = {k: v for k, v in run.record.items() if k != "work"}
     record["stages"] = {
         s: ({**p, "model": Path(p["model"]).name} if p.get("model") else p) for s, p in record["stages"].items()
     }
-    example = _example_inputs(run)
-    record.setdefault("inputs", [{"shape": list(x.shape[1:]), "dtype": str(x.dtype)[6:]} for x in example])
+    record["inputs"] = _input_record(run)
+    example = zero_inputs(record["inputs"])
     write_json(target / PREPROCESSING_FILE, record)
     onnx_failure = None
     for k, net in enumerate(run.models("cpu")):

@@ -136,6 +136,17 @@ def onnx_inputs(example) -> tuple[torch.Tensor, ...]:
     return tuple(example) if isinstance(example, (tuple, list)) else (example,)
 
 
+def input_record(example) -> list[dict]:
+    """What one item's network inputs are (shape without the batch, dtype): recorded with a run, so that its
+    network can be exported without its data (``zero_inputs``)."""
+    return [{"shape": list(x.shape), "dtype": str(x.dtype).removeprefix("torch.")} for x in onnx_inputs(example)]
+
+
+def zero_inputs(record: list[dict]) -> tuple[torch.Tensor, ...]:
+    """A batch of one item of zeros, as ``input_record`` describes it."""
+    return tuple(torch.zeros([1, *x["shape"]], dtype=getattr(torch, x["dtype"])) for x in record)
+
+
 class _SegmentLogits(nn.Module):
     """A 2D network's per-segment logits (B, K, C) as its output: what ``evaluate``'s vote protocol reads."""
 

@@ -41,8 +41,9 @@ def record_preprocessing(run: Path, config: dict, example=None) -> Path:
 
     record = preprocessing_record(config["work"], spec_of(config).stages)
     if example is not None:
-        inputs = example if isinstance(example, (tuple, list)) else (example,)
-        record["inputs"] = [{"shape": list(x.shape), "dtype": str(x.dtype).replace("torch.", "")} for x in inputs]
+        from .inference import input_record
+
+        record["inputs"] = input_record(example)
     path = Path(run) / PREPROCESSING_FILE
     write_json(path, record)
     return path
