@@ -5,6 +5,9 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -402,3 +405,43 @@ def test_5_live_flow_of_a_faster_source_is_the_field_training_sees(tiny_synth, t
     step = 2 * params["bound"] / 255 * fps / rate  # one quantisation step, rescaled
     assert np.abs(fields - expected).max() <= step + 1e-4
     assert np.abs(expected).max() > 5 * step  # there is motion: the comparison means something
+
+
+ORPHANED_WORKER = """
+import sys
+import time
+
+if __name__ == "__mp_main__":
+    time.sleep(1.0)  # a worker importing its command's modules, as every pool worker does before it unpickles its job
+
+from preprocess.batch.pool import worker_context
+
+
+def refuse():
+    raise ValueError("a job that cannot be unpickled")
+
+
+class Unpicklable:
+    def __reduce__(self):
+        return refuse, ()
+
+
+if __name__ == "__main__":
+    context = worker_context()
+    lock = context.Lock()
+    context.Process(target=print, args=(lock,)).start()
+    context.Process(target=print, args=(Unpicklable(),)).start()  # any other start-up failure is still printed
+    # The command ends (SIGTERM while its pool starts): leaving, it unlinks the lock the worker has yet to unpickle.
+    sys.exit(143)
+"""
+
+
+def test_9_a_worker_whose_command_ended_before_it_started_prints_no_traceback(tmp_path):
+    script = tmp_path / "orphan.py"
+    script.write_text(ORPHANED_WORKER)
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60, env=env)
+    assert result.returncode == 143
+    assert result.stderr.count("Traceback") == 1, result.stderr
+    assert "ValueError: a job that cannot be unpickled" in result.stderr
+    assert "FileNotFoundError" not in result.stderr

@@ -84,3 +84,16 @@ def test_bin_commands_run_from_the_shell():
     ):
         result = subprocess.run([str(REPO / "bin" / name), "--help"], capture_output=True, text=True, timeout=120)
         assert result.returncode == 0 and "Usage:" in result.stdout, f"bin/{name}: {result.stderr}"
+
+
+def test_every_python_script_in_bin_is_linted():
+    import tomllib
+
+    config = tomllib.loads((REPO / "pyproject.toml").read_text())
+    linted = set(config["tool"]["ruff"]["extend-include"])
+    python_scripts = {
+        f"bin/{path.name}"
+        for path in (REPO / "bin").iterdir()
+        if path.is_file() and path.read_text().splitlines()[1].startswith(4 * "'" + "true;")  # the sh/python polyglot
+    }
+    assert python_scripts and python_scripts <= linted, sorted(python_scripts - linted)

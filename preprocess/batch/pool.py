@@ -47,10 +47,18 @@ def _init_worker(initializer=None, initargs=()):
         initializer(*initargs)
 
 
+def worker_context():
+    """The multiprocessing context every pool worker starts from: a forkserver that has imported ``worker_start``
+    (which keeps a worker abandoned by its ending command from printing a traceback)."""
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(["__main__", "preprocess.batch.worker_start"])
+    return context
+
+
 def process_pool(workers: int, initializer=None, initargs=()) -> ProcessPoolExecutor:
     return ProcessPoolExecutor(
         max_workers=workers,
-        mp_context=multiprocessing.get_context("forkserver"),
+        mp_context=worker_context(),
         initializer=_init_worker,
         initargs=(initializer, initargs),
     )
