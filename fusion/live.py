@@ -324,7 +324,7 @@ class _Overlay:
 
         from preprocess.flow import to_pixels
 
-        from .classify import overlay_caption, overlay_frame
+        from .overlay import overlay_caption, overlay_frame
 
         skeletons, field, bound = [], None, None
         people = self.pose.latest("pose", frame.number) if self.pose is not None else None

@@ -294,8 +294,7 @@ def pose_importance(model, x: torch.Tensor, m: torch.Tensor, target: int) -> np.
 
 def plot_pose_importance(model, run: Run, classes, path: Path) -> int:
     from preprocess.pose import COCO_KEYPOINTS
-
-    from .models.stgcn import COCO_TREE
+    from preprocess.pose.keypoints import COCO_TREE
 
     plt = _plt()
     model = model.cpu()

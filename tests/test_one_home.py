@@ -118,7 +118,7 @@ def test_the_table_lists_each_row_once_and_fuse_prints_the_holm_p(tmp_path):
 
 
 def test_overlay_names_are_unique_for_videos_that_share_a_name():
-    from fusion.classify import overlay_names
+    from fusion.overlay import overlay_names
 
     names = overlay_names(["a/clip.mp4", "b/clip.mp4", "c/other.mp4"])
     assert names["c/other.mp4"] == "other_overlay.mp4"

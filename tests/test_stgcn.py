@@ -9,9 +9,10 @@ import pytest
 import torch
 
 from fusion.report import run_ablation
+from preprocess.pose.keypoints import COCO_TREE
 from streams.augment import affine_matrix, drop_persons, random_skeleton_augment, transform_skeleton
 from streams.data import PoseSequences
-from streams.models.stgcn import COCO_TREE, PARENT, create_stgcn_model, skeleton_inputs, spatial_partitions
+from streams.models.stgcn import PARENT, create_stgcn_model, skeleton_inputs, spatial_partitions
 from streams.train import train
 
 

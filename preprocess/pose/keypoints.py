@@ -28,6 +28,20 @@ COCO_KEYPOINTS = (
 COCO_FLIP_PAIRS = ((1, 2), (3, 4), (5, 6), (7, 8), (9, 10), (11, 12), (13, 14), (15, 16))
 
 
+# The lines drawn between keypoints in a picture of a skeleton (COCO's skeleton without the ear-shoulder lines).
+COCO_SKELETON = (
+    (15, 13), (13, 11), (16, 14), (14, 12), (11, 12), (5, 11), (6, 12), (5, 6), (5, 7), (6, 8), (7, 9), (8, 10),
+    (1, 2), (0, 1), (0, 2), (1, 3), (2, 4),
+)  # fmt: skip
+
+# The skeleton as a tree rooted at the nose, (child, parent): what a bone is (child minus parent) and the graph
+# ST-GCN convolves over. A tree, unlike the picture's lines: every keypoint but the nose has one parent.
+COCO_TREE = (
+    (1, 0), (2, 0), (3, 1), (4, 2), (5, 0), (6, 0), (7, 5), (8, 6), (9, 7), (10, 8),
+    (11, 5), (12, 6), (13, 11), (14, 12), (15, 13), (16, 14),
+)  # fmt: skip
+
+
 def flip_permutation() -> np.ndarray:
     """Index array p such that ``keypoints[..., p, :]`` swaps every left/right pair."""
     perm = np.arange(len(COCO_KEYPOINTS))

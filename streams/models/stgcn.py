@@ -8,11 +8,8 @@ import numpy as np
 import torch
 from torch import nn
 
-# The COCO-17 skeleton as a tree rooted at the nose: (child, parent). Bones are child minus parent.
-COCO_TREE = (
-    (1, 0), (2, 0), (3, 1), (4, 2), (5, 0), (6, 0), (7, 5), (8, 6), (9, 7), (10, 8),
-    (11, 5), (12, 6), (13, 11), (14, 12), (15, 13), (16, 14),
-)  # fmt: skip
+from preprocess.pose.keypoints import COCO_TREE
+
 PARENT = np.arange(17)
 for _child, _parent in COCO_TREE:
     PARENT[_child] = _parent
