@@ -8,7 +8,7 @@ import sys
 import time
 from pathlib import Path
 
-from preprocess.pose.backends import shared_dir
+from preprocess.model_files import shared_dir
 
 REPO = Path(__file__).resolve().parent.parent
 

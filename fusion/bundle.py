@@ -28,7 +28,8 @@ from pathlib import Path
 
 from preprocess import DataError
 from preprocess.batch import read_json, write_json, write_text
-from preprocess.pose.backends import file_sha256, recorded_model
+from preprocess.model_files import file_sha256
+from preprocess.pose.backends import recorded_model
 from streams.run import ONNX_FILE, PREPROCESSING_FILE, Run
 
 from .methods import FusionMethod

@@ -196,7 +196,7 @@ def imagenet_weights(preset: str, *, download: bool = True) -> Path:
     """The ImageNet weights of a torchvision preset (``--pretrained imagenet``): $DANCE_MOBILENET_V2 > the shared
     assets (``mobilenet_v2_imagenet_features.pth``) > torchvision's published file in torch's cache > its download
     (checksummed; online only). Offline with none of these, a one-line error says where it looked."""
-    from preprocess.pose.backends import find_model_file
+    from preprocess.model_files import find_model_file
 
     if preset not in IMAGENET_FILES:
         raise DataError(preset, f"--pretrained imagenet: no ImageNet weights are known for preset {preset}")

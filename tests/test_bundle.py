@@ -166,7 +166,8 @@ def test_bad_bundles_and_bad_options_are_refused_by_name(flow_bundle, flow_repor
 
 
 def test_a_pose_model_is_found_by_its_sha256_and_another_is_refused(tmp_path, monkeypatch):
-    from preprocess.pose.backends import file_sha256, recorded_model
+    from preprocess.model_files import file_sha256
+    from preprocess.pose.backends import recorded_model
 
     model = tmp_path / "a" / "pose_model.task"
     model.parent.mkdir()

@@ -15,8 +15,8 @@ from tests.conftest import shared_asset, write_lossless
 
 def _stages(with_pose: bool):
     from preprocess.flow import FarnebackParams, flow_params
+    from preprocess.model_files import file_sha256
     from preprocess.pose import pose_params
-    from preprocess.pose.backends import file_sha256
     from preprocess.video import frames_params
 
     flow = flow_params(FarnebackParams(), resize="short:80", offset=2, camera_motion="median")

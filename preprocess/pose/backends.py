@@ -14,7 +14,6 @@ shared assets, user cache, then downloads MediaPipe's official bundle when onlin
 
 from __future__ import annotations
 
-import hashlib
 import os
 import urllib.request
 from contextlib import contextmanager
@@ -24,6 +23,7 @@ import cv2
 import numpy as np
 
 from ..batch import DataError, atomic_path
+from ..model_files import cache_dir, file_sha256, find_model_by_sha256, find_model_file, shared_dir
 from .keypoints import BLAZEPOSE_TO_COCO
 
 MEDIAPIPE_MODEL_NAME = "pose_landmarker_full.task"
@@ -35,37 +35,6 @@ MODEL_ENV = "DANCE_POSE_MODEL"
 ONNX_MODEL_ENV = "DANCE_ONNX_POSE_MODEL"
 MOVENET_MODEL_NAME = "movenet_multipose_lightning_256.onnx"
 MOVENET_MODEL_ENV = "DANCE_MOVENET_MODEL"
-
-
-def shared_dir() -> Path:
-    """The shared assets folder: $DANCE_SHARED, else ``shared`` beside this checkout."""
-    checkout = Path(__file__).resolve().parents[2]  # preprocess/pose/backends.py -> the repository
-    return Path(os.environ.get("DANCE_SHARED", checkout.parent / "shared"))
-
-
-def cache_dir() -> Path:
-    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "dance-streams"
-
-
-def find_model_file(explicit, env: str, name: str, *, kind: str = "pose model") -> tuple[Path | None, list[str]]:
-    """The first of --model PATH > $``env`` > shared/models/``name`` > the user cache that exists, and the places
-    tried; a path the user named (option or variable) that does not exist is an error, not a fall-through."""
-    tried = []
-    for origin, candidate in (
-        ("--model", explicit),
-        (f"${env}", os.environ.get(env)),
-        ("shared assets", shared_dir() / "models" / name),
-        ("user cache", cache_dir() / name),
-    ):
-        if not candidate:
-            continue
-        path = Path(candidate)
-        if path.is_file():
-            return path, tried
-        if origin in ("--model", f"${env}"):
-            raise DataError(path, f"{kind} given by {origin} does not exist")
-        tried.append(str(path))
-    return None, tried
 
 
 def resolve_mediapipe_model(explicit: str | os.PathLike | None = None, *, download: bool = True) -> Path:
@@ -109,14 +78,6 @@ def resolve_onnx_model(explicit: str | os.PathLike | None = None) -> Path:
     if not path.is_file():
         raise DataError(path, "ONNX pose model does not exist")
     return path
-
-
-def file_sha256(path: str | os.PathLike) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 @contextmanager
@@ -429,23 +390,18 @@ def recorded_model(params: dict, *, also=()) -> dict:
     if not sha or not recorded:
         return params  # (imported skeletons: no model to find)
     name = Path(str(recorded)).name
-    env = os.environ.get(MODEL_ENVS.get(params.get("backend"), ""), "")
-    candidates = [*map(Path, also), Path(recorded), *([Path(env)] if env else [])]
-    candidates += [shared_dir() / "models" / name, cache_dir() / name]
-    mismatched = []
-    for path in dict.fromkeys(candidates):
-        if path.is_file():
-            if file_sha256(path) == sha:
-                return {**params, "model": str(path.resolve())}
-            mismatched.append(path)
+    env = MODEL_ENVS.get(params.get("backend"), MODEL_ENV)
+    found, mismatched, looked = find_model_by_sha256(sha, name, first=[*also, recorded], env=env)
+    if found is not None:
+        return {**params, "model": str(found.resolve())}
     if mismatched:
         raise DataError(
             mismatched[0],
             f"pose model SHA-256 differs from the one the run was trained with ({sha[:12]}…): another {name}",
         )
-    looked = "; ".join(map(str, dict.fromkeys(candidates)))
+    looked = "; ".join(map(str, looked))
     raise DataError(
         name,
         f"pose model not found (SHA-256 {sha[:12]}…): put it in {shared_dir() / 'models'} or set "
-        f"${MODEL_ENVS.get(params.get('backend'), MODEL_ENV)} (looked in: {looked})",
+        f"${env} (looked in: {looked})",
     )
