@@ -188,7 +188,7 @@ def test_sigterm_unwinds_the_scratch_folder_as_bin_classify_holds_it(tmp_path):
     script = textwrap.dedent(f"""
         import sys, tempfile, time
         sys.path.insert(0, {str(REPO)!r})
-        from preprocess.batch import exit_on_terminate
+        from preprocess.cli import exit_on_terminate
         exit_on_terminate()
         with tempfile.TemporaryDirectory(prefix="classify-", dir={str(tmp_path)!r}) as scratch:
             open(scratch + "/frames.npy", "wb").write(bytes(1000))

@@ -8,10 +8,10 @@
     status.py    work_status: done / failed / missing per stage, merged over shard summaries
     storage.py   atomic writes (temp file + rename), JSON, npz, streamed .npy
     progress.py  Progress: tqdm with frames/s, one line per 5 % in logs
-    errors.py    DataError: "<path>: <problem>", shown without a traceback
+    errors.py    DataError: "<path>: <problem>", shown without a traceback (preprocess.cli.one_line_errors)
 """
 
-from .errors import DataError, exit_on_terminate, one_line_errors
+from .errors import DataError
 from .pool import available_cores, map_surviving_crashes, process_pool
 from .progress import Progress
 from .runner import (
@@ -49,7 +49,6 @@ __all__ = [
     "available_cores",
     "default_workers",
     "folder_lock",
-    "exit_on_terminate",
     "DataError",
     "NpyStreamWriter",
     "Progress",
@@ -62,7 +61,6 @@ __all__ = [
     "is_done",
     "map_surviving_crashes",
     "output_problem",
-    "one_line_errors",
     "parse_shard",
     "read_sidecar",
     "process_pool",
