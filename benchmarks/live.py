@@ -98,7 +98,8 @@ def stages_alone(video: str, report, log=print, frames: int = 150) -> dict:
     """Each live stage of the runs by itself on the clip's first ``frames`` frames, decoded beforehand, one frame
     after another (``LiveStages`` with that stage only): ms of wall and CPU time a frame, and so the most frames a
     second that stage can go, whatever the cores (a stage does its frames in order)."""
-    from fusion.classify import load_fusion, new_video_stages
+    from fusion.classify import new_video_stages
+    from fusion.report import load_fusion
     from preprocess.live import LiveSource, LiveStages
 
     source = LiveSource(video, realtime=False)

@@ -33,6 +33,7 @@ from preprocess.pose.backends import recorded_model
 from streams.run import ONNX_FILE, PREPROCESSING_FILE, Run
 
 from .methods import FusionMethod
+from .report import load_fusion
 
 BUNDLE_FORMAT = 1
 # pose backends whose model file may travel in a bundle (their licence lets it); any other (YOLO-pose is AGPL, an
@@ -104,8 +105,6 @@ def export_bundle(report, out, *, archive: str | None = None, force: bool = Fals
     """Write the model bundle of ``report`` (a bin/fuse folder) to ``out`` (a folder; with ``archive`` tar or zip,
     ``out`` is that file). An existing non-empty ``out`` is refused unless ``force``, and then replaced at once
     (the new bundle is written beside it and renamed over it)."""
-    from .classify import load_fusion
-
     out = Path(os.path.abspath(out))
     if out.exists() and (out.is_file() or any(out.iterdir())) and not force:
         raise DataError(out, "exists and is not empty (--force replaces it)")

@@ -21,11 +21,12 @@ from pathlib import Path
 import numpy as np
 
 from preprocess import DataError, Manifest, Source, VideoRecord, probe
-from preprocess.batch import read_json, run_batch
+from preprocess.batch import run_batch
 from preprocess.stages import STAGE_ORDER, for_this_machine, stage_task
 from streams.run import Run
 
-from .methods import FusionFileError, FusionMethod
+from .methods import FusionMethod
+from .report import load_fusion
 
 CAUTION_PROBABILITY = 0.5
 
@@ -47,35 +48,6 @@ def caution(fused: dict, streams: dict) -> str | None:
             + ")"
         )
     return "; ".join(reasons) or None
-
-
-def load_fusion(report: str | Path) -> tuple[FusionMethod, list[str], dict[str, Run]]:
-    """(the fitted method, its class names, {stream: Run}) of ``REPORT/fusion.json``, each run checked against the
-    stream it is named for and the classes."""
-    fusion_file = Path(report) / "fusion.json"
-    if not fusion_file.is_file():
-        raise DataError(fusion_file, "no fitted fusion here (run bin/fuse first)")
-    fitted = read_json(fusion_file)
-    try:
-        method = FusionMethod.from_json(fitted)
-    except FusionFileError as err:
-        raise DataError(fusion_file, str(err)) from None
-    except (KeyError, TypeError, ValueError, AttributeError) as err:
-        raise DataError(fusion_file, f"not a fitted fusion of bin/fuse ({type(err).__name__}: {err})") from None
-    classes, paths = fitted.get("classes"), fitted.get("runs")
-    if not isinstance(classes, list) or not classes or not all(isinstance(c, str) for c in classes):
-        raise DataError(fusion_file, f"classes: {classes!r} is not a list of class names")
-    if not isinstance(paths, dict) or set(paths) != set(method.streams_):
-        raise DataError(fusion_file, f"runs: {paths!r} must name one run for each of streams {method.streams_}")
-    runs = {}
-    for stream, path in paths.items():
-        run = Run.load(path)
-        if run.name != stream:
-            raise DataError(fusion_file, f"runs.{stream}: {run.path} is a run of the {run.name} stream")
-        if run.classes != classes:
-            raise DataError(fusion_file, f"classes: {run.path} predicts {', '.join(run.classes)}, in that order")
-        runs[stream] = run
-    return method, classes, runs
 
 
 def load_fused(report=None, model=None) -> tuple[FusionMethod, list[str], dict[str, Run], tuple[Path, ...]]:

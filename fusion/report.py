@@ -22,14 +22,15 @@ from pathlib import Path
 import numpy as np
 
 from preprocess import DataError
-from preprocess.batch import write_json, write_text
+from preprocess.batch import read_json, write_json, write_text
 from preprocess.batch.storage import PARTIAL
 from preprocess.dataset import load_manifest
 from streams import scene
 from streams.metrics import confusion_matrix
+from streams.run import Run
 
 from .ablation import DEFAULT_METHODS, ablation_rows
-from .methods import create_method
+from .methods import FusionFileError, FusionMethod, create_method
 from .render import REFERENCE, ablation_csv, ablation_markdown, plot_confusion, plot_subsets
 from .scores import align, label, load_scores, stream_key
 from .select import FALLBACK_METHOD, best_single_stream, choice_record, choose, default_fusion, fitting_support
@@ -174,7 +175,6 @@ def check_same_preprocessing(runs: list[Path]) -> None:
     RGB frames is the pose stream's, the frames the same size, ...): else a named error with the first difference.
     Runs with no readable record (a crossval folder of scores only, an old run whose WORK is gone) are not compared."""
     from preprocess.stages import differences
-    from streams.run import Run
 
     seen = []
     for path in runs:
@@ -362,3 +362,32 @@ def _write_report(runs, out, methods, calibrate, resamples, seed, fit_on) -> dic
 def fusion_record(method, classes: list[str], runs: dict[str, str]) -> dict:
     """``fusion.json``: a fitted method with the class names it predicts and the (absolute) run of each stream."""
     return {**method.to_json(), "classes": list(classes), "runs": {s: os.path.abspath(r) for s, r in runs.items()}}
+
+
+def load_fusion(report: str | Path) -> tuple[FusionMethod, list[str], dict[str, Run]]:
+    """(the fitted method, its class names, {stream: Run}) of ``REPORT/fusion.json``, each run checked against the
+    stream it is named for and the classes."""
+    fusion_file = Path(report) / "fusion.json"
+    if not fusion_file.is_file():
+        raise DataError(fusion_file, "no fitted fusion here (run bin/fuse first)")
+    fitted = read_json(fusion_file)
+    try:
+        method = FusionMethod.from_json(fitted)
+    except FusionFileError as err:
+        raise DataError(fusion_file, str(err)) from None
+    except (KeyError, TypeError, ValueError, AttributeError) as err:
+        raise DataError(fusion_file, f"not a fitted fusion of bin/fuse ({type(err).__name__}: {err})") from None
+    classes, paths = fitted.get("classes"), fitted.get("runs")
+    if not isinstance(classes, list) or not classes or not all(isinstance(c, str) for c in classes):
+        raise DataError(fusion_file, f"classes: {classes!r} is not a list of class names")
+    if not isinstance(paths, dict) or set(paths) != set(method.streams_):
+        raise DataError(fusion_file, f"runs: {paths!r} must name one run for each of streams {method.streams_}")
+    runs = {}
+    for stream, path in paths.items():
+        run = Run.load(path)
+        if run.name != stream:
+            raise DataError(fusion_file, f"runs.{stream}: {run.path} is a run of the {run.name} stream")
+        if run.classes != classes:
+            raise DataError(fusion_file, f"classes: {run.path} predicts {', '.join(run.classes)}, in that order")
+        runs[stream] = run
+    return method, classes, runs

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .batch import DataError, Task, read_json
+from .batch.status import stage_status
 
 
 def _pose_task(params: dict, device: str = "cpu") -> Task:
@@ -275,3 +276,13 @@ def differences(a: dict[str, dict], b: dict[str, dict]) -> list[str]:
             if a[stage].get(key) != b[stage].get(key):
                 out.append(f"{stage}.{key}: {a[stage].get(key)!r} ≠ {b[stage].get(key)!r}")
     return out
+
+
+def work_status(work: str | Path, video_ids: list[str]) -> dict[str, dict]:
+    """``stage_status`` of every stage folder WORK has (``preprocess.batch.status``)."""
+    work = Path(work)
+    return {
+        stage: stage_status(work / stage, video_ids, spec.data_suffix)
+        for stage, spec in STAGES.items()
+        if (work / stage).is_dir()
+    }

@@ -22,6 +22,7 @@ import numpy as np
 
 from preprocess import DataError, load_manifest
 from preprocess.batch import folder_lock, read_json, write_json, write_text
+from preprocess.records import group_of
 
 from . import scene
 from .metrics import classification_metrics
@@ -31,11 +32,6 @@ from .stats import group_bootstrap_ci
 
 POOLS = ("trainval", "all")
 PROTOCOLS = ("groups", "main-source")
-
-
-def group_of(video) -> str:
-    # a video without a group is its own group
-    return video.group if video.group not in (None, "") else video.video_id
 
 
 def group_folds(labels: list[str], groups: list[str], folds: int, seed: int) -> list[np.ndarray]:

@@ -83,7 +83,8 @@ def measure(config: dict, model, device, scored: dict, *, log=print) -> dict:
     full-frame scores just made) with every person hidden; returns the record written to RUN/scene_reliance.json.
     A split without labels is skipped; a stream that reads no pixels, or a work directory without pose, records
     why nothing was measured."""
-    from .crossval import group_of
+    from preprocess.records import group_of
+
     from .inference import evaluate
     from .registry import create_dataset, spec_of
 

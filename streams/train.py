@@ -401,8 +401,9 @@ def scene_adversary(config: dict, model, train_set, device, log=print):
     weight = config.get("scene_adversary") or 0.0
     if not weight:
         return None
+    from preprocess.records import group_of
+
     from .adversary import SceneAdversary
-    from .crossval import group_of
 
     groups = [group_of(v) for v in train_set.videos]
     adversary = SceneAdversary(model, train_set.labels, groups, weight).to(device)

@@ -2,8 +2,11 @@
 sibling's private names, and the public ``preprocess`` API is where users find it."""
 
 import ast
+import graphlib
 import subprocess
 import sys
+
+import pytest
 
 from tests.conftest import REPO
 
@@ -97,3 +100,79 @@ def test_every_python_script_in_bin_is_linted():
         if path.is_file() and path.read_text().splitlines()[1].startswith(4 * "'" + "true;")  # the sh/python polyglot
     }
     assert python_scripts and python_scripts <= linted, sorted(python_scripts - linted)
+
+
+def _module_name(path) -> str:
+    parts = path.relative_to(REPO).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _imports_of(path, known=None) -> set[str]:
+    """Every module of ours a file imports, type-only and function-level imports included, as dotted names (with
+    ``known``, each mapped to the module of ``known`` it names: ``from .x import y`` is x.y if that is a module)."""
+    name = _module_name(path)
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module != "__future__":
+            if node.level:
+                base = package.split(".")[: len(package.split(".")) - node.level + 1]
+                target = ".".join([*base, *([node.module] if node.module else [])])
+            else:
+                target = node.module or ""
+            found.add(target)
+            found.update(f"{target}.{alias.name}" for alias in node.names if known is not None)
+        elif isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+    found = {n for n in found if n.split(".")[0] in PACKAGES}
+    if known is None:
+        return found
+
+    def closest(dotted):
+        while dotted and dotted not in known:
+            dotted = dotted.rpartition(".")[0]
+        return dotted
+
+    return {closest(n) for n in found} - {"", name}
+
+
+@pytest.mark.parametrize("level", ["module", "package"])
+def test_no_import_circles(level):
+    # Every import counts, type-only and inside functions too: a circle closed by either still makes two modules
+    # that cannot be read (or changed) one without the other. Packages: preprocess.dataset, streams.models, ...
+    paths = [p for package in PACKAGES for p in sorted((REPO / package).rglob("*.py"))]
+    known = {_module_name(p) for p in paths}
+
+    def node(name):
+        return name if level == "module" else ".".join(name.split(".")[:2])
+
+    graph = {}
+    for path in paths:
+        source = node(_module_name(path))
+        targets = {node(t) for t in _imports_of(path, known)}
+        # a module importing its own package's __init__ (or a package importing its modules) is not a circle
+        graph.setdefault(source, set()).update(
+            t for t in targets if t != source and not source.startswith(t + ".") and not t.startswith(source + ".")
+        )
+    try:
+        list(graphlib.TopologicalSorter(graph).static_order())
+    except graphlib.CycleError as err:
+        pytest.fail(f"import circle: {' -> '.join(err.args[1])}")
+
+
+def test_the_lowest_layers_import_nothing_above_them():
+    # batch/ is the bottom of preprocess (records.py, plain data, beside it); the reader sits on both. Not even a
+    # type-only import goes up: that was the one circle of the layout (batch and video typed against dataset).
+    allowed = {
+        "preprocess/batch": ("preprocess.batch", "preprocess.records"),
+        "preprocess/records.py": (),
+        "preprocess/video/reader.py": ("preprocess.batch", "preprocess.records"),
+        "preprocess/video/frames.py": ("preprocess.batch", "preprocess.records", "preprocess.video"),
+    }
+    offenders = []
+    for where, may_import in allowed.items():
+        for path in sorted((REPO / where).rglob("*.py")) if (REPO / where).is_dir() else [REPO / where]:
+            for name in _imports_of(path):
+                if not name.startswith(may_import) or not may_import:
+                    offenders.append(f"{path.relative_to(REPO)} imports {name}")
+    assert offenders == []

@@ -11,8 +11,7 @@ import pytest
 from conftest import REPO, run_bin
 from test_fusion import CLASSES, write_run
 
-from fusion.classify import load_fusion
-from fusion.report import run_ablation
+from fusion.report import load_fusion, run_ablation
 from preprocess.batch import DataError
 from streams.registry import OptionError, resolve_config
 

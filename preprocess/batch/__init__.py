@@ -5,7 +5,7 @@
     runner.py    Task, run_batch: sharding, resume by sidecar, workers, summary
     pool.py      process_pool: forkserver workers, OpenCV single-threaded
     ray_pool.py  map_on_ray: the same per-video work on Ray actors (--executor ray; imports ray only when used)
-    status.py    work_status: done / failed / missing per stage, merged over shard summaries
+    status.py    stage_status: done / failed / missing of a stage folder, merged over shard summaries
     storage.py   atomic writes (temp file + rename), JSON, npz, streamed .npy
     progress.py  Progress: tqdm with frames/s, one line per 5 % in logs
     errors.py    DataError: "<path>: <problem>", shown without a traceback (preprocess.cli.one_line_errors)

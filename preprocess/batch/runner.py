@@ -19,15 +19,13 @@ import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, ClassVar
+from typing import ClassVar
 
+from ..records import VideoRecord, VideoSet
 from .errors import DataError
 from .pool import available_cores, map_surviving_crashes
 from .progress import Progress
 from .storage import folder_lock, read_json, remove_partials, write_json
-
-if TYPE_CHECKING:  # the runner needs no more of a manifest than its videos: no import of the dataset package
-    from ..dataset.manifest import Manifest, VideoRecord
 
 
 @dataclass(frozen=True)
@@ -45,6 +43,9 @@ class Task:
     # inputs(out_dir, video_id) → digests of the other stages' outputs a video's output is made from (dancer crops:
     # the pose file), recorded in its sidecar: an output whose inputs changed, or went away, is redone
     inputs: Callable[[Path, str], dict] | None = None
+    # the typed reader of its sidecars (FramesInfo, FlowInfo, PoseInfo): every finished output's fields are checked
+    # by it, so is-done, verify and the readers agree on what a whole output is
+    info: type[StageOutput] | None = None
 
 
 @dataclass
@@ -125,11 +126,9 @@ def _checked_output(task: Task, out_dir: Path, video_id: str) -> tuple[str | Non
         return str(err), None
     if not isinstance(meta, dict) or "params" not in meta:
         return f"{side}: not a sidecar (no params)", None
-    from ..stages import STAGES  # (the registry imports this package: read when called)
-
-    if task.name in STAGES:  # its fields' types, as the typed reader checks them
+    if task.info is not None:  # its fields' types, as the typed reader checks them
         try:
-            STAGES[task.name].info.from_sidecar(meta, side)
+            task.info.from_sidecar(meta, side)
         except DataError as err:
             return str(err), None
         except (KeyError, TypeError, ValueError, AttributeError) as err:
@@ -151,7 +150,7 @@ def is_done(task: Task, out_dir: Path, video_id: str) -> bool:
     return task.inputs is None or meta.get("inputs", {}) == task.inputs(out_dir, video_id)
 
 
-def verify_outputs(task: Task, manifest: Manifest, work: str | os.PathLike) -> tuple[int, list[str]]:
+def verify_outputs(task: Task, manifest: VideoSet, work: str | os.PathLike) -> tuple[int, list[str]]:
     """Check every finished output of ``task`` in WORK: (outputs checked, problems). Videos never started are not
     problems; an output whose sidecar or data file is missing, broken or of the wrong shape is."""
     out_dir = Path(work) / task.name
@@ -215,7 +214,7 @@ def default_workers(task: Task, executor: str = "pool", gpus_per_worker: float =
 
 def run_batch(
     task: Task,
-    manifest: Manifest,
+    manifest: VideoSet,
     work: str | os.PathLike,
     *,
     workers: int | None = 1,

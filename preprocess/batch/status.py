@@ -49,18 +49,6 @@ def stage_status(out_dir: Path, video_ids: list[str], data_suffix: str) -> dict:
     }
 
 
-def work_status(work: str | Path, video_ids: list[str]) -> dict[str, dict]:
-    """``stage_status`` of every stage folder WORK has."""
-    from ..stages import STAGES  # (the registry imports this package: read when called)
-
-    work = Path(work)
-    return {
-        stage: stage_status(work / stage, video_ids, spec.data_suffix)
-        for stage, spec in STAGES.items()
-        if (work / stage).is_dir()
-    }
-
-
 def status_lines(stages: dict[str, dict]) -> tuple[list[str], bool]:
     """``work_status``'s stages as the lines ``bin/preprocess status`` prints, and whether every stage is complete
     (nothing failed, nothing missing)."""

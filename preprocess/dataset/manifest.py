@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from ..batch import DataError, read_json, write_json, write_text
-from ..video import Source, VideoInfo
+from ..records import VideoRecord
 
 MANIFEST_VERSION = 1
 MANIFEST_NAME = "manifest.json"
@@ -34,41 +34,6 @@ def id_problem(video_id) -> str | None:
     except UnicodeEncodeError:
         return f"video id {video_id.encode('utf-8', 'backslashreplace').decode()!r} is not valid UTF-8"
     return None
-
-
-@dataclass
-class VideoRecord:
-    video_id: str
-    label: str
-    split: str | None
-    group: str | None
-    source: str  # a video file, or the folder holding the frame images
-    frame_count: int
-    fps: float
-    width: int
-    height: int
-    frames: list[str] | None = None  # frame image names (frame sequences only)
-
-    @classmethod
-    def from_probe(cls, candidate, info: VideoInfo) -> VideoRecord:
-        src: Source = candidate.source
-        return cls(
-            video_id=candidate.video_id,
-            label=candidate.label,
-            split=candidate.split,
-            group=candidate.group,
-            source=src.path,
-            frame_count=info.frame_count,
-            fps=round(info.fps, 6),
-            width=info.width,
-            height=info.height,
-            frames=list(src.frames) if src.frames is not None else None,
-        )
-
-    def to_source(self) -> Source:
-        if self.frames is None:
-            return Source(self.source)
-        return Source(self.source, tuple(self.frames), self.fps)
 
 
 @dataclass

@@ -15,12 +15,12 @@ from pathlib import Path
 import numpy as np
 
 from ..batch import DataError, NpyStreamWriter, Task, atomic_path, check_npy, write_sidecar
-from ..dataset.manifest import VideoRecord
+from ..records import VideoRecord
 from ..video import Resize, Sampling, prefetch, read_frames
 from ..video.crop import crop_inputs, crop_params, crop_to_window, read_dancer_windows
 from .camera import CAMERA_MOTIONS, compensate
 from .farneback import FarnebackParams
-from .storage import FLOW_VERSION, quantize
+from .storage import FLOW_VERSION, FlowInfo, quantize
 
 
 def flow_params(
@@ -219,4 +219,5 @@ def flow_task(params: dict) -> Task:
         verify=verify_flow,
         gpu=gpu,
         inputs=inputs,
+        info=FlowInfo,
     )

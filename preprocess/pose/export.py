@@ -20,15 +20,12 @@ from __future__ import annotations
 import io
 import pickle
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ..batch import DataError, atomic_path
+from ..records import VideoSet
 from .storage import load_pose
-
-if TYPE_CHECKING:
-    from ..dataset.manifest import Manifest
 
 
 class _PortablePickler(pickle.Pickler):
@@ -56,7 +53,7 @@ def pyskl_annotation(manifest_video, class_index: int, pose: dict) -> dict:
     }
 
 
-def export_pyskl(manifest: Manifest, work, out) -> tuple[int, list[str]]:
+def export_pyskl(manifest: VideoSet, work, out) -> tuple[int, list[str]]:
     """Write ``out`` (a .pkl) for every video of the manifest with pose in WORK; returns (exported, problems)."""
     annotations, split, problems = [], {}, []
     for video in manifest.videos:

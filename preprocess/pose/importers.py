@@ -20,17 +20,14 @@ from __future__ import annotations
 import re
 from collections import defaultdict
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ..batch import DataError, read_json, write_npz, write_sidecar
+from ..records import VideoRecord, VideoSet
 from .keypoints import COCO_KEYPOINTS, OPENPOSE_BODY25_TO_COCO, OPENPOSE_COCO18_TO_COCO
 from .storage import assemble
 from .tracking import track_sequence
-
-if TYPE_CHECKING:
-    from ..dataset.manifest import Manifest, VideoRecord
 
 IMPORT_VERSION = 2  # 2: frames placed by the manifest (names or --first-frame), not guessed
 FRAME_NUMBER = re.compile(r"(\d+)(?!.*\d)")
@@ -249,7 +246,7 @@ def _frame_indices(video: VideoRecord, first_frame: int):
 def import_pose(
     fmt: str,
     source: str,
-    manifest: Manifest,
+    manifest: VideoSet,
     work: str,
     *,
     max_persons: int = 20,

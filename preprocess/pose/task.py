@@ -9,17 +9,14 @@ from __future__ import annotations
 import functools
 import itertools
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ..batch import DataError, Task, write_npz, write_sidecar
+from ..records import VideoRecord
 from ..video import Resize, Sampling, prefetch, read_frames
-from .storage import assemble, verify_pose
+from .storage import PoseInfo, assemble, verify_pose
 from .tracking import clean_detections, rank_dancers, track_sequence
-
-if TYPE_CHECKING:
-    from ..dataset.manifest import VideoRecord
 
 POSE_VERSION = 2  # 2: duplicate and off-frame detections are removed before tracking
 
@@ -168,4 +165,5 @@ def pose_task(params: dict, *, device: str = "cpu", batch: int | None = None) ->
         data_suffix=".npz",
         verify=verify_pose,
         gpu=device != "cpu",
+        info=PoseInfo,
     )

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, ClassVar
+from typing import ClassVar
 
 import numpy as np
 
@@ -23,11 +23,9 @@ from ..batch import (
     sidecar_whole_numbers,
     write_sidecar,
 )
+from ..records import VideoRecord
 from .crop import crop_inputs, crop_params, crop_to_window, dancer_boxes, read_dancer_windows, suppress_background
 from .reader import Resize, Sampling, prefetch, read_frames
-
-if TYPE_CHECKING:
-    from ..dataset.manifest import VideoRecord
 
 FRAMES_VERSION = 1
 
@@ -135,7 +133,13 @@ def verify_frames(data: Path, sidecar: dict) -> str | None:
 def frames_task(params: dict) -> Task:
     inputs = crop_inputs if params.get("crop") == "dancers" or params.get("background", "keep") != "keep" else None
     return Task(
-        name="frames", params=params, run=cache_video_frames, data_suffix=".npy", verify=verify_frames, inputs=inputs
+        name="frames",
+        params=params,
+        run=cache_video_frames,
+        data_suffix=".npy",
+        verify=verify_frames,
+        inputs=inputs,
+        info=FramesInfo,
     )
 
 

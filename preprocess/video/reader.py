@@ -19,33 +19,10 @@ import cv2
 import numpy as np
 
 from ..batch import DataError
+from ..records import Source, VideoInfo
 
 VIDEO_EXTENSIONS = frozenset({".mp4", ".avi", ".mkv", ".mov", ".webm"})
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp"})
-
-
-@dataclass(frozen=True)
-class Source:
-    """A video file (``frames`` is None) or frame images ``frames`` (names relative to the folder ``path``)."""
-
-    path: str
-    frames: tuple[str, ...] | None = None
-    frames_fps: float = 30.0  # the rate of a frame sequence, which has no container to say
-
-    @property
-    def is_sequence(self) -> bool:
-        return self.frames is not None
-
-    def frame_paths(self) -> list[Path]:
-        return [Path(self.path) / name for name in self.frames or ()]
-
-
-@dataclass(frozen=True)
-class VideoInfo:
-    frame_count: int
-    fps: float
-    width: int
-    height: int
 
 
 @dataclass(frozen=True)
