@@ -10,9 +10,10 @@ import numpy as np
 import torch
 
 from preprocess.batch import process_pool
+from preprocess.flow.evaluate import end_point_error, read_middlebury_flo
 from preprocess.flow.farneback_torch import farneback_torch
 
-from .common import kinetics_gray
+from .common import kinetics_gray, shared
 
 
 def _flow_pairs(width: int, height: int, count: int) -> list:
@@ -70,9 +71,18 @@ def flow_engines(
                 repeats += 1
             torch_rate = repeats * len(prev) / (time.perf_counter() - start)
         ref = cv2.calcOpticalFlowFarneback(pairs[0][0], pairs[0][1], None, 0.5, 3, 15, 3, 5, 1.2, 0)
-        epe = float(np.linalg.norm(out[0].float().cpu().numpy() - ref, axis=-1).mean())
+        epe = end_point_error(out[0].float().cpu().numpy(), ref)
         log(
             f"{width}x{height}: OpenCV 1 core {one_core:.1f} pairs/s, OpenCV {cores} cores {all_cores:.1f} pairs/s, "
             f"torch {dtype} batch {len(prev)} on {dev} {torch_rate:.1f} pairs/s "
             f"({torch_rate / one_core:.2f}x one core); torch vs OpenCV mean EPE {epe:.5f} px"
         )
+    chairs = shared() / "data" / "flow_gt"
+    if (chairs / "00001_flow.flo").is_file():  # accuracy against ground truth, not only against OpenCV
+        a, b = (cv2.imread(str(chairs / f"00001_img{i}.ppm"), cv2.IMREAD_GRAYSCALE) for i in (1, 2))
+        truth = read_middlebury_flo(chairs / "00001_flow.flo")
+        opencv = end_point_error(cv2.calcOpticalFlowFarneback(a, b, None, 0.5, 3, 15, 3, 5, 1.2, 0), truth)
+        with torch.no_grad():
+            port = farneback_torch(torch.from_numpy(a)[None].to(dev), torch.from_numpy(b)[None].to(dev))
+        ours = end_point_error(port[0].float().cpu().numpy(), truth)
+        log(f"FlyingChairs 00001 EPE against ground truth: OpenCV {opencv:.7f} px, the port {ours:.7f} px")

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from preprocess import DataError, load_manifest
-from preprocess.batch import folder_lock, read_json, write_json, write_text
+from preprocess.batch import folder_lock, write_json, write_text
 from preprocess.records import group_of
 
 from . import scene
@@ -436,8 +436,3 @@ def crossval_markdown(s: dict) -> str:
             "top-1: the scene.",
         ]
     return "\n".join(lines) + "\n"
-
-
-def read_oof_folds(run: str | Path) -> dict[str, int]:
-    """Video id → fold of a cross-validated run's out-of-fold scores."""
-    return read_json(Path(run) / "scores_oof.json")["folds"]

@@ -7,7 +7,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
+
+from preprocess.pose.keypoints import flip_permutation
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("DANCE_SHARED", REPO.parent / "shared"))
@@ -115,3 +118,14 @@ def write_lossless(frames, path, fps):
         writer.write(frame)
     writer.release()
     return path
+
+
+def flip_keypoints_horizontally(xy: np.ndarray, width: int) -> np.ndarray:
+    """The reference mirror of pixel keypoints (..., 17, >=2) in an image of ``width`` pixels, left/right names
+    swapped (what the synthetic set's mirrored scenes and the streams' flips must agree with).
+
+    Pixel centres sit at integer coordinates, so column x maps to ``width - 1 - x``.
+    """
+    out = np.array(xy, copy=True)
+    out[..., 0] = (width - 1) - out[..., 0]
+    return out[..., flip_permutation(), :]

@@ -6,7 +6,6 @@ import pytest
 from preprocess.batch import DataError, read_npz
 from preprocess.pose import (
     COCO_FLIP_PAIRS,
-    flip_keypoints_horizontally,
     flip_permutation,
     load_pose,
     normalize_to_box,
@@ -20,7 +19,7 @@ from preprocess.pose.backends import (
     resolve_onnx_model,
 )
 from preprocess.pose.evaluate import coco_oks_matches, pck
-from tests.conftest import run_bin, shared_asset
+from tests.conftest import flip_keypoints_horizontally, run_bin, shared_asset
 
 
 def random_skeletons(rng, shape=(6, 3)):

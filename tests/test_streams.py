@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from preprocess.batch import DataError
-from preprocess.pose import flip_keypoints_horizontally, normalize_to_box
+from preprocess.pose import normalize_to_box
 from streams.checkpoints import load_init
 from streams.data import (
     FlowStacks,
@@ -22,7 +22,7 @@ from streams.metrics import classification_metrics
 from streams.models import create_flow_model, create_pose_model, create_rgb3d_model, create_rgb_model
 from streams.sampling import clip_duration, item_times, items_at, reference_fps, window_starts
 from streams.train import train
-from tests.conftest import REPO, assert_bundle_scores_as_the_run, run_bin
+from tests.conftest import REPO, assert_bundle_scores_as_the_run, flip_keypoints_horizontally, run_bin
 
 FAST = {
     "epochs": 3,

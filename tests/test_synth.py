@@ -8,9 +8,9 @@ from preprocess.batch import read_npz
 from preprocess.dataset.synthetic.dataset import PRESETS, build_scene, generate, write_clip
 from preprocess.dataset.synthetic.render import render_clip
 from preprocess.dataset.synthetic.styles import SIGNATURES, STYLES
-from preprocess.pose.keypoints import COCO_KEYPOINTS, flip_keypoints_horizontally
+from preprocess.pose.keypoints import COCO_KEYPOINTS
 from preprocess.video import read_frames
-from tests.conftest import shared_asset
+from tests.conftest import flip_keypoints_horizontally, shared_asset
 
 LS, RS = COCO_KEYPOINTS.index("left_shoulder"), COCO_KEYPOINTS.index("right_shoulder")
 

@@ -14,7 +14,7 @@ importers of skeletons made elsewhere, and accuracy against ground truth.
     evaluate.py   PCK on videos, OKS on COCO images
 """
 
-from .keypoints import COCO_FLIP_PAIRS, COCO_KEYPOINTS, flip_keypoints_horizontally, flip_permutation
+from .keypoints import COCO_FLIP_PAIRS, COCO_KEYPOINTS, flip_permutation
 from .normalize import normalize_to_box
 from .storage import PoseInfo, load_pose
 from .task import POSE_VERSION, estimate_video_pose, pose_params, pose_task
@@ -27,7 +27,6 @@ __all__ = [
     "SlotTracker",
     "clean_detections",
     "estimate_video_pose",
-    "flip_keypoints_horizontally",
     "flip_permutation",
     "load_pose",
     "normalize_to_box",

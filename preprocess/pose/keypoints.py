@@ -50,16 +50,6 @@ def flip_permutation() -> np.ndarray:
     return perm
 
 
-def flip_keypoints_horizontally(xy: np.ndarray, width: int) -> np.ndarray:
-    """Mirror pixel keypoints (..., 17, >=2) in an image of ``width`` pixels and swap left/right names.
-
-    Pixel centres sit at integer coordinates, so column x maps to ``width - 1 - x``.
-    """
-    out = np.array(xy, copy=True)
-    out[..., 0] = (width - 1) - out[..., 0]
-    return out[..., flip_permutation(), :]
-
-
 # BlazePose's 33 landmarks -> COCO-17.
 BLAZEPOSE_TO_COCO = (0, 2, 5, 7, 8, 11, 12, 13, 14, 15, 16, 23, 24, 25, 26, 27, 28)
 # OpenPose BODY_25 and the older COCO-18 (BODY_25 without mid-hip 8 and the feet 19-24) -> COCO-17.
