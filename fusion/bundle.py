@@ -89,7 +89,7 @@ def export_stream(run: Run, target: Path, classes: list[str], *, log=print) -> d
         except DataError as err:
             onnx_failure = str(err)
     if onnx_failure:
-        log(f"{run.name}: no ONNX export ({onnx_failure}); --runtime torch still works")
+        log(f"{run.fusion_name}: no ONNX export ({onnx_failure}); --runtime torch still works")
     return {"variant": run.spec.name, "onnx": onnx_failure is None}
 
 

@@ -81,7 +81,8 @@ def new_video_stages(
     for run in runs:
         if any(s not in STAGE_ORDER for s in run.spec.stages):
             raise DataError(
-                run.path / "config.json", f"bin/classify does not preprocess new videos for a {run.name} stream yet"
+                run.path / "config.json",
+                f"bin/classify does not preprocess new videos for a {run.fusion_name} stream yet",
             )
         for k, (stages, side) in enumerate(groups):
             if side == run.video_short_side and not differences(stages, run.stages):

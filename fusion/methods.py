@@ -1,8 +1,9 @@
-"""Late-fusion estimators in scikit-learn's shape: ``fit(val_probs_by_stream, val_labels)`` on validation scores,
-``predict_proba`` / ``predict`` on test scores. ``probs_by_stream`` maps a stream name to (N, C) softmax scores.
+"""Late-fusion estimators in scikit-learn's shape: ``fit(fitting_probs_by_stream, fitting_labels)`` on the fitting
+scores (validation, or out-of-fold scores with ``bin/fuse --fit-on oof``), ``predict_proba`` / ``predict`` on test
+scores. ``probs_by_stream`` maps a stream name to (N, C) softmax scores.
 
-Only ``fit`` sees labels, and it is only ever called on validation data: no parameter is fitted on test.
-Every method can first calibrate each stream with a temperature fitted on validation (``calibrate=True``).
+Only ``fit`` sees labels, and it is never called on test data: no parameter is fitted on test.
+Every method can first calibrate each stream with a temperature fitted on the fitting scores (``calibrate=True``).
 Fitted parameters serialise to JSON (``to_json`` / ``from_json``) so a fitted fusion can classify new videos.
 """
 
@@ -68,14 +69,14 @@ class FusionMethod:
             out.append(p)
         return np.stack(out)
 
-    def fit(self, val_probs_by_stream: dict[str, np.ndarray], val_labels: np.ndarray) -> FusionMethod:
-        self.streams_ = sorted(val_probs_by_stream)
-        labels = np.asarray(val_labels)
+    def fit(self, fitting_probs_by_stream: dict[str, np.ndarray], fitting_labels: np.ndarray) -> FusionMethod:
+        self.streams_ = sorted(fitting_probs_by_stream)
+        labels = np.asarray(fitting_labels)
         if self.calibrate:
             self.temperatures_ = {
-                s: fit_temperature(np.asarray(val_probs_by_stream[s], float), labels) for s in self.streams_
+                s: fit_temperature(np.asarray(fitting_probs_by_stream[s], float), labels) for s in self.streams_
             }
-        self._fit(self._stack(val_probs_by_stream), labels)
+        self._fit(self._stack(fitting_probs_by_stream), labels)
         return self
 
     def _fit(self, stacked: np.ndarray, labels: np.ndarray) -> None:

@@ -385,8 +385,8 @@ def load_fusion(report: str | Path) -> tuple[FusionMethod, list[str], dict[str, 
     runs = {}
     for stream, path in paths.items():
         run = Run.load(path)
-        if run.name != stream:
-            raise DataError(fusion_file, f"runs.{stream}: {run.path} is a run of the {run.name} stream")
+        if run.fusion_name != stream:
+            raise DataError(fusion_file, f"runs.{stream}: {run.path} is a run of the {run.fusion_name} stream")
         if run.classes != classes:
             raise DataError(fusion_file, f"classes: {run.path} predicts {', '.join(run.classes)}, in that order")
         runs[stream] = run

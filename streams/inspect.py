@@ -236,7 +236,7 @@ def plot_saliency_2d(model, run: Run, classes, device, path: Path, examples_per_
             if r == 0:
                 ax.set_title(title, fontsize=9)
         axes[r, 0].set_ylabel(f"{video_id}\ntrue {true}\npredicted {predicted}", fontsize=8)
-    fig.suptitle(f"{run.name} stream: what the network looks at (for the class it predicts)", fontsize=11)
+    fig.suptitle(f"{run.fusion_name} stream: what the network looks at (for the class it predicts)", fontsize=11)
     _save(fig, path)
     return len(rows)
 
@@ -276,7 +276,7 @@ def plot_hidden_dancers(model, run: Run, classes, path: Path, count: int = 4) ->
             ax.set_yticks([])
             ax.set_title(f"{what}: {classes[int(p.argmax())]} ({100 * p.max():.0f} %)", fontsize=9)
         axes[r, 0].set_ylabel(f"{full.videos[i].video_id}\ntrue {classes[int(full.labels[i])]}", fontsize=8)
-    fig.suptitle(f"{run.name} stream: its answer with and without the dancers (validation)", fontsize=11)
+    fig.suptitle(f"{run.fusion_name} stream: its answer with and without the dancers (validation)", fontsize=11)
     _save(fig, path)
     return len(picks)
 
@@ -410,7 +410,7 @@ def inspect_run(run, out=None, *, top: int = 12, baseline=None, device: str = "c
     videos = {v.video_id: v for v in manifest.videos}
     excluded = set(config.get("exclude") or [])
     training = [v.video_id for v in manifest.by_split("train") if v.video_id not in excluded]
-    name = trained.name
+    name = trained.fusion_name
     report = {"run": str(run), "stream": name}
     losses = per_video_losses(model, trained, "train", dev, training) + per_video_losses(model, trained, "val", dev)
     losses.sort(key=lambda r: -r["loss"])

@@ -107,8 +107,9 @@ class Run:
         return member_runs(self.path)
 
     @property
-    def name(self) -> str:
-        """The stream's name in fusion (its score files carry it)."""
+    def fusion_name(self) -> str:
+        """The stream's name in fusion (its score files carry it): ``spec.fusion_name``, not the variant
+        (``spec.name``) nor bin/train's STREAM (``spec.stream``)."""
         return self.spec.fusion_name
 
     @property

@@ -598,7 +598,9 @@ def fit(config: dict, run: Training, loader, val_loader, device, *, rank, world,
         board.close()
 
 
-def score(config: dict, model, val_loader, device, splits, *, rank: int = 0, world: int = 1, scored=None) -> dict:
+def write_best_scores(
+    config: dict, model, val_loader, device, splits, *, rank: int = 0, world: int = 1, scored=None
+) -> dict:
     """The best checkpoint's scores of each of ``splits`` (every rank scores its share), written by rank 0 as the
     run's score files; {split: metrics}. ``scored``: a dict that receives {split: (probs, labels)}."""
     run, work = Path(config["run"]), Path(config["work"])
@@ -689,7 +691,9 @@ def train(config: dict, log=print, *, on_epoch=None, splits=("val", "test"), giv
                 stopped_early=training.state["epoch"] < config["epochs"],
             )
         scored = {}
-        result = score(config, training.model, val_loader, device, splits, rank=rank, world=world, scored=scored)
+        result = write_best_scores(
+            config, training.model, val_loader, device, splits, rank=rank, world=world, scored=scored
+        )
         if rank == 0:
             shown, best = splits[-1], training.state["best_epoch"]
             log(

@@ -158,7 +158,7 @@ def create_rgb_model(*, num_classes: int, preset: str = "small", dropout: float 
     return SegmentConsensus(create_backbone_2d(in_channels=3, preset=preset), num_classes, dropout)
 
 
-def create_flow_model(*, num_classes: int, stack: int = 10, preset: str = "small", dropout: float = 0.5) -> nn.Module:
+def create_flow_model(*, num_classes: int, stack: int = 5, preset: str = "small", dropout: float = 0.5) -> nn.Module:
     """Flow stream (Simonyan & Zisserman): L stacked flow fields as 2L input channels, TSN consensus.
 
     ::
