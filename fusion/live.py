@@ -86,6 +86,79 @@ class _Latency:
         return out
 
 
+class _WindowScorer:
+    """Scores the window that ends at an arrived frame: each stage set writes the window as a clip, each run scores
+    it, the fused answer is emitted (and kept as the latest, for the overlay); the time of each step is recorded."""
+
+    def __init__(self, method, classes, runs, key_of, stages, folders, *, span, device, runtime, emit, live):
+        self.method, self.classes, self.runs, self.key_of = method, classes, runs, key_of
+        self.stages, self.folders, self.span, self.device, self.runtime = stages, folders, span, device, runtime
+        self.emit, self.live = emit, live
+        self.steps = int(np.lcm.reduce([s.steps() for s in stages.values()]))
+        self.latency, self.times, self.updates = _Latency(), [], 0
+        self.answers: deque = deque(maxlen=1)  # the latest answer, drawn on the overlay
+
+    def __call__(self, end: int, final: bool, arrived: float) -> None:
+        first = -(-max(0, end - self.span) // self.steps) * self.steps  # (a start every stage sampled from)
+        with self._timed("stages catch up"):
+            for stage_set in self.stages.values():
+                stage_set.wait(end)
+        with self._timed("write window"):
+            for work, stage_set in self.stages.items():
+                stage_set.write_clip(self.folders[work], first, end, self.classes)
+        probs = {}
+        for stream, run in self.runs.items():
+            with self._timed(f"{stream} stream"):
+                folder = self.folders[self.key_of[run.path]]
+                scored = run.score(folder, "test", video_ids=[LIVE_ID], device=self.device, runtime=self.runtime)
+                probs[stream] = scored[0]
+        with self._timed("fusion"):
+            fused = self.method.predict_proba(probs)[0]
+        self.answers.append(self._answer(fused, probs, first, end, final))
+        self.emit(self.answers[-1])
+        self.latency.add("window to answer", time.perf_counter() - arrived)
+        self.updates += 1
+
+    @contextlib.contextmanager
+    def _timed(self, name: str):
+        began = time.perf_counter()
+        yield
+        self.latency.add(name, time.perf_counter() - began)
+
+    def _answer(self, fused, probs, first: int, end: int, final: bool) -> dict:
+        classes, times = self.classes, self.times
+        per_class = {c: float(p) for c, p in zip(classes, fused)}
+        per_stream = {s: {c: float(p) for c, p in zip(classes, probs[s][0])} for s in probs}
+        top = int(np.argmax(fused))
+        return {
+            "time": round(times[end - 1], 4),
+            "window": [round(times[first], 4), round(times[end - 1], 4)],
+            "frames": [first, end],  # the arrived frames first .. end − 1
+            "prediction": classes[top],
+            "probability": float(fused[top]),
+            "caution": caution(per_class, per_stream),
+            "fused": per_class,
+            "streams": per_stream,
+            "dropped": self.live.dropped,
+            "final": final,
+        }
+
+
+def _check_seconds(given: dict) -> None:
+    for option, value in given.items():
+        if value is not None and not (value > 0 and math.isfinite(value)):
+            raise DataError(f"{option} {value:g}", "must be a positive, finite number of seconds or frames a second")
+
+
+def _scratch_folder() -> tempfile.TemporaryDirectory:
+    """Where each answer rewrites its window's arrays: in memory (tmpfs) where the system has it, not on a disk;
+    named by this process, so a later run removes it if this one is killed."""
+    shm = Path("/dev/shm")
+    place = shm if shm.is_dir() and os.access(shm, os.W_OK) else Path(tempfile.gettempdir())
+    remove_stale_scratch(place)
+    return tempfile.TemporaryDirectory(prefix=f"live-{os.getpid()}-", dir=place)
+
+
 def classify_live(
     source: str,
     report: str | Path | None,
@@ -111,12 +184,8 @@ def classify_live(
     sampling rate, ``bin/train --sample-fps``: a run reads its videos at that rate; a faster source gives only the
     frames on screen at its instants, a slower one every frame)."""
     emit = emit or (lambda result: print(json.dumps(result), flush=True))
-    answers: deque = deque(maxlen=1)  # the latest answer, drawn on the overlay
     log = log or (lambda line: print(line, file=sys.stderr, flush=True))
-    given = {"--every": every, "--window": window, "--max-seconds": max_seconds, "--sample-fps": sample_fps}
-    for option, value in given.items():
-        if value is not None and not (value > 0 and math.isfinite(value)):
-            raise DataError(f"{option} {value:g}", "must be a positive, finite number of seconds or frames a second")
+    _check_seconds({"--every": every, "--window": window, "--max-seconds": max_seconds, "--sample-fps": sample_fps})
     if preview:
         check_preview()
     method, classes, runs, pose_models = load_fused(report, model)
@@ -127,111 +196,73 @@ def classify_live(
     rates = [run.sample_fps for run in runs.values() if run.sample_fps]
     live = LiveSource(source, realtime=realtime, sample_fps=sample_fps or max(rates, default=None))
     span, stride = max(2, round(window * live.rate)), max(1, round(every * live.rate))
-    stages = {
-        work: LiveStages(
-            params,
-            fps=live.rate,
-            width=live.width,
-            height=live.height,
-            source=source,
-            keep=span + stride + 64,
-            source_fps=live.fps,
-        )
-        for work, params in by_work.items()
-    }
-    steps = int(np.lcm.reduce([s.steps() for s in stages.values()]))
-    latency, times, updates, last_update = _Latency(), [], 0, 0
-    # each answer rewrites its window's arrays: in memory (tmpfs) where the system has it, not on a disk
-    shm = Path("/dev/shm")
-    place = shm if shm.is_dir() and os.access(shm, os.W_OK) else Path(tempfile.gettempdir())
-    remove_stale_scratch(place)
-    scratch = tempfile.TemporaryDirectory(prefix=f"live-{os.getpid()}-", dir=place)
+    size = dict(fps=live.rate, width=live.width, height=live.height, source=source, source_fps=live.fps)
+    stages = {work: LiveStages(params, keep=span + stride + 64, **size) for work, params in by_work.items()}
+    scratch = _scratch_folder()
     folders = {work: Path(scratch.name) / f"work{i}" for i, work in enumerate(stages)}
-
-    def score(end: int, final: bool, arrived: float) -> None:
-        nonlocal updates
-        first = -(-max(0, end - span) // steps) * steps  # (a start every stage sampled from)
-        began = time.perf_counter()
-        for stage_set in stages.values():
-            stage_set.wait(end)
-        latency.add("stages catch up", time.perf_counter() - began)
-        began = time.perf_counter()
-        for work, stage_set in stages.items():
-            stage_set.write_clip(folders[work], first, end, classes)
-        latency.add("write window", time.perf_counter() - began)
-        probs = {}
-        for stream, run in runs.items():
-            began = time.perf_counter()
-            folder = folders[key_of[run.path]]
-            probs[stream] = run.score(folder, "test", video_ids=[LIVE_ID], device=device, runtime=runtime)[0]
-            latency.add(f"{stream} stream", time.perf_counter() - began)
-        began = time.perf_counter()
-        fused = method.predict_proba(probs)[0]
-        latency.add("fusion", time.perf_counter() - began)
-        per_class = {c: float(p) for c, p in zip(classes, fused)}
-        per_stream = {s: {c: float(p) for c, p in zip(classes, probs[s][0])} for s in probs}
-        top = int(np.argmax(fused))
-        answers.append(
-            {
-                "time": round(times[end - 1], 4),
-                "window": [round(times[first], 4), round(times[end - 1], 4)],
-                "frames": [first, end],  # the arrived frames first .. end − 1
-                "prediction": classes[top],
-                "probability": float(fused[top]),
-                "caution": caution(per_class, per_stream),
-                "fused": per_class,
-                "streams": per_stream,
-                "dropped": live.dropped,
-                "final": final,
-            }
-        )
-        emit(answers[-1])
-        latency.add("window to answer", time.perf_counter() - arrived)
-        updates += 1
-
+    score = _WindowScorer(
+        method, classes, runs, key_of, stages, folders, span=span, device=device, runtime=runtime, emit=emit, live=live
+    )
     drawn = overlay or preview
     drawing = _Overlay(overlay, source, live.fps, stages, preview=preview) if drawn else contextlib.nullcontext()
-    answering = ThreadPoolExecutor(max_workers=1, thread_name_prefix="live-answer")
-    pending = None  # the answer being worked out
     try:
         started = time.perf_counter()
         with drawing:
-            try:
-                for frame in live.frames():
-                    arrived = time.perf_counter()
-                    if max_seconds is not None and frame.time > max_seconds:
-                        live.ended = f"--max-seconds {max_seconds:g}"
-                        break
-                    for stage_set in stages.values():
-                        stage_set.add(frame)
-                    times.append(frame.time)
-                    count = len(times)
-                    if count >= span and count - last_update >= stride:
-                        if pending is not None:
-                            pending.result()  # (at most one answer at a time)
-                        pending, last_update = answering.submit(score, count, False, arrived), count
-                    if drawn:
-                        drawing.add(frame, answers[-1] if answers else None)
-            except KeyboardInterrupt:  # a camera is stopped by hand: the last answer still comes
-                live.ended = "interrupted"
-            except PreviewClosed:
-                live.ended = "the preview was closed"
-            if pending is not None:
-                pending.result()
-            # what the source left since the last answer (all of it, when it ended before a whole window)
-            if len(times) > last_update and len(times) >= 2:
-                score(len(times), final=True, arrived=time.perf_counter())
-            if drawn:
-                drawing.draw_done(answers[-1] if answers else None, until=len(times))
+            shown = drawing if drawn else None
+            _answer_as_it_plays(live, stages, score, span=span, stride=stride, max_seconds=max_seconds, drawing=shown)
         wall = time.perf_counter() - started
     finally:
-        answering.shutdown(cancel_futures=True)
         for stage_set in stages.values():
             stage_set.close()
         scratch.cleanup()
-    frames = len(times)
+    return _live_summary(live, stages, score, window, wall, log)
+
+
+def _answer_as_it_plays(live, stages, score: _WindowScorer, *, span, stride, max_seconds, drawing) -> None:
+    """Feed each frame of ``live`` to the stages and ask for an answer every ``stride`` frames once ``span`` have
+    arrived (one at a time, on a thread of its own, so the frames keep coming); at the end, an answer for what the
+    source left since the last one. ``drawing``: the overlay or preview, drawn each frame."""
+    times, answers, last_update = score.times, score.answers, 0
+    answering = ThreadPoolExecutor(max_workers=1, thread_name_prefix="live-answer")
+    pending = None  # the answer being worked out
+    try:
+        try:
+            for frame in live.frames():
+                arrived = time.perf_counter()
+                if max_seconds is not None and frame.time > max_seconds:
+                    live.ended = f"--max-seconds {max_seconds:g}"
+                    break
+                for stage_set in stages.values():
+                    stage_set.add(frame)
+                times.append(frame.time)
+                count = len(times)
+                if count >= span and count - last_update >= stride:
+                    if pending is not None:
+                        pending.result()  # (at most one answer at a time)
+                    pending, last_update = answering.submit(score, count, False, arrived), count
+                if drawing is not None:
+                    drawing.add(frame, answers[-1] if answers else None)
+        except KeyboardInterrupt:  # a camera is stopped by hand: the last answer still comes
+            live.ended = "interrupted"
+        except PreviewClosed:
+            live.ended = "the preview was closed"
+        if pending is not None:
+            pending.result()
+        # what the source left since the last answer (all of it, when it ended before a whole window)
+        if len(times) > last_update and len(times) >= 2:
+            score(len(times), final=True, arrived=time.perf_counter())
+        if drawing is not None:
+            drawing.draw_done(answers[-1] if answers else None, until=len(times))
+    finally:
+        answering.shutdown(cancel_futures=True)
+
+
+def _live_summary(live, stages, score: _WindowScorer, window: float, wall: float, log) -> dict:
+    """The summary a live run returns, its lines logged: answers, frames, how the source ended and was timed, the
+    time per frame of each stage and per answer of each step."""
+    times, frames = score.times, len(score.times)
     summary = {
-        "updates": updates,
+        "updates": score.updates,
         "frames": frames,
         "dropped": live.dropped,
         "ended": live.ended or "stopped",
@@ -248,15 +279,15 @@ def classify_live(
         for stage, seconds in stage_set.seconds.items():
             per_frame[stage] = per_frame.get(stage, 0.0) + seconds
     log(
-        f"live: {updates} answers over {frames} frames in {wall:.1f} s ({frames / max(wall, 1e-9):.1f} frames/s; "
-        f"taken at {live.rate:g} fps of the source's {live.fps:g}), {live.dropped} dropped; {summary['ended']}; "
-        f"frames timed by {live.clock}"
+        f"live: {score.updates} answers over {frames} frames in {wall:.1f} s ({frames / max(wall, 1e-9):.1f} "
+        f"frames/s; taken at {live.rate:g} fps of the source's {live.fps:g}), {live.dropped} dropped; "
+        f"{summary['ended']}; frames timed by {live.clock}"
     )
     log("per frame: " + ", ".join(f"{k} {1000 * v / max(frames, 1):.1f} ms" for k, v in per_frame.items()))
-    for line in latency.lines():
+    for line in score.latency.lines():
         log(f"per answer: {line}")
     summary["per_frame_ms"] = {k: 1000 * v / max(frames, 1) for k, v in per_frame.items()}
-    summary["per_answer_ms"] = {k: 1000 * statistics.fmean(v) for k, v in latency.times.items()}
+    summary["per_answer_ms"] = {k: 1000 * statistics.fmean(v) for k, v in score.latency.times.items()}
     return summary
 
 
