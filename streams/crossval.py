@@ -199,23 +199,55 @@ def _crossval(
     group folds of WORK; see the module. ``protocol="main-source"``: each class's main group in training in every
     fold, its other groups held out in turn (``main_source_folds``, at most ``folds`` folds); only
     those videos get out-of-fold scores."""
-    from .registry import resolve_config, spec_of
-    from .train import train  # (torch is loaded only when training starts)
+    from .registry import resolve_config
 
     config = resolve_config(config, given=given)
-
-    work, run = Path(config["work"]), Path(config["run"])
+    work = Path(config["work"])
     manifest = load_manifest(work)
     if pool not in POOLS:
         raise ValueError(f"unknown pool {pool!r}: {', '.join(POOLS)}")
     if protocol not in PROTOCOLS:
         raise ValueError(f"unknown protocol {protocol!r}: {', '.join(PROTOCOLS)}")
+    videos, labels, groups = _pool_videos(manifest, work, pool)
+    if config.get("sample_fps") is None:
+        # one sampling rate for every fold (a fold's training videos alone might have another median rate)
+        config = {**config, "sample_fps": reference_fps(v.fps for v in videos)}
+    tests, notes = _test_folds(labels, groups, videos, folds, protocol, config["seed"], work, pool)
+    for line in notes:
+        log(line)
+    oof, rows = _train_folds(config, videos, labels, groups, tests, seeds, len(manifest.classes), log, given)
+    scored = np.sort(np.concatenate(tests))  # every video, but under main-source only the tested ones
+    videos, labels, groups, oof = (
+        [videos[i] for i in scored],
+        [labels[i] for i in scored],
+        [groups[i] for i in scored],
+        oof[scored],
+    )
+    tests = [np.searchsorted(scored, t) for t in tests]
+    return _write_crossval(
+        config,
+        manifest,
+        videos,
+        labels,
+        groups,
+        tests,
+        oof,
+        rows,
+        seeds=seeds,
+        pool=pool,
+        protocol=protocol,
+        notes=notes,
+        log=log,
+    )
+
+
+def _pool_videos(manifest, work: Path, pool: str) -> tuple[list, list[str], list[str]]:
+    """(videos, labels, groups) of the labelled videos the pool holds; three groups at least."""
     videos = [
         v for v in manifest.videos if v.label in manifest.classes and (pool == "all" or v.split in ("train", "val"))
     ]
     if not videos:
         raise DataError(work / "manifest.json", f"no labelled videos in the {pool} pool")
-    labels = [v.label for v in videos]
     groups = [group_of(v) for v in videos]
     if len(set(groups)) < 3:
         raise DataError(
@@ -223,36 +255,40 @@ def _crossval(
             f"{len(set(groups))} groups in the {pool} pool: group cross-validation needs 3 or more "
             "(give groups at ingest: a group column or --group-regex)",
         )
-    if config.get("sample_fps") is None:
-        # one sampling rate for every fold (a fold's training videos alone might have another median rate)
-        config = {**config, "sample_fps": reference_fps(v.fps for v in videos)}
-    notes = []
+    return videos, [v.label for v in videos], groups
+
+
+def _test_folds(labels, groups, videos, folds: int, protocol: str, seed: int, work: Path, pool: str):
+    """(each fold's test indices, notes on the folds): main-source folds, or group folds the pool is large enough
+    for (every fold keeps training videos once its validation groups are taken), else a named error saying how
+    many folds it allows."""
     if protocol == "main-source":
         try:
-            tests, notes = main_source_folds(labels, groups, [v.video_id for v in videos], folds)
+            return main_source_folds(labels, groups, [v.video_id for v in videos], folds)
         except ValueError as error:
             raise DataError(work / "manifest.json", str(error)) from None
-        for line in notes:
-            log(line)
-    else:
-        tests = group_folds(labels, groups, folds, config["seed"])
-        if _fold_without_training(tests, labels, groups, config["seed"]) is not None:
-            fewer = [
-                k
-                for k in range(2, len(tests))
-                if _fold_without_training(
-                    group_folds(labels, groups, k, config["seed"]), labels, groups, config["seed"]
-                )
-                is None
-            ]
-            allowed = f"at most {max(fewer)} folds" if fewer else "no number of folds works: give it more groups"
-            raise DataError(
-                work / "manifest.json",
-                f"the {pool} pool ({len(videos)} videos, {len(set(groups))} groups) is too small for {len(tests)} "
-                f"folds: a fold would leave no training video once its validation groups are taken ({allowed})",
-            )
-    root = run / "crossval"
-    n_classes = len(manifest.classes)
+    tests = group_folds(labels, groups, folds, seed)
+    if _fold_without_training(tests, labels, groups, seed) is None:
+        return tests, []
+    fewer = [
+        k
+        for k in range(2, len(tests))
+        if _fold_without_training(group_folds(labels, groups, k, seed), labels, groups, seed) is None
+    ]
+    allowed = f"at most {max(fewer)} folds" if fewer else "no number of folds works: give it more groups"
+    raise DataError(
+        work / "manifest.json",
+        f"the {pool} pool ({len(videos)} videos, {len(set(groups))} groups) is too small for {len(tests)} "
+        f"folds: a fold would leave no training video once its validation groups are taken ({allowed})",
+    )
+
+
+def _train_folds(config, videos, labels, groups, tests, seeds, n_classes: int, log, given):
+    """Train one run per fold and seed (``RUN/crossval/fold<k>/seed<s>``, its validation groups picked among the
+    fold's training groups); (out-of-fold probabilities, the seeds' mean, one row per fold and seed)."""
+    from .train import train  # (torch is loaded only when training starts)
+
+    work, root = Path(config["work"]), Path(config["run"]) / "crossval"
     oof = np.zeros((len(videos), n_classes), np.float64)
     rows = []
     for k, test in enumerate(tests):
@@ -277,8 +313,7 @@ def _crossval(
                 given=given,
             )
             fold_scores = read_score_file(fold_run, "test")
-            ids, probs = fold_scores["video_ids"], fold_scores["probs"]
-            for vid, p in zip(ids, probs):
+            for vid, p in zip(fold_scores["video_ids"], fold_scores["probs"]):
                 oof[index[vid]] += p / len(seeds)
             rows.append(
                 {
@@ -292,15 +327,15 @@ def _crossval(
                     **_hidden_figures(fold_run),
                 }
             )
+    return oof, rows
 
-    scored = np.sort(np.concatenate(tests))  # every video, but under main-source only the tested ones
-    videos, labels, groups, oof = (
-        [videos[i] for i in scored],
-        [labels[i] for i in scored],
-        [groups[i] for i in scored],
-        oof[scored],
-    )
-    tests = [np.searchsorted(scored, t) for t in tests]
+
+def _write_crossval(config, manifest, videos, labels, groups, tests, oof, rows, *, seeds, pool, protocol, notes, log):
+    """The cross-validation's summary (per fold, pooled out-of-fold with whole groups resampled, scene reliance),
+    written as RUN/crossval.json and .md beside the out-of-fold score file; its line logged."""
+    from .registry import spec_of
+
+    work, run = Path(config["work"]), Path(config["run"])
     y = np.array([manifest.classes.index(label) for label in labels], np.int64)
     pooled = classification_metrics(y, oof)
     hits = oof.argmax(1) == y
