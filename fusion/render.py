@@ -223,6 +223,22 @@ def _fallback_paragraph(report, best_single, best_three, default_row) -> str:
 
 
 def ablation_markdown(report, best_single, best_fusion, best_three, pictures, default_row=None) -> str:
+    """The report for people: what was fused and how it was judged, the headline, the table of every subset and
+    method, seeds, per-class F1 and the pictures."""
+    lines = _method_lines(report)
+    for paragraph in _headline(report, best_single, best_fusion, best_three, default_row):
+        lines += [paragraph, ""]
+    lines += _results_table(report)
+    lines += _per_class_table(report, best_single, best_three)
+    lines += ["", "## Pictures", "", "![stream subsets](subsets.png)", ""]
+    lines += [f"![{k}]({v})" for k, v in pictures.items()]
+    lines += ["", report["reference"], ""]
+    return "\n".join(lines)
+
+
+def _method_lines(report) -> list[str]:
+    """The dataset, the streams and runs, what every method was fitted on, and what the intervals and p mean."""
+    lines = [f"# Fusion ablation ({report['date']})", ""]
     d = report["dataset"]
     lines = [f"# Fusion ablation ({report['date']})", ""]
     if "root" in d:
@@ -252,6 +268,12 @@ def ablation_markdown(report, best_single, best_fusion, best_three, pictures, de
         "whole fitting groups (never clip-level folds).",
         "",
     ]
+    return lines
+
+
+def _headline(report, best_single, best_fusion, best_three, default_row) -> list[str]:
+    """The paragraphs above the table: the fallback's default, cautions (validation sharing groups, ties, one
+    stream, few test videos), all streams against the best single one, the best fusion of any subset."""
     headline = []
     if report.get("default", {}).get("rule") == "fallback":
         headline.append(_fallback_paragraph(report, best_single, best_three, default_row))
@@ -276,39 +298,7 @@ def ablation_markdown(report, best_single, best_fusion, best_three, pictures, de
             f"{_pct(best_single['top1_ci95'][1])}]; `fusion.json` passes its scores through unchanged, so "
             "`bin/classify` works from this report."
         )
-    if best_three:
-        meta = report["best_all_streams"]
-        given = f"All {len(best_three['streams'])} streams"
-        if meta["carrying"] != sorted(best_three["streams"], key=stream_key):
-            weights = best_three["params"].get("weights", {})
-            idle = [s for s in best_three["streams"] if s not in meta["carrying"]]
-            given = (
-                f"All {len(best_three['streams'])} streams given, in effect {label(meta['carrying'])} "
-                f"({', '.join(f'{s} weight {weights.get(s, 0):.2f}' for s in idle)})"
-            )
-        sign = (
-            "excludes"
-            if best_three["diff_vs_best_single_ci95"][0] > 0 or best_three["diff_vs_best_single_ci95"][1] < 0
-            else "includes"
-        )
-        headline.append(
-            f"**{given} ({best_three['method']} fusion, chosen by cross-validated "
-            f"validation top-1): {_pct(best_three['top1'])} % test top-1 "
-            f"[{_pct(best_three['top1_ci95'][0])}, {_pct(best_three['top1_ci95'][1])}]** "
-            f"against {_single_name(report)}, "
-            f"{best_single['streams'][0]}, {_pct(best_single['top1'])} % "
-            f"[{_pct(best_single['top1_ci95'][0])}, {_pct(best_single['top1_ci95'][1])}]: a difference of "
-            f"{100 * best_three['diff_vs_best_single']:+.1f} points "
-            f"[{100 * best_three['diff_vs_best_single_ci95'][0]:+.1f}, "
-            f"{100 * best_three['diff_vs_best_single_ci95'][1]:+.1f}] (its interval {sign} zero), p = "
-            f"{best_three['p_vs_best_single']:.3g} (Holm-adjusted {best_three['p_holm']:.3g})."
-        )
-        if len(meta["ties"]) > 1:
-            headline.append(
-                f"Validation could not tell {len(meta['ties'])} fusions of all streams apart (cross-validated top-1 "
-                f"{_pct(best_three['val_cv_top1'])} % each: {', '.join(meta['ties'])}); the chosen one is the "
-                "tie-break (the method order mean, weighted, product, max, stacking), not a finding."
-            )
+    headline += _all_streams_paragraphs(report, best_single, best_three)
     if report["test_videos"] < 50 and best_three:
         wl, wh = best_three["top1_wilson95"]
         sl, sh = best_single["top1_wilson95"]
@@ -322,9 +312,52 @@ def ablation_markdown(report, best_single, best_fusion, best_three, pictures, de
             f"Best fusion of any subset: {label(best_fusion['streams'])} with {best_fusion['method']}, "
             f"{_pct(best_fusion['top1'])} % test top-1."
         )
-    for paragraph in headline:
-        lines += [paragraph, ""]
-    lines += [
+    return headline
+
+
+def _all_streams_paragraphs(report, best_single, best_three) -> list[str]:
+    """All streams fused against the best single stream, with the difference's interval and p; ties said."""
+    headline = []
+    if not best_three:
+        return headline
+    meta = report["best_all_streams"]
+    given = f"All {len(best_three['streams'])} streams"
+    if meta["carrying"] != sorted(best_three["streams"], key=stream_key):
+        weights = best_three["params"].get("weights", {})
+        idle = [s for s in best_three["streams"] if s not in meta["carrying"]]
+        given = (
+            f"All {len(best_three['streams'])} streams given, in effect {label(meta['carrying'])} "
+            f"({', '.join(f'{s} weight {weights.get(s, 0):.2f}' for s in idle)})"
+        )
+    sign = (
+        "excludes"
+        if best_three["diff_vs_best_single_ci95"][0] > 0 or best_three["diff_vs_best_single_ci95"][1] < 0
+        else "includes"
+    )
+    headline.append(
+        f"**{given} ({best_three['method']} fusion, chosen by cross-validated "
+        f"validation top-1): {_pct(best_three['top1'])} % test top-1 "
+        f"[{_pct(best_three['top1_ci95'][0])}, {_pct(best_three['top1_ci95'][1])}]** "
+        f"against {_single_name(report)}, "
+        f"{best_single['streams'][0]}, {_pct(best_single['top1'])} % "
+        f"[{_pct(best_single['top1_ci95'][0])}, {_pct(best_single['top1_ci95'][1])}]: a difference of "
+        f"{100 * best_three['diff_vs_best_single']:+.1f} points "
+        f"[{100 * best_three['diff_vs_best_single_ci95'][0]:+.1f}, "
+        f"{100 * best_three['diff_vs_best_single_ci95'][1]:+.1f}] (its interval {sign} zero), p = "
+        f"{best_three['p_vs_best_single']:.3g} (Holm-adjusted {best_three['p_holm']:.3g})."
+    )
+    if len(meta["ties"]) > 1:
+        headline.append(
+            f"Validation could not tell {len(meta['ties'])} fusions of all streams apart (cross-validated top-1 "
+            f"{_pct(best_three['val_cv_top1'])} % each: {', '.join(meta['ties'])}); the chosen one is the "
+            "tie-break (the method order mean, weighted, product, max, stacking), not a finding."
+        )
+    return headline
+
+
+def _results_table(report) -> list[str]:
+    """Every subset and method, one row each; the seeds' line where a stream was trained with several."""
+    lines = [
         "| streams | method | top-1 % [95 % CI] | top-5 % | macro P | macro R | macro F1 | "
         "Δ vs best single, points [95 % CI] | p (Holm) | val CV top-1 % | fitted |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
@@ -357,9 +390,14 @@ def ablation_markdown(report, best_single, best_fusion, best_three, pictures, de
             + ". Its row above (and every fusion) uses the seeds' mean probabilities (a seed ensemble).",
             "",
         ]
+    return lines
+
+
+def _per_class_table(report, best_single, best_three) -> list[str]:
+    """Test F1 per class of the best single stream and of all streams fused."""
     focus = [best_single] + [r for r in (best_three,) if r]
     classes = report["classes"]
-    lines += [
+    lines = [
         "## Per class (test F1 %)",
         "",
         "| class | " + " | ".join(f"{label(r['streams'])} {r['method']}" for r in focus) + " |",
@@ -367,10 +405,7 @@ def ablation_markdown(report, best_single, best_fusion, best_three, pictures, de
     ]
     for c in classes:
         lines.append(f"| {c} | " + " | ".join(_pct(r["per_class"][c]["f1"]) for r in focus) + " |")
-    lines += ["", "## Pictures", "", "![stream subsets](subsets.png)", ""]
-    lines += [f"![{k}]({v})" for k, v in pictures.items()]
-    lines += ["", report["reference"], ""]
-    return "\n".join(lines)
+    return lines
 
 
 def _single_name(report) -> str:
