@@ -215,43 +215,11 @@ def swap_in(staged: Path, final: Path) -> None:
 
 
 def _write_report(runs, out, methods, calibrate, resamples, seed, fit_on) -> dict:
-    if fit_on == "auto":
-        fit_on = "oof" if all((r / "scores_oof.npz").is_file() for r in runs) else "val"
-    if fit_on not in ("oof", "val"):
-        raise ValueError(f"unknown fit_on {fit_on!r}: auto, oof or val")
-    fit_scores, test_scores = _fit_and_test_scores(runs, fit_on)
-    run_of = {v.stream: str(r) for v, r in zip(fit_scores, runs)}
-    val_probs, val_labels, val_ids, classes = align(fit_scores)
-    test_probs, test_labels, test_ids, test_classes = align(test_scores)
-    if test_classes != classes:
-        raise ValueError(f"{fit_on} and test score files have different classes")
-    overlap = set(val_ids) & set(test_ids)
-    if overlap:
-        raise DataError(
-            runs[0] / f"scores_{fit_on}.npz",
-            f"{len(overlap)} of its videos are test videos (e.g. {sorted(overlap)[0]}): fitting on them would score "
-            "fusion on its own training data (bin/crossval --pool trainval keeps test out)",
-        )
+    fit_on, fit, test, run_of = _aligned_scores(runs, fit_on)
+    val_probs, val_labels, val_ids, classes = fit
+    test_probs, test_labels, test_ids = test
     names = sorted(val_probs, key=stream_key)
-    if (test_labels < 0).any():
-        raise ValueError("test labels are unknown (-1): an ablation needs labelled test videos")
-
-    info = _dataset_info(runs)
-    group_of = info.pop("group_of")
-    test_groups = _test_groups(group_of, test_ids)
-    shared = None
-    if fit_on == "val" and "split_groups" in info:
-        train_groups = set(info["split_groups"]["train"])
-        val_groups = {group_of[v] for v in val_ids if v in group_of}
-        shared = {"shared": len(val_groups & train_groups), "val_groups": len(val_groups)}
-
-    fit_groups = _fit_groups(runs[0], fit_on, val_ids, group_of)
-    support = fitting_support(
-        val_labels,
-        fit_groups,
-        shared_with_training=shared["shared"] if shared else 0,
-        groups_unknown=info.get("manifest_error") if fit_groups is None else None,
-    )
+    info, test_groups, fit_groups, shared, support = _groups_and_support(runs, fit_on, val_ids, test_ids, val_labels)
 
     best_name, single_ties = best_single_stream(val_probs, val_labels)
     results, fitted = ablation_rows(
@@ -316,9 +284,71 @@ def _write_report(runs, out, methods, calibrate, resamples, seed, fit_on) -> dic
     write_json(out / "ablation.json", report)
     write_text(out / "ablation.csv", ablation_csv(results))
 
-    # Pictures: each stream and the chosen fusions.
+    chosen = (best_single, best_fusion, best_three)
+    pictures = _pictures(out, results, fitted, chosen, classes, test_probs, test_labels, report["intervals"])
+    _write_fusion_file(out, default, fitted, best_three, classes, run_of, val_probs, val_labels, calibrate)
+    write_text(
+        out / "ablation.md", ablation_markdown(report, best_single, best_fusion, best_three, pictures, default["row"])
+    )
+    return report
+
+
+def _aligned_scores(runs, fit_on: str):
+    """(fit_on resolved — out-of-fold where every run has them —, the fitting scores (probs, labels, ids, classes),
+    the test scores (probs, labels, ids), {stream: run}); fitting and test videos must not overlap and test must be
+    labelled."""
+    if fit_on == "auto":
+        fit_on = "oof" if all((r / "scores_oof.npz").is_file() for r in runs) else "val"
+    if fit_on not in ("oof", "val"):
+        raise ValueError(f"unknown fit_on {fit_on!r}: auto, oof or val")
+    fit_scores, test_scores = _fit_and_test_scores(runs, fit_on)
+    run_of = {v.stream: str(r) for v, r in zip(fit_scores, runs)}
+    val_probs, val_labels, val_ids, classes = align(fit_scores)
+    test_probs, test_labels, test_ids, test_classes = align(test_scores)
+    if test_classes != classes:
+        raise ValueError(f"{fit_on} and test score files have different classes")
+    overlap = set(val_ids) & set(test_ids)
+    if overlap:
+        raise DataError(
+            runs[0] / f"scores_{fit_on}.npz",
+            f"{len(overlap)} of its videos are test videos (e.g. {sorted(overlap)[0]}): fitting on them would score "
+            "fusion on its own training data (bin/crossval --pool trainval keeps test out)",
+        )
+    if (test_labels < 0).any():
+        raise ValueError("test labels are unknown (-1): an ablation needs labelled test videos")
+
+    return fit_on, (val_probs, val_labels, val_ids, classes), (test_probs, test_labels, test_ids), run_of
+
+
+def _groups_and_support(runs, fit_on: str, val_ids, test_ids, val_labels):
+    """(the dataset's description, the test videos' groups, the fitting videos' groups, how many validation groups
+    training shares, whether the fitting data support a fitted choice)."""
+    info = _dataset_info(runs)
+    group_of = info.pop("group_of")
+    test_groups = _test_groups(group_of, test_ids)
+    shared = None
+    if fit_on == "val" and "split_groups" in info:
+        train_groups = set(info["split_groups"]["train"])
+        val_groups = {group_of[v] for v in val_ids if v in group_of}
+        shared = {"shared": len(val_groups & train_groups), "val_groups": len(val_groups)}
+
+    fit_groups = _fit_groups(runs[0], fit_on, val_ids, group_of)
+    support = fitting_support(
+        val_labels,
+        fit_groups,
+        shared_with_training=shared["shared"] if shared else 0,
+        groups_unknown=info.get("manifest_error") if fit_groups is None else None,
+    )
+
+    return info, test_groups, fit_groups, shared, support
+
+
+def _pictures(out, results, fitted, chosen, classes, test_probs, test_labels, intervals) -> dict[str, str]:
+    """The confusion matrix of each stream and of the chosen fusions (``chosen``: the best single stream, the best
+    fusion, the best of all streams), and the subsets chart: {name: file}."""
+    best_single, best_fusion, best_three = chosen
     pictures = {}
-    for s in names:
+    for s in sorted(test_probs, key=stream_key):
         matrix = confusion_matrix(test_labels, test_probs[s].argmax(1), len(classes))
         top1 = 100 * float((test_probs[s].argmax(1) == test_labels).mean())
         plot_confusion(matrix, classes, f"{s} stream (test top-1 {top1:.1f} %)", out / f"confusion_{s}.png")
@@ -335,7 +365,14 @@ def _write_report(runs, out, methods, calibrate, resamples, seed, fit_on) -> dic
             out / f"confusion_{name}.png",
         )
         pictures[name] = f"confusion_{name}.png"
-    plot_subsets(results, best_single, out / "subsets.png", report["intervals"])
+    plot_subsets(results, best_single, out / "subsets.png", intervals)
+    return pictures
+
+
+def _write_fusion_file(out, default, fitted, best_three, classes, run_of, val_probs, val_labels, calibrate) -> None:
+    """fusion.json: the fallback's mean of the streams it kept, or the fusion of all streams chosen on the fitting
+    scores, or one stream passed through; nothing when none of these is there."""
+    names = sorted(val_probs, key=stream_key)
     if default["rule"] == "fallback":
         # fitting the mean fits nothing but the calibration asked for (temperatures), by --calibrate; of the streams
         # the out-of-group evidence kept (all of them without any)
@@ -353,10 +390,6 @@ def _write_report(runs, out, methods, calibrate, resamples, seed, fit_on) -> dic
         # still works from this report.
         passthrough = create_method("mean").fit(val_probs, val_labels)
         write_json(out / "fusion.json", fusion_record(passthrough, classes, run_of))
-    write_text(
-        out / "ablation.md", ablation_markdown(report, best_single, best_fusion, best_three, pictures, default["row"])
-    )
-    return report
 
 
 def fusion_record(method, classes: list[str], runs: dict[str, str]) -> dict:
