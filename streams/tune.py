@@ -104,15 +104,54 @@ def _tune(
     """Run (or continue) the study until ``trials`` trials have finished (completed or pruned) or ``timeout``
     seconds pass; returns the best trial's {number, value, params, command}."""
     try:
-        import optuna
+        from optuna.study import MaxTrialsCallback
     except ImportError:
         raise RuntimeError("bin/tune needs Optuna: pip install 'dance-streams[tune]'") from None
-    from optuna.storages import RDBStorage, RetryFailedTrialCallback
-    from optuna.study import MaxTrialsCallback
     from optuna.trial import TrialState
 
     out_dir = Path(out).resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
+    study = _open_study(out_dir, stream, seed, log)
+    fixed = {**(options or {}), "stream": stream, "work": str(Path(work).resolve())}
+    finished = (TrialState.COMPLETE, TrialState.PRUNED)
+    done = len(study.get_trials(deepcopy=False, states=finished))
+    if done < trials:
+        log(f"study {out_dir / 'study.db'}: {done} trials finished, running up to {trials}")
+        study.optimize(
+            _objective(stream, out_dir, fixed, set(options or {}), log),
+            n_trials=trials - done,
+            timeout=timeout,
+            callbacks=[MaxTrialsCallback(trials, states=finished)],
+            catch=(),
+        )
+    completed = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    if not completed:
+        raise RuntimeError(f"{out_dir / 'study.db'}: no trial completed")
+    best = study.best_trial
+    chosen = {**{k: v for k, v in fixed.items() if k not in ("stream", "work")}, **best.params}
+    summary = {
+        "stream": stream,
+        "objective": "validation macro-F1 (test never evaluated)",
+        "best_trial": best.number,
+        "best_value": best.value,
+        "params": best.params,
+        "trials": {s.name.lower(): len(study.get_trials(deepcopy=False, states=(s,))) for s in TrialState},
+        "command": command_line(stream, fixed["work"], str(out_dir / "best_run"), chosen),
+    }
+    write_json(out_dir / "best.json", summary)
+    write_text(out_dir / "best_command.sh", summary["command"] + "\n")
+    _plot(study, out_dir / "study.png", stream)
+    log(f"best: trial {best.number}, validation macro-F1 {best.value:.3f}; {out_dir / 'best.json'}")
+    log(summary["command"])
+    return summary
+
+
+def _open_study(out_dir: Path, stream: str, seed: int, log):
+    """The study of ``out_dir/study.db`` (made, or continued where a killed process left it)."""
+    import optuna
+    from optuna.storages import RDBStorage, RetryFailedTrialCallback
+    from optuna.trial import TrialState
+
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     with warnings.catch_warnings():  # Optuna's notes on its own API's future are not for our users
         warnings.simplefilter("ignore")
@@ -142,7 +181,13 @@ def _tune(
             storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)  # (no public id: Optuna keeps it private)
             study.enqueue_trial(trial.params)
             log(f"trial {trial.number} was left running by a killed process: marked failed, its parameters retried")
-    fixed = {**(options or {}), "stream": stream, "work": str(Path(work).resolve())}
+    return study
+
+
+def _objective(stream: str, out_dir: Path, fixed: dict, given: set, log):
+    """One trial: a run trained with the parameters the sampler suggests (``out_dir/trials/<number>``), pruned on
+    its validation macro-F1 by epoch; its value, that macro-F1 at the end (test is never scored)."""
+    import optuna
 
     def objective(trial) -> float:
         chosen = suggest(trial, stream)
@@ -158,42 +203,12 @@ def _tune(
             log=lambda line: None,
             on_epoch=report,
             splits=("val",),
-            given=set(options or {}),
+            given=given,
         )
         log(f"trial {trial.number}: validation macro-F1 {result['val']['macro_f1']:.3f} with {json.dumps(chosen)}")
         return result["val"]["macro_f1"]
 
-    finished = (TrialState.COMPLETE, TrialState.PRUNED)
-    done = len(study.get_trials(deepcopy=False, states=finished))
-    if done < trials:
-        log(f"study {out_dir / 'study.db'}: {done} trials finished, running up to {trials}")
-        study.optimize(
-            objective,
-            n_trials=trials - done,
-            timeout=timeout,
-            callbacks=[MaxTrialsCallback(trials, states=finished)],
-            catch=(),
-        )
-    completed = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    if not completed:
-        raise RuntimeError(f"{out_dir / 'study.db'}: no trial completed")
-    best = study.best_trial
-    chosen = {**{k: v for k, v in fixed.items() if k not in ("stream", "work")}, **best.params}
-    summary = {
-        "stream": stream,
-        "objective": "validation macro-F1 (test never evaluated)",
-        "best_trial": best.number,
-        "best_value": best.value,
-        "params": best.params,
-        "trials": {s.name.lower(): len(study.get_trials(deepcopy=False, states=(s,))) for s in TrialState},
-        "command": command_line(stream, fixed["work"], str(out_dir / "best_run"), chosen),
-    }
-    write_json(out_dir / "best.json", summary)
-    write_text(out_dir / "best_command.sh", summary["command"] + "\n")
-    _plot(study, out_dir / "study.png", stream)
-    log(f"best: trial {best.number}, validation macro-F1 {best.value:.3f}; {out_dir / 'best.json'}")
-    log(summary["command"])
-    return summary
+    return objective
 
 
 def _plot(study, path: Path, stream: str) -> None:
