@@ -70,8 +70,7 @@ def extract_features(
 ) -> dict:
     """Embed every video of WORK's manifest; returns {"done": n, "skipped": n, "failed": [lines]}. A video already
     embedded with the same settings is kept; each file is written atomically."""
-    import cv2
-    import torch
+    from .inference import pick_device  # (torch, imported when embedding starts)
 
     work = Path(work)
     manifest = load_manifest(work)
@@ -79,7 +78,7 @@ def extract_features(
     folder = work / "features" / name
     backbone, weights, stats = _backbone(preset, pretrained)
     mean, std = np.asarray(stats["mean"], np.float32), np.asarray(stats["std"], np.float32)
-    dev = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device)
+    dev = pick_device({"device": device}, 0)
     backbone.to(dev)
     params = {
         "version": FEATURES_VERSION,
@@ -111,26 +110,8 @@ def extract_features(
             continue
         frames = np.load(work / "frames" / f"{vid}.npy", mmap_mode="r", allow_pickle=False)
         times = item_times(cache.frame_indices, video.fps or 25.0)
-        instants = np.arange(0.0, times[-1] + 1e-9, 1.0 / sample_fps)
-        picks = items_at(times, instants)
-        h, w = frames.shape[1:3]
-        side_len = min(h, w)
-        y0, x0 = (h - side_len) // 2, (w - side_len) // 2
-        rows = []
-        with torch.no_grad():
-            for start in range(0, len(picks), batch_size):
-                batch = [
-                    cv2.resize(
-                        np.asarray(frames[t, y0 : y0 + side_len, x0 : x0 + side_len]),
-                        (size, size),
-                        interpolation=cv2.INTER_AREA,
-                    )
-                    for t in picks[start : start + batch_size]
-                ]
-                x = (np.stack(batch).astype(np.float32) / 255.0 - mean) / std  # the weights' own statistics
-                x = torch.from_numpy(x.transpose(0, 3, 1, 2).copy()).to(dev)
-                rows.append(backbone(x).float().cpu().numpy())
-        embedded = np.concatenate(rows).astype(np.float16)
+        picks = items_at(times, np.arange(0.0, times[-1] + 1e-9, 1.0 / sample_fps))
+        embedded = _embed(backbone, frames, picks, size=size, mean=mean, std=std, device=dev, batch_size=batch_size)
         if not np.isfinite(embedded).all():
             failed.append(f"{work / 'frames' / vid}.npy: non-finite features (check the frame cache)")
             progress.advance()
@@ -152,3 +133,27 @@ def extract_features(
         f"{rows_total / max(seconds, 1e-9):.0f} frames/s"
     )
     return {"done": done, "skipped": skipped, "failed": failed}
+
+
+def _embed(backbone, frames, picks, *, size: int, mean, std, device, batch_size: int) -> np.ndarray:
+    """(len(picks), D) float16 embeddings of the frames ``picks``: each frame's centred square, resized to ``size``
+    and normalised by the weights' own statistics."""
+    import cv2
+    import torch
+
+    h, w = frames.shape[1:3]
+    side = min(h, w)
+    y0, x0 = (h - side) // 2, (w - side) // 2
+    rows = []
+    with torch.no_grad():
+        for start in range(0, len(picks), batch_size):
+            batch = [
+                cv2.resize(
+                    np.asarray(frames[t, y0 : y0 + side, x0 : x0 + side]), (size, size), interpolation=cv2.INTER_AREA
+                )
+                for t in picks[start : start + batch_size]
+            ]
+            x = (np.stack(batch).astype(np.float32) / 255.0 - mean) / std
+            x = torch.from_numpy(x.transpose(0, 3, 1, 2).copy()).to(device)
+            rows.append(backbone(x).float().cpu().numpy())
+    return np.concatenate(rows).astype(np.float16)
