@@ -157,15 +157,7 @@ def classify(
     method, classes, runs, pose_models = load_fused(report, model)
     scratch = Path(scratch)
 
-    records, failures, typed = [], [], {}
-    for i, path in enumerate(videos):
-        try:
-            record = new_video_record(i, path)
-        except DataError as err:
-            failures.append(str(err))
-            continue
-        typed[record.video_id] = str(path)
-        records.append(record)
+    records, typed, failures = _new_video_records(videos)
     if not records:
         return [], failures
     manifest = Manifest(str(scratch), classes, records)
@@ -175,28 +167,7 @@ def classify(
     failures += list(stage_failures.values())
     failed_ids = set(stage_failures)
 
-    probs_by_stream = {}
-    for stream, run in runs.items():
-        folder = folders[run.path]
-        ok = [
-            r.video_id
-            for r in records
-            if r.video_id not in failed_ids
-            and all((folder / stage / f"{r.video_id}.json").is_file() for stage in run.spec.stages)
-        ]
-        failed_ids |= {r.video_id for r in records if r.video_id not in ok}
-        if not ok:
-            return [], failures
-        probs, dataset = run.score(folder, "test", video_ids=ok, device=device, runtime=runtime)
-        for video, p in zip(dataset.videos, probs):
-            if np.isfinite(p).all():
-                probs_by_stream.setdefault(stream, {})[video.video_id] = p
-            else:  # never a "ballet (nan%)": the video fails by name
-                failed_ids.add(video.video_id)
-                failures.append(
-                    f"{video.source}: the {stream} stream gives non-finite scores (its input holds NaN or Inf)"
-                )
-
+    probs_by_stream = _stream_scores(runs, folders, records, failed_ids, failures, device=device, runtime=runtime)
     done = [
         r for r in records if r.video_id not in failed_ids and all(r.video_id in p for p in probs_by_stream.values())
     ]
@@ -227,3 +198,44 @@ def classify(
             }
         )
     return results, failures
+
+
+def _new_video_records(videos: list[str]) -> tuple[list[VideoRecord], dict[str, str], list[str]]:
+    """(a record of each video that opens, {video id: the path as given}, one line per video that does not)."""
+    records, typed, failures = [], {}, []
+    for i, path in enumerate(videos):
+        try:
+            record = new_video_record(i, path)
+        except DataError as err:
+            failures.append(str(err))
+            continue
+        typed[record.video_id] = str(path)
+        records.append(record)
+    return records, typed, failures
+
+
+def _stream_scores(runs, folders, records, failed_ids: set, failures: list, *, device, runtime) -> dict:
+    """{stream: {video id: probabilities}} of every video each run's stages prepared; a video a stage failed on, or
+    a stream gives non-finite scores for, joins ``failed_ids`` (and ``failures``, by name)."""
+    probs_by_stream = {}
+    for stream, run in runs.items():
+        folder = folders[run.path]
+        ok = [
+            r.video_id
+            for r in records
+            if r.video_id not in failed_ids
+            and all((folder / stage / f"{r.video_id}.json").is_file() for stage in run.spec.stages)
+        ]
+        failed_ids |= {r.video_id for r in records if r.video_id not in ok}
+        if not ok:
+            return {}
+        probs, dataset = run.score(folder, "test", video_ids=ok, device=device, runtime=runtime)
+        for video, p in zip(dataset.videos, probs):
+            if np.isfinite(p).all():
+                probs_by_stream.setdefault(stream, {})[video.video_id] = p
+            else:  # never a "ballet (nan%)": the video fails by name
+                failed_ids.add(video.video_id)
+                failures.append(
+                    f"{video.source}: the {stream} stream gives non-finite scores (its input holds NaN or Inf)"
+                )
+    return probs_by_stream
