@@ -203,81 +203,15 @@ def ingest(
             raise DataError(problems[0].path, problems[0].problem)
 
     fail_fast()
-    # Duplicate ids: later outputs are keyed by id, so the first (in path order) wins and the rest are reported.
-    seen: dict[str, Candidate] = {}
-    unique: list[Candidate] = []
-    for c in sorted(candidates, key=lambda c: (c.video_id, c.source.path)):
-        unsafe = id_problem(c.video_id)
-        if unsafe:
-            problems.append(Problem(printable(c.source.path), f"{unsafe}: skipped (outputs are named by the id)"))
-            continue
-        if c.video_id in seen:
-            problems.append(
-                Problem(c.source.path, f"duplicate video id {c.video_id!r} (also {seen[c.video_id].source.path})")
-            )
-            continue
-        seen[c.video_id] = c
-        unique.append(c)
+    unique = _unique_ids(candidates, problems)
     fail_fast()
-
-    records: list[VideoRecord] = []
-    workers = workers or min(4, os.cpu_count() or 1)
-    with Progress(len(unique), "videos", desc="ingest") as progress:
-
-        def collect(results):
-            for candidate, info, problem in results:
-                progress.advance(frames=info.frame_count if info else 0)
-                if problem:
-                    problems.append(problem)
-                else:
-                    records.append(VideoRecord.from_probe(candidate, info))
-
-        # In worker processes even for a few videos: a decoder that crashes on a file fails that file only.
-        collect(map_surviving_crashes(_probe_job, unique, workers, crashed=_probe_crashed))
+    records = _probe_all(unique, workers or min(4, os.cpu_count() or 1), problems)
     fail_fast()
-
-    # Groups: a regex on the id beats the dataset's own (CSV column, Let's Dance ytid); default: each clip alone.
-    if pattern is not None:
-        for r in records:
-            m = pattern.search(r.video_id)
-            if not m:
-                problems.append(Problem(r.source, f"group regex {group_regex!r} does not match id {r.video_id!r}"))
-                r.group = r.video_id
-            else:
-                r.group = m.groupdict().get("group") or (m.group(1) if m.groups() else m.group(0))
-    inferred = None
-    if pattern is None and not any(r.group for r in records):
-        inferred = clip_name_groups(records)
-    for r in records:
-        r.group = r.group or r.video_id
+    inferred = _assign_groups(records, pattern, group_regex, problems)
     fail_fast()
-
-    # Labels that differ only in case are almost always one style typed two ways ("Ballet", "ballet"): refused by
-    # name rather than made two classes without a word.
-    by_folded: dict[str, set[str]] = {}
-    for name in class_names:
-        by_folded.setdefault(name.casefold(), set()).add(name)
-    clashes = sorted(sorted(names) for names in by_folded.values() if len(names) > 1)
-    if clashes:
-        raise DataError(
-            data,
-            "labels that differ only in case: "
-            + "; ".join(" and ".join(repr(n) for n in names) for names in clashes)
-            + " (one style typed two ways? give them one spelling)",
-        )
-
-    # Classes that cannot be learnt and tested: empty ones and those with a single clip.
-    per_class = Counter(r.label for r in records)
-    class_folder = {c: (str(data / c) if data.is_dir() else f"{data} (label {c})") for c in class_names}
-    for name in class_names:
-        if per_class[name] == 0:
-            problems.append(Problem(class_folder[name], "class has no usable videos: skipped"))
-        elif per_class[name] == 1:
-            problems.append(
-                Problem(class_folder[name], "class has a single clip (cannot be in both training and test): skipped")
-            )
+    _refuse_case_clashes(data, class_names)
+    records = _learnable(records, class_names, data, problems)
     fail_fast()
-    records = [r for r in records if per_class[r.label] >= 2]
     if not records:
         raise DataError(data, "no usable videos")
     usable = sorted({r.label for r in records})
@@ -300,6 +234,94 @@ def ingest(
         },
         skipped=[{"path": p.path, "problem": p.problem} for p in problems],
     )
+
+
+def _unique_ids(candidates: list[Candidate], problems: list[Problem]) -> list[Candidate]:
+    """The candidates whose ids are safe file names, one per id."""
+    # Duplicate ids: later outputs are keyed by id, so the first (in path order) wins and the rest are reported.
+    seen: dict[str, Candidate] = {}
+    unique: list[Candidate] = []
+    for c in sorted(candidates, key=lambda c: (c.video_id, c.source.path)):
+        unsafe = id_problem(c.video_id)
+        if unsafe:
+            problems.append(Problem(printable(c.source.path), f"{unsafe}: skipped (outputs are named by the id)"))
+            continue
+        if c.video_id in seen:
+            problems.append(
+                Problem(c.source.path, f"duplicate video id {c.video_id!r} (also {seen[c.video_id].source.path})")
+            )
+            continue
+        seen[c.video_id] = c
+        unique.append(c)
+    return unique
+
+
+def _probe_all(unique: list[Candidate], workers: int, problems: list[Problem]) -> list[VideoRecord]:
+    """A record of every candidate that decodes (probed in worker processes); the others' problems listed."""
+    records: list[VideoRecord] = []
+    with Progress(len(unique), "videos", desc="ingest") as progress:
+
+        def collect(results):
+            for candidate, info, problem in results:
+                progress.advance(frames=info.frame_count if info else 0)
+                if problem:
+                    problems.append(problem)
+                else:
+                    records.append(VideoRecord.from_probe(candidate, info))
+
+        # In worker processes even for a few videos: a decoder that crashes on a file fails that file only.
+        collect(map_surviving_crashes(_probe_job, unique, workers, crashed=_probe_crashed))
+    return records
+
+
+def _assign_groups(records: list[VideoRecord], pattern, group_regex, problems: list[Problem]) -> str | None:
+    """Give every record its group; the clip-name regex used when the groups were inferred from the names, else
+    None."""
+    # Groups: a regex on the id beats the dataset's own (CSV column, Let's Dance ytid); default: each clip alone.
+    if pattern is not None:
+        for r in records:
+            m = pattern.search(r.video_id)
+            if not m:
+                problems.append(Problem(r.source, f"group regex {group_regex!r} does not match id {r.video_id!r}"))
+                r.group = r.video_id
+            else:
+                r.group = m.groupdict().get("group") or (m.group(1) if m.groups() else m.group(0))
+    inferred = None
+    if pattern is None and not any(r.group for r in records):
+        inferred = clip_name_groups(records)
+    for r in records:
+        r.group = r.group or r.video_id
+    return inferred
+
+
+def _refuse_case_clashes(data: Path, class_names) -> None:
+    # Labels that differ only in case are almost always one style typed two ways ("Ballet", "ballet"): refused by
+    # name rather than made two classes without a word.
+    by_folded: dict[str, set[str]] = {}
+    for name in class_names:
+        by_folded.setdefault(name.casefold(), set()).add(name)
+    clashes = sorted(sorted(names) for names in by_folded.values() if len(names) > 1)
+    if clashes:
+        raise DataError(
+            data,
+            "labels that differ only in case: "
+            + "; ".join(" and ".join(repr(n) for n in names) for names in clashes)
+            + " (one style typed two ways? give them one spelling)",
+        )
+
+
+def _learnable(records: list[VideoRecord], class_names, data: Path, problems: list[Problem]) -> list[VideoRecord]:
+    # Classes that cannot be learnt and tested: empty ones and those with a single clip.
+    per_class = Counter(r.label for r in records)
+    class_folder = {c: (str(data / c) if data.is_dir() else f"{data} (label {c})") for c in class_names}
+    for name in class_names:
+        if per_class[name] == 0:
+            problems.append(Problem(class_folder[name], "class has no usable videos: skipped"))
+        elif per_class[name] == 1:
+            problems.append(
+                Problem(class_folder[name], "class has a single clip (cannot be in both training and test): skipped")
+            )
+    return [r for r in records if per_class[r.label] >= 2]
 
 
 def _assign_splits(records: list[VideoRecord], ratios, seed: int, split_from, problems: list[Problem]) -> None:
