@@ -3,7 +3,7 @@
 A signature is plain data (tempo, meter, limb amplitudes, level, turning, travel, dancers, hold, costume palette);
 ``animate_scene`` turns it into joint-angle curves, floor paths and facing directions for every dancer in a clip.
 
-Class evidence is split across streams on purpose (see README "Synthetic dataset"):
+Class evidence is split across streams on purpose (see docs/synthetic.md):
 
 * appearance (RGB): the costume palette groups styles: ballet, break, flamenco and square each have their own;
   foxtrot, quickstep, tango and waltz share the "ballroom" palette; latin and swing share the "social" palette.
