@@ -239,3 +239,19 @@ def _stream_scores(runs, folders, records, failed_ids: set, failures: list, *, d
                     f"{video.source}: the {stream} stream gives non-finite scores (its input holds NaN or Inf)"
                 )
     return probs_by_stream
+
+
+def result_lines(result: dict) -> list[str]:
+    """One classified video as a person reads it: the prediction and its frame rate, the caution if any, the fused
+    top three, each stream's top three, the overlay written."""
+    top = sorted(result["fused"].items(), key=lambda kv: -kv[1])[:3]
+    lines = [f"{result['video']}: {result['prediction']} ({100 * result['probability']:.1f}%) at {result['fps']:g} fps"]
+    if result["caution"]:
+        lines.append(f"  caution: {result['caution']}: it may be unlike the training videos")
+    lines.append("  fused   " + "  ".join(f"{c} {100 * p:.1f}%" for c, p in top))
+    for stream, probs in result["streams"].items():
+        best = sorted(probs.items(), key=lambda kv: -kv[1])[:3]
+        lines.append(f"  {stream:<7} " + "  ".join(f"{c} {100 * p:.1f}%" for c, p in best))
+    if "overlay" in result:
+        lines.append(f"  overlay {result['overlay']}")
+    return lines

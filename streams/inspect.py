@@ -394,6 +394,14 @@ def _loss_row(r: dict) -> str:
     return f"| {r['video_id']} | {r['split']} | {r['label']} | {r['predicted']} | {r['p_true']:.2f} | {r['loss']:.2f} |"
 
 
+def read_exclude_list(path) -> list[str]:
+    """The video ids of an exclude list (``exclude_candidates.txt``, or one a person wrote: one id per line, ``#``
+    comments), for ``bin/train --exclude-list``."""
+    with open(path, encoding="utf-8") as handle:
+        lines = (line.split("#", 1)[0].strip() for line in handle)
+        return sorted({line for line in lines if line})
+
+
 def inspect_run(run, out=None, *, top: int = 12, baseline=None, device: str = "cpu", log=print) -> dict:
     if not (Path(run) / "best.pt").is_file():
         raise DataError(run, "not a finished run (no best.pt)")
