@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -10,6 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from preprocess.batch import run_batch
+from preprocess.dataset import ingest
 from preprocess.pose.keypoints import flip_permutation
 
 REPO = Path(__file__).resolve().parents[1]
@@ -48,8 +51,6 @@ def tiny_synth(tmp_path_factory) -> Path:
 def tiny_work(tiny_synth, tmp_path_factory) -> Path:
     """The tiny synthetic set ingested (one performer per split) and preprocessed: flow, pose imported from the
     ground truth (so training tests need no pose model), and frames (background dimmed, the default)."""
-    from preprocess.batch import run_batch
-    from preprocess.dataset import ingest
     from preprocess.dataset.synthetic import groundtruth_as_coco
     from preprocess.flow import FarnebackParams, flow_params, flow_task
     from preprocess.pose.importers import import_pose
@@ -129,3 +130,56 @@ def flip_keypoints_horizontally(xy: np.ndarray, width: int) -> np.ndarray:
     out = np.array(xy, copy=True)
     out[..., 0] = (width - 1) - out[..., 0]
     return out[..., flip_permutation(), :]
+
+
+TINY = {"epochs": 1, "batch_size": 8, "views": 1, "min_epoch_clips": 1}
+
+
+KEEP = ["--background", "keep"]  # frames as decoded: these work folders have no pose (the default dims)
+
+
+def small_dataset(tiny_synth, root, styles=("ballet", "tango")):
+    """Three clips of each of two styles of the tiny preset, as a folder per class."""
+    for style in styles:
+        (root / style).mkdir(parents=True)
+        for video in sorted((tiny_synth / "videos" / style).glob("*.mp4")):
+            shutil.copy(video, root / style / video.name)
+    return root
+
+
+FAST_FLOW = {
+    "stream": "flow",
+    "preset": "small",
+    "epochs": 2,
+    "batch_size": 8,
+    "size": 48,
+    "segments": 2,
+    "stack": 3,
+    "views": 1,
+    "min_epoch_clips": 1,
+}
+
+
+def _group_shortcut(seed=0, groups=12, per_group=8, classes=4):
+    """Fitting scores where each group (a source video) holds one class; stream "flow" is weakly right about the
+    class, stream "rgb" says nothing about the class but carries a signature of the group (a venue's look)."""
+    rng = np.random.default_rng(seed)
+    group = np.repeat(np.arange(groups), per_group)
+    labels = group % classes
+    n = len(labels)
+    weak = rng.dirichlet(np.ones(classes), n) * 0.7
+    weak[np.arange(n), np.where(rng.random(n) < 0.45, labels, rng.integers(0, classes, n))] += 0.3
+    signature = rng.dirichlet(np.ones(classes) * 0.5, groups)[group]
+    venue = signature + 0.02 * rng.random((n, classes))
+    return {"flow": weak, "rgb": venue / venue.sum(1, keepdims=True)}, labels, group.astype(str)
+
+
+def work_copy(tiny_work, root, *stages):
+    """tiny_work's manifest and ``stages``, copied where a test may damage them."""
+    work = root / "work"
+    work.mkdir()
+    for name in ("manifest.json", "manifest.csv"):
+        shutil.copy(tiny_work / name, work / name)
+    for stage in stages:
+        shutil.copytree(tiny_work / stage, work / stage)
+    return work

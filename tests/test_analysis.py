@@ -1,6 +1,8 @@
 """Analysis as researchers do it: hyperparameter search (Optuna), per-video losses and high-loss removal, saliency
 maps, the error gallery."""
 
+from __future__ import annotations
+
 import json
 
 import numpy as np
@@ -8,6 +10,7 @@ import pytest
 import torch
 from torch import nn
 
+from fusion.report import run_ablation
 from streams.inspect import guided_relus, saliency_2d
 from streams.train import train
 from tests.conftest import run_bin
@@ -153,7 +156,6 @@ def test_inspect_lists_losses_draws_saliency_and_gallery_and_high_loss_removal_r
 
 
 def test_seeds_train_one_run_each_and_the_report_shows_their_spread(tiny_work, tmp_path):
-    from fusion.report import run_ablation
     from streams.seeds import train_seeds
 
     options = {"epochs": 2, "batch_size": 8, "frames": 12, "views": 1, "min_epoch_clips": 1}
@@ -249,3 +251,10 @@ def test_classify_uses_every_seed_of_a_seeds_run(tiny_synth, tiny_work, tmp_path
         one = run_bin("classify", video, "--report", tmp_path / f"report{seed}", "--json")
         singles.append(json.loads(one.stdout)[0]["streams"]["flow"])
     assert ensemble == pytest.approx({c: (singles[0][c] + singles[1][c]) / 2 for c in ensemble}, abs=1e-6)
+
+
+def test_the_best_command_line_keeps_every_digit():
+    from streams.tune import command_line
+
+    line = command_line("pose", "W", "R", {"lr": 0.0027895123456789, "head": "lstm"})
+    assert "--lr 0.0027895123456789" in line and "--head lstm" in line

@@ -97,7 +97,7 @@ def test_the_gpu_benchmark_says_when_there_is_no_gpu_and_still_gives_the_cpu_row
 def test_a_ray_worker_that_dies_fails_its_video_not_the_batch(tiny_synth, tmp_path):
     pytest.importorskip("ray", reason="ray is not installed (pip install 'dance-streams[ray]')")
     from preprocess.batch import Task
-    from tests.test_hardening import crash_on_tango_0001
+    from tests.test_batch import crash_on_tango_0001
 
     manifest = ingest(_small_dataset(tiny_synth, tmp_path, per_style=3))
     task = Task(name="crashy", params={"v": 1}, run=crash_on_tango_0001, data_suffix=".txt")

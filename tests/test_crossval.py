@@ -8,13 +8,15 @@ import os
 import numpy as np
 import pytest
 
+from fusion.methods import create_method
 from fusion.report import run_ablation
 from fusion.scores import load_scores
+from fusion.select import cross_validated_top1
 from preprocess import load_manifest
 from preprocess.dataset import ingest
 from streams.crossval import group_folds
 from streams.stats import group_bootstrap_ci
-from tests.conftest import run_bin
+from tests.conftest import TINY, _group_shortcut, run_bin
 from tests.test_fusion import CLASSES, write_run
 
 
@@ -176,3 +178,43 @@ def test_crossfit_fuses_each_fold_with_weights_fitted_on_the_others(tmp_path):
     # the noise stream earns no weight: the selected fusion is as good as the good stream alone, give or take
     assert result["selected"]["top1"] > good - 0.05 and len(result["selected"]["picks"]) == 4
     assert rows[(("good", "noise"), "weighted")]["top1"] > rows[(("good", "noise"), "mean")]["top1"] - 0.02
+
+
+def test_crossval_and_train_name_a_stream_alike_and_a_mismatch_is_one_line(tiny_work, tmp_path):
+    from streams.crossval import crossval
+
+    config = {"stream": "pose", "head": "lstm", "frames": 8, "work": str(tiny_work), "run": str(tmp_path / "p"), **TINY}
+    crossval(config, folds=3, seeds=[0], pool="all", log=lambda *_: None)
+    assert json.loads((tmp_path / "p" / "scores_oof.json").read_text())["stream"] == "pose-lstm"  # was "pose"
+    # score files of two names in one run (an older crossval, or other options): bin/fuse names the run
+    rng = np.random.default_rng(0)
+    for split, name in (("oof", "pose"), ("test", "pose-lstm")):
+        write_run(tmp_path / "mixed", name, split, rng.dirichlet(np.ones(4), 8), rng.integers(0, 4, 8),
+                  [f"{split}{i}" for i in range(8)], classes=CLASSES[:4])  # fmt: skip
+    result = run_bin("fuse", tmp_path / "mixed", "--out", tmp_path / "report")
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert f"{tmp_path / 'mixed'}: its oof scores are of stream 'pose' and its test scores of 'pose-lstm'" in (
+        result.stderr
+    )
+
+
+def test_group_folds_do_not_reward_a_group_shortcut_that_clip_level_folds_reward():
+    probs, labels, groups = _group_shortcut()
+    stacking = lambda: create_method("stacking")  # noqa: E731
+    clip_level = cross_validated_top1(stacking, probs, labels, groups=None, seed=0)  # every clip its own group
+    by_group = cross_validated_top1(stacking, probs, labels, groups=groups, seed=0)
+    flow_alone = float((probs["flow"].argmax(1) == labels).mean())
+    print(f"stacking CV: clip-level {clip_level:.2f}, by group {by_group:.2f}; flow alone {flow_alone:.2f}")
+    assert clip_level > 0.75  # learns each venue's signature → its class: the flattering number KFold gave
+    assert by_group < flow_alone + 0.1  # on unseen groups the signature is worthless
+    assert clip_level - by_group > 0.3
+    # too few groups to hold any out: no cross-validated figure at all
+    assert cross_validated_top1(stacking, probs, labels, groups=np.zeros(len(labels), str)) is None
+
+
+# issue 33, case 18
+# 18. Too many folds for the pool: said before any training, with how many it allows
+def test_too_many_folds_are_refused_before_training(tiny_work, tmp_path):
+    result = run_bin("crossval", "pose", tiny_work, tmp_path / "run", "--folds", "2", "--pool", "all")
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert "is too small for 2 folds" in result.stderr and not (tmp_path / "run" / "crossval").exists()

@@ -1,5 +1,7 @@
 """Frame cache, denseflow export and flow pictures, on a small preprocessed work directory."""
 
+from __future__ import annotations
+
 import cv2
 import numpy as np
 import pytest
@@ -73,3 +75,17 @@ def test_show_flow_png_and_mp4(work, tmp_path):
     assert len(frames) == 15 and frames[0].image.shape[1] == 2 * 85
     bad = run_bin("preprocess", "show-flow", work, "nope", tmp_path / "x.png")
     assert bad.returncode != 0 and "no video 'nope'" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_export_flow_replaces_a_linked_folder_and_writes_nothing_outside(tiny_work, tmp_path):
+    from preprocess import load_manifest
+
+    out, outside = tmp_path / "out", tmp_path / "outside"
+    out.mkdir()
+    outside.mkdir()
+    video = load_manifest(tiny_work).videos[0].video_id
+    (out / video).symlink_to(outside, target_is_directory=True)
+    result = run_bin("preprocess", "export-flow", tiny_work, out)
+    assert result.returncode == 0, result.stderr
+    assert list(outside.iterdir()) == [] and (out / video).is_dir() and not (out / video).is_symlink()
+    assert (out / video / "flow_x_00001.jpg").is_file()

@@ -1,4 +1,8 @@
+from __future__ import annotations
+
 import csv
+import json
+import os
 import shutil
 from collections import defaultdict
 from pathlib import Path
@@ -7,10 +11,9 @@ import cv2
 import numpy as np
 import pytest
 
-from preprocess import load_manifest
-from preprocess.batch import DataError
+from preprocess import DataError, load_manifest
 from preprocess.dataset import ingest
-from tests.conftest import run_bin, shared_asset
+from tests.conftest import KEEP, run_bin, shared_asset, small_dataset
 
 
 def copy_videos(tiny_synth: Path, dest: Path, styles=("ballet", "tango", "waltz"), per_style=3) -> Path:
@@ -191,3 +194,93 @@ def test_ingest_warns_when_held_out_splits_share_groups_with_training(tiny_synth
     ]
     grouped = run_bin("ingest", tiny_synth / "dataset.csv", tmp_path / "work2", "--split", "0.34,0.33,0.33")
     assert grouped.returncode == 0 and "warning:" not in grouped.stderr  # whole groups per split: nothing shared
+
+
+def test_a_csv_with_a_byte_order_mark_is_read(tiny_synth, tmp_path):
+    from preprocess.dataset import ingest
+
+    text = (tiny_synth / "dataset.csv").read_text(encoding="utf-8")
+    rows = [line.split(",") for line in text.splitlines()]
+    absolute = [",".join([str((tiny_synth / r[0]).resolve()), *r[1:]]) for r in rows if r[0] != "path"]
+    csv = tmp_path / "b.csv"
+    csv.write_text("\ufeffpath,label,group\n" + "\n".join(absolute) + "\n", encoding="utf-8")  # Excel's CSV
+    assert len(ingest(csv, seed=0).videos) == len(absolute)
+
+
+def test_labels_that_differ_only_in_case_are_refused_by_name(tiny_synth, tmp_path):
+    from preprocess.dataset import ingest
+
+    rows = [line.split(",") for line in (tiny_synth / "dataset.csv").read_text().splitlines() if line][1:]
+    # ballet clips labelled "Ballet" and "ballet", half each
+    lines = [f"{(tiny_synth / r[0]).resolve()},{'Ballet' if r[1] == 'ballet' and k % 2 else r[1]}" for k, r in
+             enumerate(rows)]  # fmt: skip
+    csv = tmp_path / "cased.csv"
+    csv.write_text("\n".join(lines) + "\n")
+    with pytest.raises(DataError, match=r"labels that differ only in case: 'Ballet' and 'ballet'"):
+        ingest(csv, seed=0)
+
+
+def test_a_file_name_that_is_not_utf8_is_skipped_by_name_not_a_segfault(tiny_synth, tmp_path):
+    data = small_dataset(tiny_synth, tmp_path / "data")
+    shutil.copy(data / "ballet" / "ballet_0000.mp4", os.fsencode(data / "ballet") + b"/bad\xff.mp4")
+    result = run_bin("ingest", data, tmp_path / "work")  # OpenCV segfaulted on this name (exit -11)
+    assert result.returncode == 0, result.stderr
+    named = [line for line in result.stderr.splitlines() if "bad\\udcff.mp4" in line]
+    assert len(named) == 1 and "not valid UTF-8" in named[0]
+    assert "6 videos, 2 classes" in result.stdout
+
+
+def test_unsafe_video_ids_are_refused_at_ingest_and_at_load(tiny_synth, tmp_path):
+    data = small_dataset(tiny_synth, tmp_path / "data")
+    hidden = data / "tango" / ".tango_9.mp4"
+    shutil.copy(data / "tango" / "tango_0000.mp4", hidden)
+    rows = [f"{p.relative_to(data)},{p.parent.name}" for p in sorted(data.rglob("*.mp4")) if p != hidden]
+    rows.append(f"{hidden.relative_to(data)},tango")
+    (data / "list.csv").write_text("path,label\n" + "\n".join(rows) + "\n")
+    manifest = ingest(data / "list.csv")
+    assert ".tango_9" not in {v.video_id for v in manifest.videos}
+    assert any(".tango_9" in s["problem"] and "not a safe file name" in s["problem"] for s in manifest.skipped)
+    # A crafted manifest: its id would make every stage write (and the runner delete) files outside WORK.
+    work = tmp_path / "work"
+    manifest.save(work)
+    crafted = json.loads((work / "manifest.json").read_text())
+    crafted["videos"][0]["video_id"] = "../../escape"
+    (work / "manifest.json").write_text(json.dumps(crafted))
+    with pytest.raises(DataError, match="not a safe file name"):
+        load_manifest(work)
+    result = run_bin("preprocess", "frames", work, work, *KEEP)
+    assert result.returncode == 1 and "not a safe file name" in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "escape.npy").exists() and not (work.parent / "escape.json").exists()
+
+
+def test_invalid_group_regex_and_one_class_datasets_are_named_errors(tiny_synth, tmp_path):
+    data = small_dataset(tiny_synth, tmp_path / "data")
+    result = run_bin("ingest", data, tmp_path / "work", "--group-regex", "(p\\d+")
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "--group-regex '(p\\\\d+'" in result.stderr and "not a valid regular expression" in result.stderr
+    one = small_dataset(tiny_synth, tmp_path / "one", styles=("waltz",))
+    result = run_bin("ingest", one, tmp_path / "work1")
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "only one usable class (waltz): a classifier needs at least two" in result.stderr
+
+
+# issue 33, case 3
+# 3. Clips named <source>_<start>_<duration> are grouped by their source without --group-regex, and it is said
+def test_clips_cut_from_longer_videos_are_grouped_by_source(tiny_synth, tmp_path):
+    from preprocess import load_manifest
+
+    data = tmp_path / "clips"
+    for style in ("tango", "waltz"):
+        (data / style).mkdir(parents=True)
+        for k, video in enumerate(sorted((tiny_synth / "videos" / style).glob("*.mp4"))[:3]):
+            for source in ("1001", "2002"):  # each style from two source videos, clips at 10 s and 20 s
+                shutil.copy(video, data / style / f"{style}{source}_{10 * (k + 1)}_5.mp4")
+    result = run_bin("ingest", data, tmp_path / "work", "--split", "0.5,0.25,0.25")
+    assert result.returncode == 0, result.stderr
+    assert "grouped from the clip names <source>_<start>_<duration>" in result.stderr
+    manifest = load_manifest(tmp_path / "work")
+    assert {v.group for v in manifest.videos} == {f"{s}{n}" for s in ("tango", "waltz") for n in ("1001", "2002")}
+    by_group = {}
+    for v in manifest.videos:
+        by_group.setdefault(v.group, set()).add(v.split)
+    assert all(len(splits) == 1 for splits in by_group.values())  # no source in two splits

@@ -1,16 +1,20 @@
 """Live preprocessing: a stream's frames, each preprocessed once as it comes, give any stretch of it exactly as the
 batch stages give a video made of that stretch."""
 
+from __future__ import annotations
+
 import json
+import os
 
 import numpy as np
 import pytest
 
+from preprocess import DataError
 from preprocess.batch import read_npz, run_batch
 from preprocess.dataset.manifest import Manifest, VideoRecord
 from preprocess.live import LIVE_ID, LiveSource, LiveStages
 from preprocess.video import Source, probe, read_frames
-from tests.conftest import shared_asset, write_lossless
+from tests.conftest import FAST_FLOW, run_bin, shared_asset, write_lossless
 
 
 def _stages(with_pose: bool):
@@ -191,3 +195,193 @@ def test_a_source_faster_than_the_runs_rate_gives_the_frames_on_screen_at_the_ru
     expected = np.unique(items_at(times, instants))
     assert source.rate == rate and len(sampled) == len(expected)
     assert all(np.array_equal(image, frames[i]) for (_, _, image), i in zip(sampled, expected, strict=True))
+
+
+# issue 33, case 6
+# 6. --window inf / --every inf: a named error, not an OverflowError
+@pytest.mark.parametrize("option", ["--window", "--every", "--sample-fps"])
+def test_live_refuses_infinite_seconds(tmp_path, option):
+    result = run_bin("classify", "--live", "0", "--report", tmp_path, option, "inf")
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert f"{option} inf: must be a positive, finite number" in result.stderr
+
+
+# issue 33, case 15
+# 15. --live given a folder or a FIFO: said as such
+def test_live_names_a_folder_and_a_fifo(tmp_path):
+    from preprocess.live import LiveSource
+
+    with pytest.raises(DataError, match="a folder, not a video"):
+        LiveSource(str(tmp_path))
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    with pytest.raises(DataError, match="not a regular file"):
+        LiveSource(str(fifo))
+
+
+# issue 33, case 17
+# 17. Scratch folders of live runs killed with SIGKILL are removed by the next run
+def test_stale_live_scratch_is_removed(tmp_path):
+    from fusion.live import remove_stale_scratch
+
+    gone = tmp_path / "live-999999999-abcd"
+    mine = tmp_path / f"live-{os.getpid()}-efgh"
+    alive = tmp_path / "live-1-ijkl"  # (pid 1 is always there)
+    for folder in (gone, mine, alive):
+        folder.mkdir()
+    assert remove_stale_scratch(tmp_path) == [gone]
+    assert not gone.exists() and mine.exists() and alive.exists()
+
+
+@pytest.fixture(scope="module")
+def flow_only_report(tiny_work, tmp_path_factory):
+    """One small flow run fused alone: a report live classification can read."""
+    from streams.train import train
+
+    root = tmp_path_factory.mktemp("flow_only")
+    train({**FAST_FLOW, "epochs": 1, "work": str(tiny_work), "run": str(root / "flow")}, log=lambda *_: None)
+    assert run_bin("fuse", root / "flow", "--out", root / "report").returncode == 0
+    return root / "report"
+
+
+def stalling_server(data: bytes, *, whole_at_once: bool = False):
+    """A local HTTP server that sends the first half of ``data`` at about real-time pace, then goes silent with the
+    connection open (as a camera or relay that hangs), or (``whole_at_once``) all of it as fast as it goes (a
+    recording over HTTP, a relay catching up): (its URL, a function that stops it)."""
+    import http.server
+    import threading
+    import time
+
+    stop = threading.Event()
+
+    class Stalling(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200)
+            self.send_header("Content-Type", "video/x-matroska")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            if whole_at_once:
+                self.wfile.write(data)
+                return
+            half, step = len(data) // 2, max(1, len(data) // 40)
+            for start in range(0, half, step):
+                self.wfile.write(data[start : min(start + step, half)])
+                self.wfile.flush()
+                time.sleep(0.1)
+            stop.wait(60)  # silent, the connection open
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Stalling)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+
+    def close():
+        stop.set()
+        server.shutdown()
+
+    return f"http://127.0.0.1:{server.server_address[1]}/stream.mkv", close
+
+
+# issue 33, case 1
+# 1. A network source that stalls: it ends as "stalled" with its answers and summary, never a segmentation fault
+def test_a_stalled_network_source_ends_with_its_answers(flow_only_report, tiny_synth, tmp_path):
+    from preprocess.video import read_frames
+    from tests.conftest import write_lossless
+
+    clips = sorted((tiny_synth / "videos").glob("*/*.mp4"))[:4]
+    stream = write_lossless([f.image for c in clips for f in read_frames(str(c))], tmp_path / "stream.mkv", 12)
+    url, close = stalling_server(stream.read_bytes())
+    try:
+        result = run_bin("classify", "--live", url, "--report", flow_only_report, "--window", "1", "--every", "0.5")
+    finally:
+        close()
+    assert result.returncode == 0, result.stderr[-1500:]  # (it was 139: FFmpeg's capture released under its reader)
+    answers = [json.loads(line) for line in result.stdout.splitlines()]
+    assert answers and answers[-1]["final"] and "stalled: no frame for 10 s" in result.stderr
+    assert "per answer: flow stream" in result.stderr  # the summary
+
+
+# issue 33, case 4
+# 4. A network source that delivers faster than real time: timed by its own timestamps, not by arrival
+def test_a_fast_network_source_is_timed_by_its_timestamps(flow_only_report, tiny_synth, tmp_path):
+    from preprocess.video import read_frames
+    from tests.conftest import write_lossless
+
+    clips = sorted((tiny_synth / "videos").glob("*/*.mp4"))[:4]
+    frames = [f.image for c in clips for f in read_frames(str(c))]
+    stream = write_lossless(frames, tmp_path / "stream.mkv", 12)
+    url, close = stalling_server(stream.read_bytes(), whole_at_once=True)
+    try:
+        result = run_bin("classify", "--live", url, "--report", flow_only_report, "--window", "1", "--every", "0.5")
+    finally:
+        close()
+    assert result.returncode == 0, result.stderr[-1500:]
+    assert "0 dropped" in result.stderr and "frames timed by container timestamps" in result.stderr
+    answers = [json.loads(line) for line in result.stdout.splitlines()]
+    # every frame came, at its own time: the last answer ends at the last frame's timestamp (63 / 12 s)
+    assert answers[-1]["frames"][1] == len(frames) and answers[-1]["time"] == pytest.approx((len(frames) - 1) / 12)
+
+
+# issue 33, case 5
+# 5. Live frames taken at the runs' rate are the ones training takes at the same instants, at rates that do not divide:
+# a file's frames timed as training times them (index / fps), a stream's by its millisecond timestamps
+@pytest.mark.parametrize(
+    "fps, rate, rounded",
+    [(30.0, 25.0, False), (29.97, 25.0, False), (25.0, 23.976, False), (30.0, 12.0, False), (30.0, 25.0, True)],
+)
+def test_live_sampling_takes_the_frames_items_at_takes(fps, rate, rounded):
+    from preprocess.live import RateSampler
+    from streams.sampling import items_at
+
+    times = np.arange(300) / fps
+    stamps = np.round(times, 3) if rounded else times  # (a stream container's millisecond timestamps)
+    sampler = RateSampler(rate, fps, RateSampler.SLACK if rounded else RateSampler.EXACT)
+    picked = [k for k, stamp in enumerate(stamps) for _, k, _ in sampler.add(float(stamp), k)]
+    picked += [k for _, k, _ in sampler.end()]
+    instants = np.arange(len(picked)) / rate
+    assert picked == list(items_at(times, instants)), f"{fps} → {rate}"
+    assert len(picked) >= int(299 / fps * rate)  # every instant up to the last frame
+
+
+# issue 33, case 5
+# 5, flow: a source faster than the runs' rate: each taken frame's field is the motion to the next source frame,
+# rescaled to the sampling period, as training rescales the stored fields of a video at that source rate
+def test_live_flow_of_a_faster_source_is_the_field_training_sees(tiny_synth, tmp_path):
+    from preprocess import Manifest, VideoRecord, load_flow
+    from preprocess.batch import run_batch
+    from preprocess.flow import FarnebackParams, flow_params, flow_task
+    from preprocess.live import LIVE_ID, LiveFrame, LiveStages, RateSampler
+    from preprocess.video import Source, probe, read_frames
+    from streams.sampling import items_at
+    from tests.conftest import write_lossless
+
+    clips = sorted((tiny_synth / "videos").glob("*/*.mp4"))[:2]
+    frames = [f.image for c in clips for f in read_frames(str(c))]
+    fps, rate = 30.0, 25.0  # rates that do not divide
+    video = write_lossless(frames, tmp_path / "source.mkv", fps)
+    params = flow_params(FarnebackParams(), resize="none")
+    info = probe(Source(str(video)))
+    record = VideoRecord("v", "", "test", None, str(video), info.frame_count, fps, info.width, info.height)
+    offline = tmp_path / "offline"
+    Manifest(str(offline), ["a", "b"], [record]).save(offline)
+    assert run_batch(flow_task(params), Manifest(str(offline), ["a", "b"], [record]), offline).failed == []
+    stored = load_flow(offline, "v")  # field n: source frame n → n + 1, in pixels
+    sampler = RateSampler(rate, fps, RateSampler.EXACT)
+    taken = [item for k, image in enumerate(frames) for item in sampler.add(k / fps, (k, image))]
+    taken += sampler.end()
+    size = {"width": info.width, "height": info.height}
+    live = LiveStages({"flow": params}, fps=rate, **size, source="s", keep=99, source_fps=fps)
+    try:
+        for number, (stamp, (_, image), following) in enumerate(taken):
+            live.add(LiveFrame(number, stamp, image, None if following is None else following[1]))
+        live.write_clip(tmp_path / "live", 0, len(taken), ["a", "b"])
+    finally:
+        live.close()
+    fields = load_flow(tmp_path / "live", LIVE_ID)
+    picked = items_at(np.arange(len(frames)) / fps, np.arange(len(taken)) / rate)
+    assert [k for _, (k, _), _ in taken] == list(picked)
+    expected = stored[picked[: len(fields)]] * (fps / rate)  # (streams.data rescales a stored field so)
+    step = 2 * params["bound"] / 255 * fps / rate  # one quantisation step, rescaled
+    assert np.abs(fields - expected).max() <= step + 1e-4
+    assert np.abs(expected).max() > 5 * step  # there is motion: the comparison means something

@@ -1,3 +1,5 @@
+from __future__ import annotations
+
 import json
 
 import numpy as np
@@ -19,7 +21,7 @@ from preprocess.pose.backends import (
     resolve_onnx_model,
 )
 from preprocess.pose.evaluate import coco_oks_matches, pck
-from tests.conftest import flip_keypoints_horizontally, run_bin, shared_asset
+from tests.conftest import flip_keypoints_horizontally, run_bin, shared_asset, work_copy
 
 
 def random_skeletons(rng, shape=(6, 3)):
@@ -396,3 +398,51 @@ def test_clean_detections_removes_copies_but_keeps_an_overlapping_partner():
     people = [(copy, 0.8), (dancer, 0.9), (partner, 0.7), (sparse, 0.95), (outside, 0.99)]
     kept = clean_detections(people, 200, 200, min_confidence=0.2)
     assert [score for _, score in kept] == [0.9, 0.7]
+
+
+def _skeleton(person, cx, cy, height, phase):
+    """Person ``person``'s COCO-17 skeleton standing at (cx, cy), arms and legs swung by ``phase`` (radians)."""
+    rng = np.random.default_rng(person)
+    base = rng.uniform(-0.25, 0.25, (17, 2)) * [0.5, 1.0]
+    base[:, 1] = np.linspace(-0.5, 0.5, 17)
+    swing = np.zeros((17, 2))
+    swing[[7, 8, 9, 10, 13, 14, 15, 16], 0] = 0.3 * np.sin(phase) * np.array([1, -1, 1, -1, -1, 1, -1, 1])
+    pts = (base + swing) * height + [cx, cy]
+    return np.concatenate([pts, np.full((17, 1), 0.9)], 1).astype(np.float32)
+
+
+def test_dancers_are_ranked_before_onlookers_whatever_the_camera_does():
+    from preprocess.pose.tracking import rank_dancers, track_sequence
+
+    frames = []
+    for t in range(40):
+        pan = 3.0 * t  # the camera pans: every body moves across the frame
+        onlookers = [(_skeleton(1, 60 + pan, 200, 220, 0.0), 0.95), (_skeleton(2, 500 + pan, 200, 200, 0.0), 0.9)]
+        dancer = (_skeleton(3, 280 + pan, 260, 120, 0.6 * t), 0.6)  # smaller, less confident, limbs moving
+        frames.append(onlookers + [dancer])
+    keypoints, mask = track_sequence(frames, 6)
+    assert mask[:, :3].all()
+    dancer_slot = int(np.argmin([abs(keypoints[0, p, :, 0].mean() - 280) for p in range(3)]))
+    assert dancer_slot == 2  # tracking alone puts the dancer last (found last: least confident)
+    ranked, ranked_mask, scores = rank_dancers(keypoints, mask, 2, 0.2)
+    assert ranked.shape == (40, 2, 17, 3) and ranked_mask.all()
+    assert abs(ranked[0, 0, :, 0].mean() - 280) < 30  # the dancer first
+    assert scores[0] > 5 * scores[1]
+
+
+# issue 33, case 7, 12
+# 7, 12. A pose .npz that is truncated or not an archive at all: the file named, never NumPy's advice to unpickle
+@pytest.mark.parametrize("damage", ["truncated", "other bytes"])
+def test_a_damaged_pose_file_is_named(tiny_work, tmp_path, damage):
+    from preprocess import load_manifest, load_pose
+
+    work = work_copy(tiny_work, tmp_path, "pose")
+    video = load_manifest(work).videos[0].video_id
+    path = work / "pose" / f"{video}.npz"
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2] if damage == "truncated" else b"\x80\x04garbage, not a zip" * 20)
+    with pytest.raises(DataError, match=rf"{video}\.npz: (a damaged|not an) \.npz archive") as caught:
+        load_pose(work, video)
+    assert "unsafe" not in str(caught.value) and "pickle" not in str(caught.value)
+    result = run_bin("train", "pose", work, tmp_path / "run", "--epochs", "1", "--frames", "8")
+    assert result.returncode != 0 and "Traceback" not in result.stderr and f"{video}.npz" in result.stderr

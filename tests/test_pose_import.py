@@ -234,3 +234,61 @@ def test_coco_records_that_match_nothing_or_twice_are_problems_and_fail_the_comm
     result = run_bin("preprocess", "import-pose", "coco", coco, work / "manifest.json", tmp_path / "w2")
     assert result.returncode == 1 and f"video {video_id!r}: none of its frames is in the video" in result.stderr
     assert not (tmp_path / "w2" / "pose" / f"{video_id}.npz").exists()
+
+
+def test_importers_refuse_non_finite_and_absurd_skeletons_by_file(tiny_synth, tmp_path):
+    work = tmp_path / "work"
+    ingest(tiny_synth / "dataset.csv").save(work)
+    video = "ballet_0000"
+    folder = tmp_path / "openpose" / video
+    folder.mkdir(parents=True)
+
+    def write(frame, x=10.0, conf=0.9, raw=None):
+        flat = [x, 20.0, conf] * 25
+        text = raw if raw is not None else json.dumps({"people": [{"pose_keypoints_2d": flat}]})
+        (folder / f"{video}_{frame:012d}_keypoints.json").write_text(text)
+
+    write(0)
+    write(1, x=float("nan"))  # written by json.dumps as NaN, which Python's json reads back
+    write(2, raw='{"people": [{"pose_keypoints_2d": [' + ", ".join(["1e308", "5", "0.5"] * 25) + "]}]}")
+    write(3, conf=-0.5)
+    write(4, raw='{"people": [{"pose_keypoints_2d": [' + ", ".join(['"NaN"', "5", "0.5"] * 25) + "]}]}")
+    result = run_bin("preprocess", "import-pose", "openpose", tmp_path / "openpose", work / "manifest.json", work)
+    assert result.returncode == 1 and "Traceback" not in result.stderr  # the good frames imported, the bad listed
+    for frame, why in ((1, "not finite"), (2, "not finite"), (3, "negative confidence"), (4, "not finite")):
+        line = next(x for x in result.stderr.splitlines() if f"{frame:012d}_keypoints.json" in x)
+        assert why in line, line
+    from preprocess.pose import load_pose
+
+    pose = load_pose(work, video)
+    assert np.isfinite(pose["keypoints"]).all() and pose["mask"][0].any() and not pose["mask"][1:5].any()
+
+
+def test_coco_schema_errors_are_named_problems_not_tracebacks(tiny_synth, tmp_path):
+    work = tmp_path / "work"
+    ingest(tiny_synth / "dataset.csv").save(work)
+    coco = {
+        "images": [{"id": 1, "file_name": "ballet_0000/00000.jpg"}, {"file_name": "no id"}, "not a record"],
+        "annotations": [
+            {"id": 7, "image_id": 1, "category_id": 1, "keypoints": [1, 2, 2] * 17},
+            {"id": 8, "image_id": 1, "category_id": 1},  # no keypoints
+            {"id": 9, "image_id": 1, "category_id": 1, "keypoints": [1, 2]},  # wrong length
+            {"id": 10, "image_id": 1, "category_id": 1, "keypoints": [1, 2, 5] * 17},  # visibility 5
+            17,
+        ],
+    }
+    (tmp_path / "coco.json").write_text(json.dumps(coco))
+    result = run_bin("preprocess", "import-pose", "coco", tmp_path / "coco.json", work / "manifest.json", work)
+    assert result.returncode == 1 and "Traceback" not in result.stderr  # what could be imported is; problems fail it
+    for what in (
+        "image 1 is not a COCO image record",
+        "image 2 is not",
+        "annotation 8",
+        "annotation 9",
+        "annotation 10",
+        "annotation 4",
+    ):
+        assert what in result.stderr, what
+    (tmp_path / "bad.json").write_text(json.dumps({"images": [], "annotations": {"not": "a list"}}))
+    result = run_bin("preprocess", "import-pose", "coco", tmp_path / "bad.json", work / "manifest.json", work)
+    assert result.returncode == 1 and "Traceback" not in result.stderr and "not a COCO keypoint file" in result.stderr

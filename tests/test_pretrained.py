@@ -2,16 +2,24 @@
 can be downloaded here, so the files are state dicts saved from torchvision's model builders (random weights): the
 loading code is the real one."""
 
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+
+import numpy as np
 import pytest
 import torch
 from torchvision import models
 from torchvision.models import video
 
 from preprocess import DataError
-from streams.checkpoints import load_pretrained
+from streams.checkpoints import IMAGENET_STATS, input_normalization, load_backbone, load_pretrained
 from streams.models import create_flow_model, create_rgb3d_model, create_rgb_model, freeze_batchnorm_but_first
+from streams.registry import OptionError, create_dataset, resolve_config
 from streams.train import train
-from tests.conftest import run_bin
+from tests.conftest import run_bin, shared_asset
 
 
 @pytest.fixture(scope="module")
@@ -157,8 +165,6 @@ def test_partial_bn_freezes_every_batchnorm_statistic_but_the_first():
 def test_weights_by_name_are_cached_once_and_checked_against_their_published_checksum(resnet18_file, tmp_path):
     """--weights NAME: torchvision's address for the name, the file fetched once into a cache folder, and checked
     against the SHA-256 prefix in its name on every use. The "server" here is a local file:// address."""
-    import hashlib
-    import shutil
 
     from streams.checkpoints import cached_download, torchvision_weights_url
 
@@ -193,3 +199,112 @@ def test_an_unknown_weights_name_is_a_one_line_error(tiny_work, tmp_path):
     )
     assert result.returncode != 0 and "not one of torchvision's weight names" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_rgb_input_statistics_follow_the_weights(tiny_work, tmp_path):
+    import torchvision
+
+    from streams.checkpoints import IMAGENET_STATS, OUR_STATS
+    from streams.train import prepare_config
+
+    weights = tmp_path / "resnet18.pth"
+    torch.save(torchvision.models.resnet18().state_dict(), weights)
+    base = {"stream": "rgb", "work": str(tiny_work), "size": 32, "segments": 1}
+    imagenet = prepare_config({**base, "preset": "resnet18", "pretrained": str(weights)})
+    ours = prepare_config(base)
+    assert imagenet["normalize"]["mean"] == IMAGENET_STATS["mean"] and ours["normalize"]["std"] == OUR_STATS["std"]
+    a = create_dataset(imagenet, tiny_work, "test", train=False)
+    b = create_dataset(ours, tiny_work, "test", train=False)
+    x, y = a[0][0].numpy()[0], b[0][0].numpy()[0]  # one frame, normalised both ways
+    pixels = y * np.array(OUR_STATS["std"])[:, None, None] + np.array(OUR_STATS["mean"])[:, None, None]
+    expected = (pixels - np.array(IMAGENET_STATS["mean"])[:, None, None]) / np.array(IMAGENET_STATS["std"])[
+        :, None, None
+    ]
+    assert np.allclose(x, expected, atol=1e-4)
+
+
+MOBILENET = "models/mobilenet_v2_imagenet_features.pth"
+
+
+@pytest.mark.parametrize("stream", ["rgb", "flow"])
+def test_mobilenet_v2_preset_uses_every_tensor_of_the_shared_imagenet_file(stream):
+    from streams.registry import create_model
+
+    path = shared_asset(MOBILENET)
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    config = resolve_config({"stream": stream, "preset": "mobilenet_v2", "pretrained": str(path)}, given=("preset",))
+    model = create_model(config, 4)
+    line = load_pretrained(model, path)
+    own = model.backbone.state_dict()
+    assert f"loaded {len(own)} of {len(own)} backbone tensors" in line and len(own) == len(state) == 312
+    for key, tensor in own.items():
+        source = state[key]
+        if key == "features.0.0.weight" and stream == "flow":  # TSN cross-modality: RGB filters averaged
+            assert tensor.shape[1] == 2 * config["stack"] and "averaged over its 3 input channels" in line
+            assert torch.allclose(tensor, source.mean(1, keepdim=True).expand_as(tensor))
+        else:
+            assert torch.equal(tensor, source), key
+    norm = input_normalization(config)
+    assert norm["mean"] == IMAGENET_STATS["mean"] and norm["std"] == IMAGENET_STATS["std"]
+    x = torch.zeros(1, 3, *((3, 112, 112) if stream == "rgb" else (2 * config["stack"], 112, 112)))
+    assert model(x).shape == (1, 4)
+
+
+def test_a_file_of_another_architecture_is_refused_by_name(tmp_path):
+    from torchvision.models import resnet18
+
+    from streams.models import create_backbone_2d
+
+    other = tmp_path / "resnet18-imagenet.pth"
+    torch.save(resnet18().state_dict(), other)
+    with pytest.raises(DataError, match=r"resnet18-imagenet.pth: does not fit this MobileNetV2 backbone"):
+        load_backbone(
+            create_backbone_2d(in_channels=3, preset="mobilenet_v2"), torch.load(other, weights_only=True), other
+        )
+    path = shared_asset(MOBILENET)
+    with pytest.raises(DataError, match=r"mobilenet_v2_imagenet_features.pth: does not fit this ResNet backbone"):
+        load_backbone(create_backbone_2d(in_channels=3, preset="resnet18"), torch.load(path, weights_only=True), path)
+
+
+def test_flow_defaults_to_imagenet_mobilenet_v2_fine_tuned_with_its_recipe(tiny_work, tmp_path, monkeypatch):
+    from streams.checkpoints import imagenet_weights
+    from streams.registry import DEFAULTS
+
+    def start(**options):
+        config = resolve_config({"stream": "flow", **options})
+        return config["preset"], config["pretrained"], config["lr"], config["partial_bn"]
+
+    assert start() == ("mobilenet_v2", "imagenet", 1e-4, True)
+    assert start(**DEFAULTS) == start()  # an API caller passing every general default gets the same
+    assert start(lr=3e-4, partial_bn=False) == ("mobilenet_v2", "imagenet", 3e-4, False)  # what is given is kept
+    assert start(pretrained="none") == ("mobilenet_v2", "none", 1e-3, False)
+    assert start(preset="small") == ("small", "none", 1e-3, False)
+    assert resolve_config({"stream": "rgb"})["preset"] == "small"  # RGB keeps our small CNN
+    ours = tmp_path / "ours"  # a run of ours (its folder or its best.pt) is fine-tuned as it was trained
+    ours.mkdir()
+    (ours / "config.json").write_text("{}")
+    (ours / "best.pt").write_bytes(b"")
+    foreign = tmp_path / "torchvision.pth"  # a foreign state dict counts as ImageNet's
+    foreign.write_bytes(b"")
+    assert start(pretrained=str(ours))[2:] == start(pretrained=str(ours / "best.pt"))[2:] == (1e-3, False)
+    assert start(pretrained=str(foreign)) == ("mobilenet_v2", str(foreign), 1e-4, True)
+    with pytest.raises(OptionError, match="--pretrained .*nothing-here: no such file or run folder"):
+        start(pretrained=str(tmp_path / "nothing-here"))
+    # offline with no file anywhere: one line naming the asset and the ways out
+    monkeypatch.setenv("DANCE_SHARED", str(tmp_path / "empty"))
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.delenv("DANCE_MOBILENET_V2", raising=False)
+    with pytest.raises(DataError, match="mobilenet_v2_imagenet_features.pth: .*--pretrained none") as err:
+        imagenet_weights("mobilenet_v2", download=False)
+    assert "\n" not in str(err.value) and "$DANCE_MOBILENET_V2" in str(err.value)
+    monkeypatch.undo()
+    # the shared file is found, every tensor used, and the run says so
+    shared_asset("models/mobilenet_v2_imagenet_features.pth")
+    run = tmp_path / "flow"
+    result = run_bin(
+        "train", "flow", tiny_work, run, "--epochs", "1", "--size", "32", "--segments", "1", "--stack", "2",
+        "--views", "1", "--min-epoch-clips", "1", check=True,
+    )  # fmt: skip
+    assert "loaded 312 of 312 backbone tensors" in result.stdout
+    config = json.loads((run / "config.json").read_text())
+    assert (config["preset"], config["pretrained"], config["lr"], config["partial_bn"]) == start()

@@ -27,7 +27,7 @@ from tests.conftest import REPO, assert_bundle_scores_as_the_run, flip_keypoints
 FAST = {
     "epochs": 3,
     "batch_size": 8,
-    "preset": "small",  # (flow's default is ImageNet's MobileNetV2: tests/test_unseen_sources.py trains it)
+    "preset": "small",  # (flow's default is ImageNet's MobileNetV2: tests/test_pretrained.py trains it)
     "size": 48,
     "segments": 2,
     "stack": 3,

@@ -1,0 +1,48 @@
+"""The stream registry: each variant takes its own options and refuses others by name, before anything is written."""
+
+from __future__ import annotations
+
+import pytest
+
+from streams.registry import OptionError, resolve_config
+from tests.conftest import run_bin
+
+
+def test_a_variant_takes_its_own_options_refuses_others_by_name_and_changes_no_value(tiny_work, tmp_path):
+    pose = resolve_config({"stream": "pose", "head": "lstm", "dropout": 0.5})
+    assert pose["variant"] == "pose-lstm" and pose["dropout"] == 0.5  # not capped at 0.3 behind the user's back
+    assert resolve_config({"stream": "pose", "head": "stgcn", "pose_input": "bone"})["dropout"] == 0.1  # its default
+    assert resolve_config({"stream": "rgb"})["dropout"] == 0.5 and "clip_len" not in resolve_config({"stream": "rgb"})
+    with pytest.raises(OptionError, match=r"--clip-len 8: the pose-tcn stream does not take it"):
+        resolve_config({"stream": "pose", "clip_len": 8}, given={"clip_len"})
+    with pytest.raises(OptionError, match=r"--dropout 1.5: must be below 1"):
+        resolve_config({"stream": "pose", "dropout": 1.5})
+    result = run_bin("train", "pose", tiny_work, tmp_path / "r", "--arch", "3d")
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert "--arch 3d: the pose-tcn stream does not take it" in result.stderr
+    assert not (tmp_path / "r").exists()  # refused before anything is written
+
+
+@pytest.mark.parametrize(
+    "stream, options, message",
+    [
+        ("pose", {"arch": "3d"}, "--arch 3d: the pose-tcn stream does not take it"),  # 11
+        ("pose", {"dropout": 1.5}, "--dropout 1.5: must be below 1"),
+        ("pose", {"sample_fps": 0.0}, "--sample-fps 0.0: must be at least"),  # 12
+        ("pose", {"sample_fps": -3.0}, "--sample-fps -3.0: must be at least"),
+        ("pose", {"sample_fps": float("nan")}, "--sample-fps nan: not a finite number"),
+        ("pose", {"epochs": 0}, "--epochs 0: must be at least 1"),  # 13
+        ("pose", {"epochs": -1}, "--epochs -1: must be at least 1"),
+        ("pose", {"frames": 0}, "--frames 0: must be at least 1"),  # 14
+        ("rgb", {"arch": "3d", "clip_len": 0}, "--clip-len 0: must be at least 1"),
+        ("flow", {"views": 0}, "--views 0: must be at least 1"),
+    ],
+)
+def test_options_are_checked_by_name_before_anything_is_written(tiny_work, tmp_path, stream, options, message):
+    from streams.train import train
+
+    run = tmp_path / "run"
+    with pytest.raises(OptionError) as err:
+        train({"stream": stream, "work": str(tiny_work), "run": str(run), **options}, given=set(options))
+    assert str(err.value).startswith(message) and "\n" not in str(err.value)
+    assert not run.exists()  # no config.json left behind
