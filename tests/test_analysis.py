@@ -112,7 +112,7 @@ class _Mask(nn.Module):
 def test_inspect_lists_losses_draws_saliency_and_gallery_and_high_loss_removal_retrains(tiny_work, tmp_path, stream):
     run = tmp_path / "run"
     own = {"flow": {"size": 48, "segments": 2, "stack": 3}, "pose": {"frames": 12}}[stream]
-    options = {"epochs": 2, "batch_size": 8, "views": 1, **own}
+    options = {"epochs": 1, "batch_size": 8, "views": 1, **own}
     train({"stream": stream, "work": str(tiny_work), "run": str(run), "min_epoch_clips": 1, **options}, log=print)
     result = run_bin("inspect", run)
     assert result.returncode == 0, result.stderr

@@ -113,7 +113,7 @@ def test_shared_pose_model_detects_the_synthetic_dancers(tmp_path):
     )
     found, total = {}, {}
     for style in STYLES:
-        for index in (0, 17):  # a sample of the default preset: 2 clips per style, every frame
+        for index in (0,):  # a sample of the default preset: a clip per style, every frame
             meta = write_clip(tmp_path, style, index, PRESETS["default"], seed=0)
             with vision.PoseLandmarker.create_from_options(options) as landmarker:
                 for frame in read_frames(str(tmp_path / meta["video"]), colour="rgb"):
