@@ -160,7 +160,7 @@ FAST_FLOW = {
 }
 
 
-def _group_shortcut(seed=0, groups=12, per_group=8, classes=4):
+def group_shortcut(seed=0, groups=12, per_group=8, classes=4):
     """Fitting scores where each group (a source video) holds one class; stream "flow" is weakly right about the
     class, stream "rgb" says nothing about the class but carries a signature of the group (a venue's look)."""
     rng = np.random.default_rng(seed)

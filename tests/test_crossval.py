@@ -16,7 +16,7 @@ from preprocess import load_manifest
 from preprocess.dataset import ingest
 from streams.crossval import group_folds
 from streams.stats import group_bootstrap_ci
-from tests.conftest import TINY, _group_shortcut, run_bin
+from tests.conftest import TINY, group_shortcut, run_bin
 from tests.test_fusion import CLASSES, write_run
 
 
@@ -199,7 +199,7 @@ def test_crossval_and_train_name_a_stream_alike_and_a_mismatch_is_one_line(tiny_
 
 
 def test_group_folds_do_not_reward_a_group_shortcut_that_clip_level_folds_reward():
-    probs, labels, groups = _group_shortcut()
+    probs, labels, groups = group_shortcut()
     stacking = lambda: create_method("stacking")  # noqa: E731
     clip_level = cross_validated_top1(stacking, probs, labels, groups=None, seed=0)  # every clip its own group
     by_group = cross_validated_top1(stacking, probs, labels, groups=groups, seed=0)

@@ -55,9 +55,9 @@ def test_tiny_demo_runs_every_stage(demo):
         assert (out / "runs" / stream / "scores_test.npz").is_file()
     report = json.loads((out / "report" / "ablation.json").read_text())
     assert report["test_videos"] == 10 and len(report["results"]) == 3 + 4 * 5
-    # each stage resumes: run again as the demo runs it, nothing is recomputed (the commands the demo printed)
-    for stage in ("flow", "pose", "frames"):
-        again = run_bin("preprocess", stage, out / "work", out / "work")
+    # each stage resumes: run again as bin/demo runs it on the synthetic set, nothing is recomputed
+    for stage, options in (("flow", ["--resize", "none"]), ("pose", []), ("frames", ["--resize", "none"])):
+        again = run_bin("preprocess", stage, out / "work", out / "work", *options)
         assert again.returncode == 0 and "0 done, 30 already done, 0 failed" in again.stdout, again.stderr
 
 

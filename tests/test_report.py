@@ -19,7 +19,7 @@ from fusion.select import fitting_support
 from preprocess import DataError
 from preprocess.dataset import Manifest, load_manifest
 from streams.registry import resolve_config
-from tests.conftest import FAST_FLOW, REPO, _group_shortcut, run_bin, work_copy
+from tests.conftest import FAST_FLOW, REPO, group_shortcut, run_bin, work_copy
 from tests.test_fusion import CLASSES, write_run
 
 
@@ -250,7 +250,7 @@ def _write_oof_runs(root, probs, labels, groups, test_seed=1):
 
 
 def test_confounded_fitting_groups_fall_back_to_the_mean_of_the_streams_out_of_group_scores_keep(tmp_path):
-    probs, labels, groups = _group_shortcut()
+    probs, labels, groups = group_shortcut()
     runs = _write_oof_runs(tmp_path / "runs", probs, labels, groups)
     report = run_ablation(runs, tmp_path / "report", resamples=200, fit_on="oof")
     assert report["default"]["rule"] == "fallback" and report["default"]["method"] == "mean"
