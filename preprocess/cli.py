@@ -141,3 +141,30 @@ def exit_on_skipped(skipped, allow_skipped):
             err=True,
         )
         sys.exit(1)
+
+
+def farneback_options(command):
+    """--pyr-scale, --levels, --winsize, --iterations, --poly-n, --poly-sigma, --gaussian: one option per field of
+    ``FarnebackParams``, its default the field's; the command receives them as one ``farneback=FarnebackParams``."""
+    import dataclasses
+    import functools
+
+    from .flow.farneback import FarnebackParams
+
+    fields = dataclasses.fields(FarnebackParams)
+
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        return command(*args, farneback=FarnebackParams(**{f.name: kwargs.pop(f.name) for f in fields}), **kwargs)
+
+    for field in reversed(fields):  # (click lists options in the order they are written, the reverse of applied)
+        name = "--" + field.name.replace("_", "-")
+        if field.type in (bool, "bool"):
+            option = click.option(
+                name, is_flag=True, help="OPTFLOW_FARNEBACK_GAUSSIAN: Gaussian window instead of a box."
+            )
+        else:
+            kind = float if field.type in (float, "float") else int
+            option = click.option(name, type=kind, default=field.default, show_default=True)
+        wrapper = option(wrapper)
+    return wrapper

@@ -51,9 +51,9 @@ def _flow_here(params: dict, device: str) -> dict:
     """The torch engine runs on this machine's device, at its default batch; OpenCV's needs nothing."""
     if params.get("engine") != "torch":
         return params
-    from .flow.task import flow_params
+    from .flow.task import TORCH_BATCH
 
-    return {**params, "device": device, "batch": flow_params.__kwdefaults__["batch"]}
+    return {**params, "device": device, "batch": TORCH_BATCH}
 
 
 def scratch_params(params: dict, training_short_side: int | None) -> dict:

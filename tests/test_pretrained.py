@@ -19,7 +19,7 @@ from streams.checkpoints import IMAGENET_STATS, input_normalization, load_backbo
 from streams.models import create_flow_model, create_rgb3d_model, create_rgb_model, freeze_batchnorm_but_first
 from streams.registry import OptionError, create_dataset, resolve_config
 from streams.train import train
-from tests.conftest import run_bin, shared_asset
+from tests.conftest import FAST_FLOW, run_bin, shared_asset
 
 
 @pytest.fixture(scope="module")
@@ -115,19 +115,7 @@ def test_bin_train_fine_tunes_from_a_checkpoint_and_from_a_run_of_ours(tiny_work
     # A run of ours as the starting point (synthetic-pretrained, then fine-tuned): matching tensors by name.
     first = tmp_path / "small"
     train(
-        {
-            "stream": "flow",
-            "preset": "small",
-            "work": str(tiny_work),
-            "run": str(first),
-            "epochs": 1,
-            "batch_size": 8,
-            "size": 48,
-            "segments": 2,
-            "stack": 3,
-            "views": 1,
-            "min_epoch_clips": 1,
-        },
+        {**FAST_FLOW, "epochs": 1, "work": str(tiny_work), "run": str(first)},
         log=lambda *_: None,
     )
     result = run_bin(

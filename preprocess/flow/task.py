@@ -22,6 +22,9 @@ from .camera import CAMERA_MOTIONS, compensate
 from .farneback import FarnebackParams
 from .storage import FLOW_VERSION, FlowInfo, quantize
 
+# Frames per batch of the torch engine: an execution setting, chosen where flow is computed (not recorded with a run).
+TORCH_BATCH = 32
+
 
 def flow_params(
     farneback: FarnebackParams,
@@ -32,7 +35,7 @@ def flow_params(
     bound: float = 20.0,
     engine: str = "opencv",
     device: str = "cpu",
-    batch: int = 32,
+    batch: int = TORCH_BATCH,
     camera_motion: str = "none",
     crop: str = "none",
     crop_size: int = 128,
