@@ -2,7 +2,7 @@
 
 ::
 
-    StageSpec ─ name             pose, frames, flow (a stage may read only stages before it)
+    StageSpec ─ name             pose, persons, frames, flow (a stage may read only stages before it)
               ├ task(params)     its batch task (preprocess.batch.run_batch runs it over a manifest)
               ├ info             the typed reader of one video's sidecar (PoseInfo, FramesInfo, FlowInfo)
               ├ data_suffix      its data file beside each sidecar
@@ -33,6 +33,12 @@ def _pose_task(params: dict, device: str = "cpu") -> Task:
 
     # MediaPipe runs on the CPU only; the ONNX backends take the machine's device
     return pose_task(params, device="cpu" if params.get("backend") == "mediapipe" else device)
+
+
+def _persons_task(params: dict, device: str = "cpu") -> Task:
+    from .pose import pose_task
+
+    return pose_task(params, device="cpu" if params.get("backend") == "mediapipe" else device, name="persons")
 
 
 def _frames_task(params: dict, device: str = "cpu") -> Task:
@@ -129,6 +135,9 @@ STAGES: dict[str, StageSpec] = {
             live_add="_add_pose",
             live_write="_write_pose",
         ),
+        # every person a multi-person detector finds (the pose format): what scene reliance hides where the pose
+        # stage, tracking a few dancers, found fewer people (streams.data); no stream reads it
+        StageSpec("persons", _persons_task, ".npz", _info(".pose", "PoseInfo"), new_videos=_pose_for_new_videos),
         StageSpec(
             "frames",
             _frames_task,

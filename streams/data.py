@@ -24,7 +24,7 @@ from preprocess.batch import read_json, read_sidecar
 from preprocess.flow import to_pixels
 from preprocess.pose import flip_permutation
 from preprocess.stages import STAGES
-from preprocess.video.crop import box_mask, dancer_boxes
+from preprocess.video.crop import box_mask, hidden_person_boxes
 
 from .augment import SKELETON_AUGMENTS, random_skeleton_augment
 from .sampling import clip_duration, item_times, items_at, window_starts
@@ -137,12 +137,22 @@ class _ClipDataset(Dataset):
             return f"the {self.stage} stream reads no pixels of its own"
         if any((m.params or {}).get("crop") == "dancers" for m in self.meta.values()):
             return f"its {self.stage} are dancer-cropped (the persons fill the frame)"
-        pose = self.work / "pose"
-        missing = [v.video_id for v in self.videos if not (pose / f"{v.video_id}.npz").is_file()]
+        missing = [
+            v.video_id
+            for v in self.videos
+            if not any((self.work / stage / f"{v.video_id}.npz").is_file() for stage in ("pose", "persons"))
+        ]
         if missing:
             count = f"{len(missing)} of its {len(self.videos)} videos"
             return f"no pose for {count} (e.g. {missing[0]}: run bin/preprocess pose)"
         return None
+
+    def hidden_boxes(self, i: int) -> list[np.ndarray]:
+        """Per source frame of video i, the boxes of every person hiding covers (source pixels, widened by the
+        margin): the pose stage's, with the persons stage's where it found more (preprocess.video.crop)."""
+        if i not in self._person_boxes:
+            self._person_boxes[i] = hidden_person_boxes(self.work, self.videos[i], margin=self.person_margin(i))
+        return self._person_boxes[i]
 
     def person_margin(self, i: int) -> float:
         # the margin the stage widened boxes by (dimmed frames record it), else the crop default
@@ -154,10 +164,7 @@ class _ClipDataset(Dataset):
         and flipped as the item's pixels were."""
         import cv2
 
-        if i not in self._person_boxes:
-            video = self.videos[i]
-            self._person_boxes[i] = dancer_boxes(self.work / "pose", video, margin=self.person_margin(i), mode="hide")
-        boxes, video = self._person_boxes[i], self.videos[i]
+        boxes, video = self.hidden_boxes(i), self.videos[i]
         h, w = shape
         scale = (w / video.width, h / video.height)
         y0, x0, side = box

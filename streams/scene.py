@@ -15,8 +15,9 @@ without the dancers (0: it reads the dancers, 1: the scene alone does as well). 
 training's own sources, a stream that generalises can retain much too (camera motion, crowds): a high figure is a
 warning, not a verdict; what decides is how a stream does on groups it never saw (fusion.select uses both).
 
-Pose reads no pixels: nothing is measured (``applies`` False). The person boxes are those of the pose stage: a
-backend that finds one person a frame (MediaPipe) leaves the rest of a crew visible; MoveNet finds more.
+Pose reads no pixels: nothing is measured (``applies`` False). The person boxes are those of the pose stage, and
+where ``bin/preprocess persons`` (MoveNet MultiPose by default) found more people in a frame, its boxes too: a pose
+backend that finds one person a frame (MediaPipe) would leave the rest of a crew visible.
 """
 
 from __future__ import annotations
@@ -112,22 +113,32 @@ def measure(config: dict, model, device, scored: dict, *, log=print) -> dict:
         hidden, _, _ = evaluate(model, dataset, device, batch_size=config["batch_size"], vote=config["vote"])
         groups = [group_of(v) for v in dataset.videos]
         record["splits"][split] = reliance_of(probs, hidden, labels, groups, seed=config["seed"])
-    record["persons"] = _persons_found(work, [v.video_id for v in dataset.videos])
+    record["persons"] = _persons_found(work, dataset)
     record["status"] = "measured" if record["splits"] else "not measured: no labelled split"
     return record
 
 
-def _persons_found(work: Path, video_ids: list[str]) -> dict:
-    """How many persons the pose stage found a frame (the boxes hidden), and by which backend."""
-    per_frame, backends = [], set()
-    for vid in video_ids:
-        side = work / "pose" / f"{vid}.json"
-        if side.is_file():
-            data = read_json(side)
-            if data.get("persons_per_frame") is not None:
-                per_frame.append(float(data["persons_per_frame"]))
-            backends.add(str((data.get("params") or {}).get("backend", "imported")))
-    return {"per_frame": float(np.mean(per_frame)) if per_frame else None, "backend": ", ".join(sorted(backends))}
+def _persons_found(work: Path, dataset) -> dict:
+    """How many persons a frame were hidden (the pose stage's, and the persons stage's where it found more), how
+    many the pose stage alone found, and by which backends."""
+    hidden, per_frame, backends = [], {"pose": [], "persons": []}, {"pose": set(), "persons": set()}
+    for i, video in enumerate(dataset.videos):
+        hidden.append(np.mean([len(b) for b in dataset.hidden_boxes(i)]) if video.frame_count else 0.0)
+        for stage in per_frame:
+            side = work / stage / f"{video.video_id}.json"
+            if side.is_file():
+                data = read_json(side)
+                if data.get("persons_per_frame") is not None:
+                    per_frame[stage].append(float(data["persons_per_frame"]))
+                backends[stage].add(str((data.get("params") or {}).get("backend", "imported")))
+    return {
+        "per_frame": float(np.mean(hidden)) if hidden else None,  # hidden, every frame (held between pose steps)
+        "pose_per_frame": float(np.mean(per_frame["pose"])) if per_frame["pose"] else None,
+        "backend": ", ".join(sorted(backends["pose"])),
+        # the persons stage's model and the share of videos it covered (None: not run)
+        "persons_backend": ", ".join(sorted(backends["persons"])) or None,
+        "persons_videos": len(per_frame["persons"]),
+    }
 
 
 def summary_line(record: dict, split: str = "val") -> str:
@@ -142,8 +153,18 @@ def summary_line(record: dict, split: str = "val") -> str:
     return (
         f"{name} scene reliance, {split} ({r['videos']} videos): top-1 {100 * r['hidden_top1']:.1f} % "
         f"[{100 * low:.1f}, {100 * high:.1f}] with every person hidden, {100 * r['top1']:.1f} % with them, "
-        f"chance {100 * r['chance']:.1f} %{kept}"
+        f"chance {100 * r['chance']:.1f} %{kept}{_hidden_text(record.get('persons'))}"
     )
+
+
+def _hidden_text(persons: dict | None) -> str:
+    """How many people a frame were hidden, found by which models (records before the persons stage lack it)."""
+    if not persons or persons.get("per_frame") is None:
+        return ""
+    found = f"pose: {persons['backend']}" if persons.get("backend") else "pose"
+    if persons.get("persons_backend"):
+        found += f", persons: {persons['persons_backend']}"
+    return f" ({persons['per_frame']:.1f} persons hidden a frame; {found})"
 
 
 def write(run: str | Path, record: dict) -> Path:

@@ -358,3 +358,85 @@ def test_hidden_flow_stacks_have_no_motion_where_the_persons_are(tiny_work):
     assert np.array_equal(clip.pixels.numpy(), x) and np.array_equal(clip.hidden().numpy(), x_hidden)
     assert (x_hidden[np.broadcast_to(persons, x.shape) > 0] == 0).all()  # no motion inside the boxes
     assert np.array_equal(x_hidden[np.broadcast_to(persons, x.shape) == 0], x[np.broadcast_to(persons, x.shape) == 0])
+
+
+def _one_group_clip_work(tiny_synth, tiny_work, root, *, pose_persons: int):
+    """A work directory of the tiny set's clip with the most dancers: its frames and flow linked from tiny_work,
+    its pose imported from the ground truth keeping ``pose_persons`` of them (a pose stage that tracks one dancer,
+    as MediaPipe does, keeps 1)."""
+    import dataclasses
+
+    from preprocess.batch import read_npz
+    from preprocess.dataset import load_manifest
+    from preprocess.pose.importers import import_pose
+
+    info = json.loads((tiny_synth / "synth.json").read_text())
+    counts = {c["id"]: read_npz(tiny_synth / c["groundtruth"])["keypoints"].shape[1] for c in info["clips"]}
+    crowded = max(sorted(counts), key=counts.get)
+    manifest = load_manifest(tiny_work)
+    manifest = dataclasses.replace(manifest, videos=[v for v in manifest.videos if v.video_id == crowded])
+    work = root / "work"
+    manifest.save(work)
+    for stage in ("frames", "flow"):
+        (work / stage).symlink_to(tiny_work / stage)
+    import_pose("coco", str(tiny_work / "gt_coco.json"), manifest, str(work), max_persons=pose_persons)
+    return work, manifest.videos[0], counts[crowded]
+
+
+def test_the_persons_stage_adds_people_only_where_it_found_more(tiny_synth, tiny_work, tmp_path):
+    """The merge rule on imported ground truth: a persons stage with every dancer adds the ones a one-dancer pose
+    stage misses; one that found fewer than the pose stage changes nothing."""
+    import shutil
+
+    from preprocess.dataset import load_manifest
+    from preprocess.pose.importers import import_pose
+    from preprocess.video.crop import dancer_boxes, hidden_person_boxes
+
+    work, video, dancers = _one_group_clip_work(tiny_synth, tiny_work, tmp_path, pose_persons=1)
+    assert dancers >= 2
+    pose_only = hidden_person_boxes(work, video, margin=0.15)
+    every = tmp_path / "every"
+    import_pose("coco", str(tiny_work / "gt_coco.json"), load_manifest(work), str(every), max_persons=4)
+    shutil.move(every / "pose", work / "persons")
+    merged = hidden_person_boxes(work, video, margin=0.15)
+    detector = dancer_boxes(work / "persons", video, margin=0.15, mode="hide")
+    for a, b, c in zip(pose_only, merged, detector):
+        assert len(b) == (len(a) + len(c) if len(c) > len(a) else len(a))
+        assert np.array_equal(b[: len(a)], a)  # the pose stage's boxes are always kept
+    assert np.mean([len(b) for b in merged]) > np.mean([len(a) for a in pose_only])
+    # swapped: the pose stage found every dancer, the persons stage one of them: the pose stage's boxes alone
+    (work / "persons").rename(tmp_path / "all")
+    (work / "pose").rename(work / "persons")
+    (tmp_path / "all").rename(work / "pose")
+    swapped = hidden_person_boxes(work, video, margin=0.15)
+    assert all(np.array_equal(a, b) for a, b in zip(swapped, dancer_boxes(work / "pose", video, margin=0.15)))
+
+
+def test_movenet_persons_hide_the_dancers_a_one_person_pose_stage_missed(tiny_synth, tiny_work, tmp_path):
+    """bin/preprocess persons runs MoveNet MultiPose into WORK/persons; hiding then covers more of a crowded clip
+    than the one-dancer pose stage's boxes, and the run's record says how many people a frame were hidden."""
+    from preprocess.batch import read_npz
+    from streams.registry import create_dataset, resolve_config
+    from tests.conftest import run_bin, shared_asset
+
+    model = shared_asset("models/movenet_multipose_lightning_256.onnx")
+    pytest.importorskip("onnxruntime", reason="onnxruntime is not installed: MoveNet needs it")
+    work, video, dancers = _one_group_clip_work(tiny_synth, tiny_work, tmp_path, pose_persons=1)
+    config = resolve_config({"stream": "flow", "work": str(work), "preset": "small", "size": 64})
+
+    def hidden_area():
+        dataset = create_dataset(config, work, video.split, train=False)
+        dataset.set_persons("mark")
+        return float(dataset[0][0].persons.mean()), dataset
+
+    before, _ = hidden_area()
+    run_bin("preprocess", "persons", work, work, "--model", model, "--workers", "1", check=True)
+    found = read_npz(work / "persons" / f"{video.video_id}.npz")
+    side = json.loads((work / "persons" / f"{video.video_id}.json").read_text())
+    assert side["params"]["backend"] == "movenet" and side["params"]["max_persons"] == 6
+    assert found["mask"].sum(1).mean() > 1.5  # MoveNet finds several of the clip's dancers
+    assert read_npz(work / "pose" / f"{video.video_id}.npz")["mask"].sum(1).max() == 1  # pose left as it was
+    after, dataset = hidden_area()
+    assert after > before * 1.2
+    persons = scene._persons_found(work, dataset)
+    assert persons["persons_backend"] == "movenet" and persons["per_frame"] > 1.5 and persons["pose_per_frame"] == 1

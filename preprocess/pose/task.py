@@ -145,10 +145,11 @@ def estimate_video_pose(video: VideoRecord, out_dir: Path, params: dict, *, devi
     return len(indices)
 
 
-def pose_task(params: dict, *, device: str = "cpu", batch: int | None = None) -> Task:
+def pose_task(params: dict, *, device: str = "cpu", batch: int | None = None, name: str = "pose") -> Task:
     """The pose stage's batch task; the ONNX backends run on ``device`` (cpu, cuda, cuda:N) ``batch`` frames a
     call (default ``ONNX_POSE_BATCH``; MediaPipe's VIDEO mode takes one at a time). On a GPU it is a GPU task: Ray
-    gives each worker a fraction of one, the pool a few workers per GPU."""
+    gives each worker a fraction of one, the pool a few workers per GPU. ``name`` is its folder in WORK: ``persons``
+    for the persons stage, the same task run with a multi-person backend (see preprocess.stages)."""
     mediapipe = params.get("backend") == "mediapipe"
     batch = batch if batch is not None else 1 if mediapipe else ONNX_POSE_BATCH
     if mediapipe and (device != "cpu" or batch != 1):
@@ -159,7 +160,7 @@ def pose_task(params: dict, *, device: str = "cpu", batch: int | None = None) ->
     if batch < 1:
         raise DataError("--batch", f"must be at least 1, not {batch}")
     return Task(
-        name="pose",
+        name=name,
         params=params,
         run=functools.partial(estimate_video_pose, device=device, batch=batch),
         data_suffix=".npz",

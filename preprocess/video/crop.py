@@ -131,6 +131,24 @@ def dancer_boxes(pose_dir: Path, video, *, margin: float, mode: str = "dim") -> 
     return out
 
 
+def hidden_person_boxes(work: Path, video, *, margin: float) -> list[np.ndarray]:
+    """Per source frame, every person to hide (scene reliance, streams.data): the pose stage's boxes, and where the
+    persons stage (a multi-person model, WORK/persons) found more people in that frame, its boxes as well: a pose
+    stage tracking a few dancers (MediaPipe finds one) leaves a crew's other dancers and the crowd visible. Either
+    stage alone is used when the other is absent."""
+    found = [
+        dancer_boxes(work / stage, video, margin=margin, mode="hide")
+        for stage in ("pose", "persons")
+        if (work / stage / f"{video.video_id}.npz").is_file()
+    ]
+    if not found:
+        dancer_boxes(work / "pose", video, margin=margin, mode="hide")  # (raises: the named missing pose file)
+    if len(found) == 1:
+        return found[0]
+    pose, persons = found
+    return [np.concatenate([a, b]) if len(b) > len(a) else a for a, b in zip(pose, persons)]
+
+
 def box_mask(boxes: np.ndarray, height: int, width: int, scale: tuple[float, float]) -> np.ndarray:
     """(height, width) bool: True inside any of ``boxes`` (x0, y0, x1, y1 in source pixels; the image is the source
     resized by ``scale`` (x, y)): what background suppression keeps, and what streams.data hides."""
