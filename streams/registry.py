@@ -19,7 +19,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from .checkpoints import IMAGENET_FILES
@@ -382,15 +382,22 @@ def spec_of(config: dict) -> StreamSpec:
     return SPECS[variant_of(config["stream"], config)]
 
 
-# Set by the run, not by the user: recorded in config.json beside the options.
+# Set by the run, not by the user: recorded in config.json beside the options (RunConfig.SET_BY_RUN).
 DERIVED = ("stream", "variant", "work", "run", "input_features", "normalize")
 
 
 def resolve_config(config: dict, *, given=()) -> dict:
-    """The whole config of a run of ``config["stream"]``: the variant's options with its defaults filled in,
+    """The whole config of a run of ``config["stream"]`` as ``config.json`` records it (``RunConfig.as_dict``)."""
+    return run_config(config, given=given).as_dict()
+
+
+def run_config(config: Mapping, *, given=()) -> RunConfig:
+    """The typed config of a run of ``config["stream"]``: the variant's options with its defaults filled in,
     checked, and nothing else. An option the variant does not take is refused by name: always when it is among
     ``given`` (the options a user typed), else unless it is at its general default (an API caller passing every
     key of ``DEFAULTS``, as every command did before the registry)."""
+    if isinstance(config, RunConfig):
+        return config
     spec = SPECS[variant_of(config["stream"], config)]
     names = spec.option_names()
     for key, value in config.items():
@@ -410,15 +417,79 @@ def resolve_config(config: dict, *, given=()) -> dict:
     variant = spec.options(**{k: v for k, v in own.items() if k not in TRAINING_NAMES})
     variant, lr = backbone_start(variant, own.get("lr"))
     training = TrainingOptions(**{**{k: v for k, v in own.items() if k in TRAINING_NAMES}, "lr": lr})
-    resolved = {
-        "stream": spec.stream,
-        "variant": spec.name,
-        **dataclasses.asdict(training),
-        **dataclasses.asdict(variant),
-        **{k: config[k] for k in DERIVED if k in config and k not in ("stream", "variant")},
-    }
-    resolved["exclude"] = list(resolved["exclude"])
-    return resolved
+    derived = {k: config[k] for k in RunConfig.SET_BY_RUN if k in config}
+    return RunConfig(spec, training, variant, **derived)
+
+
+@dataclass(frozen=True)
+class RunConfig(Mapping):
+    """A run's configuration, typed: which variant, how it trains, the variant's own options, and what the run
+    itself sets. ``config.json`` is its serialisation (``as_dict``: one flat key per option); code not yet reading
+    the fields reads that view by key (it is a read-only Mapping). ::
+
+        run_config({"stream": "flow", "work": ..., "lr": 1e-4})
+          ├ spec        StreamSpec        flow: its name in fusion, the stages it reads, its builders
+          ├ training    TrainingOptions   epochs, batch_size, lr, seed, workers, device, views, sample_fps ...
+          ├ options     FlowOptions       preset, size, segments, stack, dropout, pretrained ... (the variant's)
+          └ work, run, input_features, normalize     set by the run (paths; the data's feature size; RGB statistics)
+    """
+
+    spec: StreamSpec
+    training: TrainingOptions
+    options: Options
+    work: str | None = None
+    run: str | None = None
+    input_features: int | None = None  # the features a sequence head reads (set from the data)
+    normalize: dict | None = None  # {"mean", "std", "from"} of an RGB network's starting weights
+
+    SET_BY_RUN = ("work", "run", "input_features", "normalize")
+
+    @property
+    def stream(self) -> str:
+        return self.spec.stream
+
+    @property
+    def variant(self) -> str:
+        return self.spec.name
+
+    def replace(self, **changes) -> RunConfig:
+        """A copy with some fields changed: training's and the variant's options by name, or what the run sets."""
+        training = {k: changes.pop(k) for k in list(changes) if k in TRAINING_NAMES}
+        own = {k: changes.pop(k) for k in list(changes) if k in {f.name for f in dataclasses.fields(self.options)}}
+        return dataclasses.replace(
+            self,
+            training=dataclasses.replace(self.training, **training),
+            options=dataclasses.replace(self.options, **own),
+            **changes,
+        )
+
+    def as_dict(self) -> dict:
+        """``config.json``: stream, variant, every training option, the variant's options, what the run set."""
+        out = {
+            "stream": self.stream,
+            "variant": self.variant,
+            **dataclasses.asdict(self.training),
+            **dataclasses.asdict(self.options),
+            **{k: getattr(self, k) for k in self.SET_BY_RUN if getattr(self, k) is not None},
+        }
+        out["exclude"] = list(out["exclude"])
+        return out
+
+    # the read-only Mapping of config.json's keys
+    def __getitem__(self, key: str):
+        if key in ("stream", "variant") or (key in self.SET_BY_RUN and getattr(self, key) is not None):
+            return getattr(self, key)
+        for part in (self.training, self.options):
+            if key in part.__dataclass_fields__:
+                value = getattr(part, key)
+                return list(value) if key == "exclude" else value
+        raise KeyError(key)
+
+    def __iter__(self):
+        return iter(self.as_dict())
+
+    def __len__(self) -> int:
+        return len(self.as_dict())
 
 
 def backbone_start(variant: Options, lr: float | None) -> tuple[Options, float]:

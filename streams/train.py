@@ -18,6 +18,7 @@ import os
 import random
 import time
 import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -46,7 +47,7 @@ from .data import PixelClip, collate
 from .inference import RankShare, autocast, evaluate, forward_batch, pick_device
 from .metrics import classification_metrics
 from .models import freeze_batchnorm_but_first
-from .registry import create_dataset, create_model, resolve_config, spec_of
+from .registry import BackboneOptions, RunConfig, create_dataset, create_model, run_config
 from .run import record_preprocessing
 from .sampling import reference_fps
 from .scores import write_score_file
@@ -145,7 +146,7 @@ def train_one_epoch(model, loader, optimizer, criterion, device, *, confusion: f
     }
 
 
-def _distributed(config: dict) -> tuple[int, int, torch.device]:
+def _distributed(config: RunConfig) -> tuple[int, int, torch.device]:
     """(rank, world size, device) under torchrun or alone. Each process takes its LOCAL_RANK's GPU as its current
     device before the process group starts; the backend follows the device (NCCL for CUDA, which refuses CPU
     tensors, gloo for the CPU), so every collective below runs on tensors of the backend's device."""
@@ -204,29 +205,29 @@ def save_checkpoint(path: Path, **state) -> None:
 
 
 def _make_optimizer(config, params):
-    if config["optimizer"] == "adamw":
-        return torch.optim.AdamW(params, lr=config["lr"], weight_decay=config["weight_decay"])
-    if config["optimizer"] == "sgd":
+    if config.training.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=config.training.lr, weight_decay=config.training.weight_decay)
+    if config.training.optimizer == "sgd":
         return torch.optim.SGD(
-            params, lr=config["lr"], momentum=0.9, nesterov=True, weight_decay=config["weight_decay"]
+            params, lr=config.training.lr, momentum=0.9, nesterov=True, weight_decay=config.training.weight_decay
         )
-    raise ValueError(f"unknown optimizer {config['optimizer']!r}: adamw or sgd")
+    raise ValueError(f"unknown optimizer {config.training.optimizer!r}: adamw or sgd")
 
 
 def _make_schedule(config, optimizer):
-    if config["schedule"] == "cosine":
-        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(config["epochs"], 1))
-    if config["schedule"] == "step":
-        return torch.optim.lr_scheduler.StepLR(optimizer, step_size=max(config["epochs"] // 3, 1), gamma=0.1)
-    raise ValueError(f"unknown schedule {config['schedule']!r}: cosine or step")
+    if config.training.schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(config.training.epochs, 1))
+    if config.training.schedule == "step":
+        return torch.optim.lr_scheduler.StepLR(optimizer, step_size=max(config.training.epochs // 3, 1), gamma=0.1)
+    raise ValueError(f"unknown schedule {config.training.schedule!r}: cosine or step")
 
 
-def schedule_after(config: dict, optimizer, epochs_done: int):
-    """The learning-rate schedule of a run of ``config["epochs"]`` epochs, as it stands after ``epochs_done`` of
+def schedule_after(config: RunConfig, optimizer, epochs_done: int):
+    """The learning-rate schedule of a run of ``config.training.epochs`` epochs, as it stands after ``epochs_done`` of
     them: rebuilt for the length asked now and stepped from the base rate, so that a run resumed with more epochs
     continues the schedule the new length implies (a restored cosine would keep the old length and climb back)."""
     for group in optimizer.param_groups:
-        group["lr"] = group.get("initial_lr", config["lr"])
+        group["lr"] = group.get("initial_lr", config.training.lr)
     schedule = _make_schedule(config, optimizer)
     with warnings.catch_warnings():  # stepping the schedule alone, with no optimiser step, is the point here
         warnings.simplefilter("ignore", UserWarning)
@@ -280,7 +281,14 @@ def plot_curves(
 
 
 def write_scores(
-    run: Path, split: str, dataset, probs: np.ndarray, labels: np.ndarray, config: dict, checkpoint: str, metrics: dict
+    run: Path,
+    split: str,
+    dataset,
+    probs: np.ndarray,
+    labels: np.ndarray,
+    config: RunConfig,
+    checkpoint: str,
+    metrics: dict,
 ) -> Path:
     """``RUN/scores_<split>.npz`` (the score-file contract) and its JSON sidecar."""
     return write_score_file(
@@ -291,12 +299,12 @@ def write_scores(
         probs=probs,
         classes=dataset.classes,
         sidecar={
-            "stream": spec_of(config).fusion_name,
-            "variant": spec_of(config).name,
+            "stream": config.spec.fusion_name,
+            "variant": config.spec.name,
             "checkpoint": checkpoint,
-            "config": config,
+            "config": config.as_dict(),
             "metrics": metrics,
-            "work": config["work"],
+            "work": config.work,
         },
     )
 
@@ -310,11 +318,11 @@ def _tensorboard(run: Path):
     return SummaryWriter(str(run / "tensorboard"))
 
 
-def epoch_repeats(config: dict, train_set) -> int:
+def epoch_repeats(config: RunConfig, train_set) -> int:
     """How many times an epoch goes over the training videos. A small training set is gone over several times, so
     that an epoch is enough optimiser steps for the schedule and early stopping to mean something (24 videos at
     batch 16 would be one step)."""
-    return max(1, -(-config["min_epoch_clips"] // len(train_set.videos)))
+    return max(1, -(-config.training.min_epoch_clips // len(train_set.videos)))
 
 
 def loader_workers(device: str) -> int:
@@ -326,26 +334,26 @@ def loader_workers(device: str) -> int:
     return max(1, min(8, available_cores() // gpus))
 
 
-def prepare_config(config: dict, *, given=()) -> dict:
-    """A run's whole config from the options given (``streams.registry.resolve_config``), with what the data
-    decides: the sampling rate (the training videos' median, so that a window spans the same time in every video;
-    streams.sampling) and the RGB input statistics of the weights the network starts from."""
-    config = resolve_config(config, given=given)
-    if config["workers"] is None:
-        config["workers"] = loader_workers(config["device"])
-    if config["sample_fps"] is None:
-        config["sample_fps"] = reference_fps(v.fps for v in load_manifest(config["work"]).by_split("train"))
-    if "frames" in spec_of(config).stages:  # a network on RGB frames: the statistics of its starting weights
-        config["normalize"] = input_normalization(config)
+def prepare_config(config: Mapping, *, given=()) -> RunConfig:
+    """A run's whole config from the options given (``streams.registry.run_config``), with what the data and the
+    machine decide: loader workers, the sampling rate (the training videos' median, so that a window spans the same
+    time in every video; streams.sampling) and the RGB input statistics of the weights the network starts from."""
+    config = run_config(config, given=given)
+    if config.training.workers is None:
+        config = config.replace(workers=loader_workers(config.training.device))
+    if config.training.sample_fps is None:
+        config = config.replace(sample_fps=reference_fps(v.fps for v in load_manifest(config.work).by_split("train")))
+    if "frames" in config.spec.stages:  # a network on RGB frames: the statistics of its starting weights
+        config = config.replace(normalize=input_normalization(config))
     return config
 
 
-def training_ids(config: dict, log=print) -> list[str] | None:
-    """The training videos left after ``config["exclude"]`` (``--exclude-list``), or None for all of them."""
-    if not config["exclude"]:
+def training_ids(config: RunConfig, log=print) -> list[str] | None:
+    """The training videos left after ``config.training.exclude`` (``--exclude-list``), or None for all of them."""
+    if not config.training.exclude:
         return None
-    work = Path(config["work"])
-    known, excluded = [v.video_id for v in load_manifest(work).by_split("train")], set(config["exclude"])
+    work = Path(config.work)
+    known, excluded = [v.video_id for v in load_manifest(work).by_split("train")], set(config.training.exclude)
     unknown = sorted(excluded - set(known))
     if unknown:
         raise DataError(
@@ -370,24 +378,25 @@ class Training:
     history: list = field(default_factory=list)
 
 
-def build(config: dict, train_set, device: torch.device, log=print) -> Training:
+def build(config: RunConfig, train_set, device: torch.device, log=print) -> Training:
     """A fresh run's model on ``device``, optimiser, schedule and loss; the model's starting weights as asked
     (``--init``, ``--weights``, ``--pretrained``)."""
     num_classes = len(train_set.classes)
     model = create_model(config, num_classes).to(device)
-    if config.get("init"):
-        log(load_init(model, config["init"]))
-    if config.get("weights"):
+    if config.training.init:
+        log(load_init(model, config.training.init))
+    backbone = config.options if isinstance(config.options, BackboneOptions) else None
+    if backbone and backbone.weights:
         # an online convenience: torchvision's published file, downloaded once into torch's cache and checksummed
-        log(load_pretrained(model, cached_download(torchvision_weights_url(config["weights"]))))
-    if config.get("pretrained") == "imagenet":
-        log(load_pretrained(model, imagenet_weights(config["preset"])))
-    elif config.get("pretrained") not in (None, "none"):
-        log(load_pretrained(model, config["pretrained"]))
-    model.partial_bn = bool(config.get("partial_bn"))
+        log(load_pretrained(model, cached_download(torchvision_weights_url(backbone.weights))))
+    if backbone and backbone.pretrained == "imagenet":
+        log(load_pretrained(model, imagenet_weights(backbone.preset)))
+    elif backbone and backbone.pretrained not in (None, "none"):
+        log(load_pretrained(model, backbone.pretrained))
+    model.partial_bn = bool(backbone and backbone.partial_bn)
     criterion = nn.CrossEntropyLoss(
-        weight=class_weights(train_set.labels, num_classes, config["class_weights"]).to(device),
-        label_smoothing=config["label_smoothing"],
+        weight=class_weights(train_set.labels, num_classes, config.training.class_weights).to(device),
+        label_smoothing=config.training.label_smoothing,
     )
     adversary = scene_adversary(config, model, train_set, device, log)
     params = list(model.parameters()) + ([] if adversary is None else list(adversary.parameters()))
@@ -395,10 +404,10 @@ def build(config: dict, train_set, device: torch.device, log=print) -> Training:
     return Training(model, optimizer, _make_schedule(config, optimizer), criterion, adversary)
 
 
-def scene_adversary(config: dict, model, train_set, device, log=print):
+def scene_adversary(config: RunConfig, model, train_set, device, log=print):
     """The run's scene adversary (``--scene-adversary λ``), or None: off, or no class with clips of several groups
     (said once: reversing the gradient of a group that is a style would remove the style)."""
-    weight = config.get("scene_adversary") or 0.0
+    weight = human_mask_weight(config, "scene_adversary")
     if not weight:
         return None
     from preprocess.records import group_of
@@ -413,7 +422,7 @@ def scene_adversary(config: dict, model, train_set, device, log=print):
     return adversary
 
 
-def resume(last: Path, config: dict, run: Training, data_digest: str, log=print) -> None:
+def resume(last: Path, config: RunConfig, run: Training, data_digest: str, log=print) -> None:
     """Continue ``run`` from ``last`` (RUN/last.pt) when there is one. It must have been made with the same settings
     and data (its path may have moved); the epochs may grow."""
     if not last.is_file():
@@ -429,7 +438,7 @@ def resume(last: Path, config: dict, run: Training, data_digest: str, log=print)
     same_data = (
         (checkpoint["manifest_sha256"] == data_digest)
         if "manifest_sha256" in checkpoint
-        else (saved.get("work") == config["work"])
+        else (saved.get("work") == config.work)
     )
     if not same_data:
         differs.add("work (another manifest)")
@@ -461,14 +470,14 @@ class EpochSampler(Sampler):
         return len(self.sampler)
 
 
-def _loader(dataset, config: dict, device: torch.device, **kw) -> DataLoader:
+def _loader(dataset, config: RunConfig, device: torch.device, **kw) -> DataLoader:
     """A DataLoader as every loader of a run is made: workers that live for the run (their datasets' caches with
     them), pinned memory when batches go to a GPU (the copies are ``non_blocking``)."""
-    workers = config["workers"]
+    workers = config.training.workers
     device = device or torch.device("cpu")
     return DataLoader(
         dataset,
-        batch_size=config["batch_size"],
+        batch_size=config.training.batch_size,
         num_workers=workers,
         persistent_workers=workers > 0,
         pin_memory=device.type == "cuda",
@@ -477,35 +486,35 @@ def _loader(dataset, config: dict, device: torch.device, **kw) -> DataLoader:
     )
 
 
-def training_loader(train_set, config: dict, rank: int, world: int, device: torch.device | None = None):
+def training_loader(train_set, config: RunConfig, rank: int, world: int, device: torch.device | None = None):
     """The training loader, made once per run; ``set_loader_epoch`` before each epoch gives that epoch's order and
     augmentation, which depend only on (seed, epoch)."""
     if world > 1:
-        base = DistributedSampler(train_set, num_replicas=world, rank=rank, shuffle=True, seed=config["seed"])
-        drop_last = len(train_set) > config["batch_size"] * world
+        base = DistributedSampler(train_set, num_replicas=world, rank=rank, shuffle=True, seed=config.training.seed)
+        drop_last = len(train_set) > config.training.batch_size * world
     else:
         base = RandomSampler(train_set, generator=torch.Generator())
-        drop_last = len(train_set) > config["batch_size"]
+        drop_last = len(train_set) > config.training.batch_size
     # the loader's own generator draws its workers' base seed, which would otherwise come from torch's global RNG (and
     # a resumed run, starting its workers once more, would drift from an uninterrupted one)
-    generator = torch.Generator().manual_seed(config["seed"])
+    generator = torch.Generator().manual_seed(config.training.seed)
     return _loader(train_set, config, device, sampler=EpochSampler(base), drop_last=drop_last, generator=generator)
 
 
-def evaluation_loader(dataset, config: dict, rank: int, world: int, device: torch.device | None = None):
+def evaluation_loader(dataset, config: RunConfig, rank: int, world: int, device: torch.device | None = None):
     """An evaluation loader, made once per run and dataset: under DDP rank r scores items r, r + world, ... (every
     rank its share of the videos and views, ``RankShare``)."""
     return _loader(dataset, config, device, sampler=RankShare(len(dataset), rank, world) if world > 1 else None)
 
 
-def set_loader_epoch(loader, config: dict, epoch: int) -> None:
+def set_loader_epoch(loader, config: RunConfig, epoch: int) -> None:
     loader.dataset.set_epoch(epoch)
     loader.sampler.epoch = epoch
     base = loader.sampler.sampler
     if isinstance(base, DistributedSampler):
         base.set_epoch(epoch)
     else:
-        base.generator.manual_seed(config["seed"] * 100_003 + epoch)
+        base.generator.manual_seed(config.training.seed * 100_003 + epoch)
         # the draw a loader made from this generator before issue 22 (its workers' base seed): epochs keep their order
         torch.empty((), dtype=torch.int64).random_(generator=base.generator)
 
@@ -526,21 +535,23 @@ def _log_epoch(board, run: Path, row: dict, epoch: int):
     return board
 
 
-def fit(config: dict, run: Training, loader, val_loader, device, *, rank, world, data_digest, log=print, on_epoch=None):
-    """Epochs until ``config["epochs"]`` or early stopping (``patience`` epochs without a better validation
+def fit(
+    config: RunConfig, run: Training, loader, val_loader, device, *, rank, world, data_digest, log=print, on_epoch=None
+):
+    """Epochs until ``config.training.epochs`` or early stopping (``patience`` epochs without a better validation
     macro-F1): ``train_one_epoch``, ``evaluate`` on validation (``val_loader``: from ``evaluation_loader``, sharded
     over the ranks), the best checkpoint and ``last.pt`` after each."""
-    folder = Path(config["run"])
+    folder = Path(config.run)
     last = folder / "last.pt"
     model, optimizer, state, history = run.model, run.optimizer, run.state, run.history
     board = None
     net = model
     if world > 1:
         net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-    while state["epoch"] < config["epochs"] and state["stale"] < config["patience"]:
+    while state["epoch"] < config.training.epochs and state["stale"] < config.training.patience:
         epoch = state["epoch"]
         set_loader_epoch(loader, config, epoch)
-        confusion = config.get("human_mask_confusion", 0.0) if loader.dataset.persons == "mark" else 0.0
+        confusion = human_mask_weight(config) if loader.dataset.persons == "mark" else 0.0
         lr = optimizer.param_groups[0]["lr"]  # the rate this epoch trained at (the schedule steps after it)
         stats = train_one_epoch(
             net, loader, optimizer, run.criterion, device, confusion=confusion, adversary=run.adversary
@@ -548,7 +559,7 @@ def fit(config: dict, run: Training, loader, val_loader, device, *, rank, world,
         run.schedule.step()
         state["epoch"] = epoch + 1
         # every rank scores its share of the validation items; each gets the whole, rank 0 writes
-        probs, labels, val_loss = evaluate(model, val_loader, device, vote=config["vote"])
+        probs, labels, val_loss = evaluate(model, val_loader, device, vote=config.training.vote)
         if rank == 0:
             metrics = classification_metrics(labels, probs)
             row = {
@@ -563,17 +574,17 @@ def fit(config: dict, run: Training, loader, val_loader, device, *, rank, world,
             if improved:
                 state.update(best_f1=metrics["macro_f1"], best_epoch=epoch + 1, stale=0)
                 save_checkpoint(
-                    folder / "best.pt", model=model.state_dict(), config=json.dumps(config), epoch=epoch + 1
+                    folder / "best.pt", model=model.state_dict(), config=json.dumps(config.as_dict()), epoch=epoch + 1
                 )
             else:
                 state["stale"] += 1
             write_text(folder / "metrics.jsonl", "".join(json.dumps(h) + "\n" for h in history))
             log(
-                f"{config['stream']} epoch {epoch + 1}/{config['epochs']}: loss {stats['train_loss']:.3f}, "
+                f"{config.stream} epoch {epoch + 1}/{config.training.epochs}: loss {stats['train_loss']:.3f}, "
                 f"val top-1 {metrics['top1']:.3f}, val macro-F1 {metrics['macro_f1']:.3f}"
                 f"{' (best)' if improved else ''}, {stats['train_clips_per_s']:.1f} clips/s"
             )
-            if config["tensorboard"]:
+            if config.training.tensorboard:
                 board = _log_epoch(board, folder, row, epoch + 1)
             if on_epoch is not None:
                 on_epoch(epoch + 1, metrics)
@@ -585,7 +596,7 @@ def fit(config: dict, run: Training, loader, val_loader, device, *, rank, world,
                 state=json.dumps(state),
                 history=json.dumps(history),
                 rng=rng_states(),
-                config=json.dumps(config),
+                config=json.dumps(config.as_dict()),
                 manifest_sha256=data_digest,
                 **({"adversary": run.adversary.state_dict()} if run.adversary is not None else {}),
             )
@@ -599,11 +610,11 @@ def fit(config: dict, run: Training, loader, val_loader, device, *, rank, world,
 
 
 def write_best_scores(
-    config: dict, model, val_loader, device, splits, *, rank: int = 0, world: int = 1, scored=None
+    config: RunConfig, model, val_loader, device, splits, *, rank: int = 0, world: int = 1, scored=None
 ) -> dict:
     """The best checkpoint's scores of each of ``splits`` (every rank scores its share), written by rank 0 as the
     run's score files; {split: metrics}. ``scored``: a dict that receives {split: (probs, labels)}."""
-    run, work = Path(config["run"]), Path(config["work"])
+    run, work = Path(config.run), Path(config.work)
     model.load_state_dict(checkpoint_entry(load_checkpoint(run / "best.pt"), "model", run / "best.pt"))
     result = {}
     scored = {} if scored is None else scored
@@ -611,9 +622,9 @@ def write_best_scores(
         if split == "val":
             loader = val_loader
         else:
-            dataset = create_dataset(config, work, split, train=False, views=config["views"])
+            dataset = create_dataset(config, work, split, train=False, views=config.training.views)
             loader = evaluation_loader(dataset, config, rank, world, device)
-        probs, labels, _ = evaluate(model, loader, device, vote=config["vote"])
+        probs, labels, _ = evaluate(model, loader, device, vote=config.training.vote)
         metrics = classification_metrics(labels, probs)
         if rank == 0:
             write_scores(run, split, loader.dataset, probs, labels, config, str(run / "best.pt"), metrics)
@@ -622,10 +633,16 @@ def write_best_scores(
     return result
 
 
-def human_mask_confusion(config: dict, train_set, log=print) -> None:
+def human_mask_weight(config: RunConfig, option: str = "human_mask_confusion") -> float:
+    """λ of a venue-blind loss (``human_mask_confusion``, ``scene_adversary``): the backbone variants' (rgb, flow)
+    option, 0 for the others."""
+    return float(getattr(config.options, option)) if isinstance(config.options, BackboneOptions) else 0.0
+
+
+def human_mask_confusion(config: RunConfig, train_set, log=print) -> None:
     """Put ``train_set`` in the mode the human-mask confusion loss needs (clips with their persons' masks), or say
     once why the loss is off (a work directory without pose, dancer-cropped frames)."""
-    if not config.get("human_mask_confusion"):
+    if not human_mask_weight(config):
         return
     why = train_set.persons_unavailable()
     if why:
@@ -634,36 +651,36 @@ def human_mask_confusion(config: dict, train_set, log=print) -> None:
     train_set.set_persons("mark")
 
 
-def train(config: dict, log=print, *, on_epoch=None, splits=("val", "test"), given=()) -> dict:
+def train(config: Mapping, log=print, *, on_epoch=None, splits=("val", "test"), given=()) -> dict:
     """Train one stream per ``config`` (stream, work, run and any options; ``given``: the ones a user typed, refused
     by name if the stream does not take them); returns {split: metrics} on rank 0 for ``splits`` (scored with the
     best checkpoint at the end). ``on_epoch(epoch, validation metrics)`` is called after each epoch's validation (a
-    hyperparameter search reports to its pruner there; an exception stops training). ``config["exclude"]``:
+    hyperparameter search reports to its pruner there; an exception stops training). ``config.training.exclude``:
     training videos left out (``--exclude-list``).
 
     build (model, optimiser, schedule) → resume (RUN/last.pt) → fit (epochs, early stopping) → score (best.pt)"""
     config = prepare_config(config, given=given)
     rank, world, device = _distributed(config)
-    run, work = Path(config["run"]), Path(config["work"])
+    run, work = Path(config.run), Path(config.work)
     # one training per RUN at a time (rank 0 holds the lock: the other ranks of a DDP job write nothing there)
     with folder_lock(run, "bin/train") if rank == 0 else contextlib.nullcontext():
-        torch.manual_seed(config["seed"])
-        np.random.seed(config["seed"])
+        torch.manual_seed(config.training.seed)
+        np.random.seed(config.training.seed)
         train_set = create_dataset(
-            config, work, "train", train=True, seed=config["seed"], video_ids=training_ids(config, log)
+            config, work, "train", train=True, seed=config.training.seed, video_ids=training_ids(config, log)
         )
         train_set.repeats = epoch_repeats(config, train_set)
         human_mask_confusion(config, train_set, log if rank == 0 else lambda line: None)
-        val_set = create_dataset(config, work, "val", train=False, views=config["views"])
+        val_set = create_dataset(config, work, "val", train=False, views=config.training.views)
         if hasattr(train_set, "input_dim"):  # feature sequences: the width of the cached features (+ pose)
-            config["input_features"] = train_set.input_dim
+            config = config.replace(input_features=train_set.input_dim)
         training = build(config, train_set, device, log)
         if rank == 0:
             run.mkdir(parents=True, exist_ok=True)
         data_digest = manifest_digest(work)
         resume(run / "last.pt", config, training, data_digest, log)
         if rank == 0:
-            write_json(run / "config.json", config)
+            write_json(run / "config.json", config.as_dict())
             # what new videos must be prepared as, whatever becomes of WORK, and what the network takes
             record_preprocessing(run, config, val_set[0][0] if len(val_set) else None)
         # the loaders are made once per run: their workers (and the datasets' caches in them) live for the run
@@ -682,13 +699,13 @@ def train(config: dict, log=print, *, on_epoch=None, splits=("val", "test"), giv
             on_epoch=on_epoch,
         )
         if rank == 0:
-            name = spec_of(config).fusion_name
+            name = config.spec.fusion_name
             plot_curves(
                 training.history,
                 run / "training_curves.png",
                 f"{name} stream, run {run.name}: training and validation by epoch",
                 best_epoch=training.state["best_epoch"],
-                stopped_early=training.state["epoch"] < config["epochs"],
+                stopped_early=training.state["epoch"] < config.training.epochs,
             )
         scored = {}
         result = write_best_scores(
@@ -697,7 +714,7 @@ def train(config: dict, log=print, *, on_epoch=None, splits=("val", "test"), giv
         if rank == 0:
             shown, best = splits[-1], training.state["best_epoch"]
             log(
-                f"{config['stream']}: best epoch {best}, {shown} top-1 {result[shown]['top1']:.3f}, "
+                f"{config.stream}: best epoch {best}, {shown} top-1 {result[shown]['top1']:.3f}, "
                 f"macro-F1 {result[shown]['macro_f1']:.3f} (chance {1 / len(train_set.classes):.3f}); scores in {run}"
             )
             # what the stream names the style from: the same clips with every person hidden

@@ -181,7 +181,7 @@ def test_hidden_clips_paint_the_persons_boxes_and_nothing_else(scene_work):
 
 
 def test_no_pose_means_not_measured_and_no_confusion_loss(tiny_work, tmp_path):
-    from streams.registry import create_dataset, resolve_config
+    from streams.registry import create_dataset, run_config
     from streams.train import human_mask_confusion
 
     work = tmp_path / "work"
@@ -189,7 +189,7 @@ def test_no_pose_means_not_measured_and_no_confusion_loss(tiny_work, tmp_path):
     for entry in tiny_work.iterdir():
         if entry.name != "pose":
             (work / entry.name).symlink_to(entry)
-    config = resolve_config({"stream": "rgb", "work": str(work), "human_mask_confusion": 1.0})
+    config = run_config({"stream": "rgb", "work": str(work), "human_mask_confusion": 1.0})
     dataset = create_dataset(config, work, "train", train=True)
     said = []
     human_mask_confusion(config, dataset, said.append)

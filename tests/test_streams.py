@@ -362,10 +362,10 @@ def test_loaders_are_made_once_per_run_and_their_workers_see_each_epoch(tiny_wor
     from streams.train import evaluation_loader, prepare_config, set_loader_epoch, training_loader
 
     config = prepare_config({"stream": "flow", "work": str(tiny_work), "preset": "small", "workers": 1})
-    assert config["workers"] == 1
+    assert config.training.workers == 1
     by_epoch = {}
     for workers in (0, 1):
-        config["workers"] = workers
+        config = config.replace(workers=workers)
         train_set = create_dataset(config, tiny_work, "train", train=True, seed=3)
         loader = training_loader(train_set, config, 0, 1)
         pids = []
