@@ -85,7 +85,7 @@ def export_stream(run: Run, target: Path, classes: list[str], *, log=print) -> d
         member.mkdir(parents=True)
         torch.save({"model": net.state_dict()}, member / "best.pt")
         try:
-            export_onnx(net, example, member / ONNX_FILE, segments=bool(run.config.get("vote")))
+            export_onnx(net, example, member / ONNX_FILE, segments=run.run_config.training.vote)
         except DataError as err:
             onnx_failure = str(err)
     if onnx_failure:

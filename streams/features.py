@@ -42,7 +42,7 @@ def _backbone(preset: str, pretrained: str | None):
         if not run.spec.frame_backbone:
             raise DataError(path, "features come from a 2D RGB run (bin/train rgb, --arch tsn or sequence)")
         backbone = run.models("cpu")[0].backbone
-        note = f"run {path} (preset {run.config['preset']})"
+        note = f"run {path} (preset {run.run_config.options.preset})"
         stats = input_normalization({"pretrained": str(path.parent)})
     else:
         state = load_state_dict_file(path)

@@ -36,7 +36,7 @@ def per_video_losses(model, run: Run, split: str, device, video_ids: list[str] |
     dataset = run.dataset(run.work, split, video_ids=video_ids)
     if not dataset.videos:
         return []
-    probs, labels, _ = evaluate(model, dataset, device, batch_size=run.config["batch_size"])
+    probs, labels, _ = evaluate(model, dataset, device, batch_size=run.run_config.training.batch_size)
     rows = []
     for video, p, y in zip(dataset.videos, probs, labels):
         rows.append(

@@ -11,7 +11,9 @@
 A variant is chosen by the stream and its selecting options (rgb ``--arch``; pose ``--head`` and ``--pose-input``).
 An option the variant does not take is refused by name; no value is changed behind the user's back: a variant's
 defaults (dropout 0.5 for CNNs, 0.3 for sequence heads, 0.1 for ST-GCN) are its own, and a value given is the value
-used and recorded. ``resolve_config`` gives the whole config a run records (``config.json``).
+used and recorded. ``run_config`` gives a run's whole config, typed (``RunConfig``: the spec, its
+``TrainingOptions``, the variant's options dataclass, what the run sets); ``config.json`` is its serialisation
+(``RunConfig.as_dict``, read back by ``RunConfig.from_saved``; ``resolve_config`` gives that dict).
 """
 
 from __future__ import annotations
@@ -443,6 +445,24 @@ class RunConfig(Mapping):
     normalize: dict | None = None  # {"mean", "std", "from"} of an RGB network's starting weights
 
     SET_BY_RUN = ("work", "run", "input_features", "normalize")
+
+    @classmethod
+    def from_saved(cls, saved: Mapping, source="config.json") -> RunConfig:
+        """A trained run's config as ``config.json`` recorded it, read back without being resolved again (its
+        weights' paths are the training machine's; a bundle adds its classes; a key an older release recorded
+        and this one no longer has is ignored). A value this release does not accept is a named error."""
+        try:
+            spec = spec_of(dict(saved))
+            own = {f.name for f in dataclasses.fields(spec.options)}
+            training = {k: saved[k] for k in TRAINING_NAMES if k in saved}
+            training["exclude"] = tuple(training.get("exclude") or ())
+            options = {k: saved[k] for k in own if k in saved}
+            derived = {k: saved[k] for k in cls.SET_BY_RUN if saved.get(k) is not None}
+            return cls(spec, TrainingOptions(**training), spec.options(**options), **derived)
+        except (KeyError, TypeError, ValueError) as error:
+            from preprocess import DataError
+
+            raise DataError(source, f"not a run config this release reads ({error})") from None
 
     @property
     def stream(self) -> str:

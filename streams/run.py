@@ -27,7 +27,7 @@ import numpy as np
 from preprocess import DataError
 from preprocess.batch import read_json, write_json
 
-from .registry import StreamSpec, spec_of
+from .registry import RunConfig, StreamSpec, spec_of
 
 PREPROCESSING_FILE = "preprocessing.json"
 ONNX_FILE = "model.onnx"
@@ -102,6 +102,11 @@ class Run:
         return cls(path, config, spec)
 
     @cached_property
+    def run_config(self) -> RunConfig:
+        """Its config, typed (``streams.registry.RunConfig``): the training options, the variant's, what it set."""
+        return RunConfig.from_saved(self.config, self.path / "config.json")
+
+    @cached_property
     def members(self) -> list[Path]:
         """The folders of its models: itself, or each seed's (``member_runs``)."""
         return member_runs(self.path)
@@ -121,7 +126,7 @@ class Run:
 
     @property
     def sample_fps(self) -> float | None:
-        return self.config.get("sample_fps")
+        return self.run_config.training.sample_fps
 
     @cached_property
     def classes(self) -> list[str]:
@@ -182,7 +187,7 @@ class Run:
             split,
             self.config,
             train=train,
-            views=self.config["views"] if views is None else views,
+            views=self.run_config.training.views if views is None else views,
             video_ids=video_ids,
         )
 
@@ -229,8 +234,9 @@ class Run:
 
         dev = self.device(device)
         dataset = self.dataset(work, split, video_ids=video_ids)
+        training = self.run_config.training
         probs = [
-            evaluate(net, dataset, dev, batch_size=self.config["batch_size"], vote=self.config["vote"])[0]
+            evaluate(net, dataset, dev, batch_size=training.batch_size, vote=training.vote)[0]
             for net in self.networks(dev, runtime)
         ]
         return np.mean(probs, axis=0), dataset

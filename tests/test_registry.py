@@ -46,3 +46,28 @@ def test_options_are_checked_by_name_before_anything_is_written(tiny_work, tmp_p
         train({"stream": stream, "work": str(tiny_work), "run": str(run), **options}, given=set(options))
     assert str(err.value).startswith(message) and "\n" not in str(err.value)
     assert not run.exists()  # no config.json left behind
+
+
+def test_the_run_config_is_typed_and_config_json_is_its_serialisation(tmp_path):
+    import dataclasses
+    import json
+
+    from preprocess import DataError
+    from streams.registry import FlowOptions, RunConfig, TrainingOptions, run_config
+
+    config = run_config({"stream": "flow", "work": str(tmp_path), "stack": 3, "exclude": ["a"]})
+    assert isinstance(config.training, TrainingOptions) and isinstance(config.options, FlowOptions)
+    assert (config.options.stack, config.options.preset, config.training.lr) == (3, "mobilenet_v2", 1e-4)
+    assert config.variant == "flow" and config.spec.fusion_name == "flow" and config.work == str(tmp_path)
+    saved = json.loads(json.dumps(config.as_dict()))  # what config.json holds
+    assert dict(config) == config.as_dict() == saved and config["stack"] == 3 and config.get("clip_len") is None
+    assert saved["exclude"] == ["a"] and "normalize" not in saved  # (unset: not recorded)
+    back = RunConfig.from_saved({**saved, "an_option_of_an_older_release": 1, "classes": ["x", "y"]})
+    assert back == config
+    changed = config.replace(workers=2, stack=7, normalize={"mean": [0.5] * 3, "std": [0.2] * 3})
+    assert (changed.training.workers, changed.options.stack, changed["normalize"]["mean"]) == (2, 7, [0.5] * 3)
+    assert config.training.workers is None and config.options.stack == 3  # frozen: a copy changed, not it
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        config.work = "elsewhere"
+    with pytest.raises(DataError, match=r"config.json: not a run config this release reads \(--stack 0"):
+        RunConfig.from_saved({**saved, "stack": 0})
