@@ -224,26 +224,26 @@ TRAINING_NAMES = {f.name for f in dataclasses.fields(TrainingOptions)}
 # ---- the builders each spec points at (datasets and models stay in their own modules) --------------------------
 
 
-def _common(config: dict, train: bool, views: int, seed: int, video_ids) -> dict:
-    return dict(train=train, views=views, seed=seed, video_ids=video_ids, sample_fps=config.get("sample_fps"))
+def _common(config: RunConfig, train: bool, views: int, seed: int, video_ids) -> dict:
+    return dict(train=train, views=views, seed=seed, video_ids=video_ids, sample_fps=config.training.sample_fps)
 
 
-def _rgb_normalization(config: dict) -> dict:
+def _rgb_normalization(config: RunConfig) -> dict:
     from .data import RGB_MEAN, RGB_STD
 
-    norm = config.get("normalize") or {"mean": RGB_MEAN.tolist(), "std": RGB_STD.tolist()}
+    norm = config.normalize or {"mean": RGB_MEAN.tolist(), "std": RGB_STD.tolist()}
     return {"mean": norm["mean"], "std": norm["std"]}
 
 
 def _dataset(class_name: str, *, rgb: bool = False, fixed: dict | None = None, **from_config: str):
-    """A dataset builder: ``streams.data.<class_name>`` with each keyword given the config's value of the key named
-    (``segments="frames"``: the dataset's segments are the run's --frames), ``fixed`` ones as they are, and for
-    RGB the input statistics of the run's weights."""
+    """A dataset builder: ``streams.data.<class_name>`` with each keyword given the value of the variant's option
+    named (``segments="frames"``: the dataset's segments are the run's --frames), ``fixed`` ones as they are, and
+    for RGB the input statistics of the run's weights."""
 
-    def create(work, split, config, *, train, views=1, seed=0, video_ids=None):
+    def create(work, split, config: RunConfig, *, train, views=1, seed=0, video_ids=None):
         from . import data
 
-        kwargs = {name: config[key] for name, key in from_config.items()}
+        kwargs = {name: getattr(config.options, option) for name, option in from_config.items()}
         if rgb:
             kwargs.update(_rgb_normalization(config))
         return getattr(data, class_name)(
@@ -253,54 +253,60 @@ def _dataset(class_name: str, *, rgb: bool = False, fixed: dict | None = None, *
     return create
 
 
-def _rgb_model(config, num_classes):
+def _rgb_model(config: RunConfig, num_classes: int):
     from .models import create_rgb_model
 
-    return create_rgb_model(num_classes=num_classes, preset=config["preset"], dropout=config["dropout"])
+    return create_rgb_model(num_classes=num_classes, preset=config.options.preset, dropout=config.options.dropout)
 
 
-def _rgb3d_model(config, num_classes):
+def _rgb3d_model(config: RunConfig, num_classes: int):
     from .models import create_rgb3d_model
 
-    return create_rgb3d_model(num_classes=num_classes, preset=config["preset"], dropout=config["dropout"])
+    return create_rgb3d_model(num_classes=num_classes, preset=config.options.preset, dropout=config.options.dropout)
 
 
-def _cnn_sequence_model(config, num_classes):
+def _cnn_sequence_model(config: RunConfig, num_classes: int):
     from .models import create_cnn_lstm_model
 
     return create_cnn_lstm_model(
-        num_classes=num_classes, preset=config["preset"], head=config["head"], dropout=config["dropout"]
+        num_classes=num_classes, preset=config.options.preset, head=config.options.head, dropout=config.options.dropout
     )
 
 
-def _flow_model(config, num_classes):
+def _flow_model(config: RunConfig, num_classes: int):
     from .models import create_flow_model
 
     return create_flow_model(
-        num_classes=num_classes, stack=config["stack"], preset=config["preset"], dropout=config["dropout"]
+        num_classes=num_classes,
+        stack=config.options.stack,
+        preset=config.options.preset,
+        dropout=config.options.dropout,
     )
 
 
-def _pose_model(config, num_classes):
+def _pose_model(config: RunConfig, num_classes: int):
     from .data import POSE_FEATURES
     from .models import create_pose_model
 
     return create_pose_model(
-        num_classes=num_classes, features=POSE_FEATURES, head=config["head"], dropout=config["dropout"]
+        num_classes=num_classes, features=POSE_FEATURES, head=config.options.head, dropout=config.options.dropout
     )
 
 
-def _stgcn_model(config, num_classes):
+def _stgcn_model(config: RunConfig, num_classes: int):
     from .models import create_stgcn_model
 
-    return create_stgcn_model(num_classes=num_classes, inputs=config["pose_input"], dropout=config["dropout"])
+    return create_stgcn_model(num_classes=num_classes, inputs=config.options.pose_input, dropout=config.options.dropout)
 
 
-def _sequence_model(config, num_classes):
+def _sequence_model(config: RunConfig, num_classes: int):
     from .models import create_sequence_model
 
     return create_sequence_model(
-        num_classes=num_classes, features=config["input_features"], head=config["head"], dropout=config["dropout"]
+        num_classes=num_classes,
+        features=config.input_features,
+        head=config.options.head,
+        dropout=config.options.dropout,
     )
 
 
@@ -562,11 +568,18 @@ DEFAULTS: dict = {
 }
 
 
-def create_model(config: dict, num_classes: int):
-    """The network of a run's config, untrained."""
-    return spec_of(config).create_model(config, num_classes)
+def as_run_config(config: Mapping) -> RunConfig:
+    """``config`` typed: a RunConfig as it is, a config.json dict (``resolve_config``'s) read back."""
+    return config if isinstance(config, RunConfig) else RunConfig.from_saved(config)
 
 
-def create_dataset(config: dict, work, split: str, *, train: bool, views: int = 1, seed: int = 0, video_ids=None):
-    """The clip dataset of a run's config over ``work``'s ``split``."""
-    return spec_of(config).create_dataset(work, split, config, train=train, views=views, seed=seed, video_ids=video_ids)
+def create_model(config: Mapping, num_classes: int):
+    """The network of a run's config (a RunConfig or its config.json dict), untrained."""
+    config = as_run_config(config)
+    return config.spec.create_model(config, num_classes)
+
+
+def create_dataset(config: Mapping, work, split: str, *, train: bool, views: int = 1, seed: int = 0, video_ids=None):
+    """The clip dataset of a run's config (a RunConfig or its config.json dict) over ``work``'s ``split``."""
+    config = as_run_config(config)
+    return config.spec.create_dataset(work, split, config, train=train, views=views, seed=seed, video_ids=video_ids)

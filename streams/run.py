@@ -185,7 +185,7 @@ class Run:
         return self.spec.create_dataset(
             work,
             split,
-            self.config,
+            self.run_config,
             train=train,
             views=self.run_config.training.views if views is None else views,
             video_ids=video_ids,
@@ -214,7 +214,7 @@ class Run:
 
             out = []
             for member in self.members:
-                model = self.spec.create_model(self.config, len(self.classes))
+                model = self.spec.create_model(self.run_config, len(self.classes))
                 path = member / "best.pt"
                 model.load_state_dict(checkpoint_entry(load_checkpoint(path), "model", path))
                 out.append(model.to(device).eval())
