@@ -77,7 +77,7 @@ def _clips_per_second(batch_size: int, batches: int, work) -> float:
 
 def _measure(config: dict, batches: int) -> dict:
     batch_size = config["batch_size"]
-    device = pick_device(config, 0)
+    device = pick_device(config["device"])
     sync = torch.cuda.synchronize if device.type == "cuda" else lambda: None
     train_set = create_dataset(config, config["work"], "train", train=True, seed=config["seed"])
     train_set.repeats = epoch_repeats(config, train_set)

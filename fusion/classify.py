@@ -74,7 +74,7 @@ def new_video_stages(
     from preprocess.stages import differences, for_new_videos
     from streams.inference import pick_device
 
-    device = str(pick_device({"device": device}, 0))  # (auto: CUDA where there is one)
+    device = str(pick_device(device))  # (auto: CUDA where there is one)
 
     groups: list[tuple[dict, int | None]] = []  # (recorded stages, training videos' short side)
     key_of: dict[Path, str] = {}

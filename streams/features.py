@@ -78,7 +78,7 @@ def extract_features(
     folder = work / "features" / name
     backbone, weights, stats = _backbone(preset, pretrained)
     mean, std = np.asarray(stats["mean"], np.float32), np.asarray(stats["std"], np.float32)
-    dev = pick_device({"device": device}, 0)
+    dev = pick_device(device)
     backbone.to(dev)
     params = {
         "version": FEATURES_VERSION,

@@ -103,9 +103,11 @@ def _sum_over_ranks(*arrays, device):
     return out
 
 
-def pick_device(config: dict, rank: int) -> torch.device:
-    if config["device"] != "auto":
-        device = torch.device(config["device"])
+def pick_device(device: str = "auto", rank: int = 0) -> torch.device:
+    """Where a network runs: ``device`` as named (``cuda`` without an index: the rank's GPU, under torchrun its
+    LOCAL_RANK's), or for ``auto`` the rank's GPU where there is one, else the CPU."""
+    if device != "auto":
+        device = torch.device(device)
         if device.type == "cuda" and device.index is None and torch.cuda.is_available():
             return torch.device("cuda", int(os.environ.get("LOCAL_RANK", rank)) % torch.cuda.device_count())
         return device

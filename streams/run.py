@@ -226,7 +226,7 @@ class Run:
     def device(self, device: str = "auto"):
         from .inference import pick_device
 
-        return pick_device({**self.config, "device": device}, 0)
+        return pick_device(device)
 
     def score(self, work, split: str = "test", *, video_ids=None, device: str = "auto", runtime: str = "torch"):
         """(probabilities (N, C): the mean over the members' networks, as the run's own scores are; the dataset)."""

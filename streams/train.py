@@ -152,7 +152,7 @@ def _distributed(config: RunConfig) -> tuple[int, int, torch.device]:
     tensors, gloo for the CPU), so every collective below runs on tensors of the backend's device."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
-    device = pick_device(config, rank)
+    device = pick_device(config.training.device, rank)
     if device.type == "cuda":
         torch.cuda.set_device(device)
     if world > 1 and not dist.is_initialized():
