@@ -2,9 +2,9 @@
 stage and per stream, for ``--report`` and for ``--model`` with each runtime (PyTorch, ONNX Runtime), on the same
 videos in one run.
 
-It times the steps ``fusion.classify.classify`` takes, in its order and with its functions: the fused model loaded
-(``load_fused``: for a bundle, its manifest checked), each stage of the new videos' preprocessing
-(``new_video_stages`` → ``run_batch``), each stream's scores (``Run.score``), the fusion. Small runs as
+It runs bin/classify's own function (``fusion.classify.classify``), which adds each step's seconds to ``timings``:
+the fused model loaded (``load_fused``: for a bundle, its manifest checked), each stage of the new videos'
+preprocessing, each stream's networks loaded and its scores (``Run.score``), the fusion. Small runs as
 ``bin/benchmark live`` makes them (or ``--report``), exported with ``fusion.bundle.export_bundle``.
 """
 
@@ -20,40 +20,20 @@ CLIPS = ("data/streetdance4_train/locking/1001_10_10.mp4", "data/streetdance4_tr
 
 
 def _timed_classify(videos: list[str], scratch: Path, *, report=None, model=None, runtime="torch", device="cpu"):
-    from fusion.classify import load_fused, new_video_record, new_video_stages
-    from preprocess import Manifest
-    from preprocess.batch import run_batch
-    from preprocess.stages import stage_task
+    """bin/classify's own function (``fusion.classify.classify``, one worker) with its per-step seconds; the fused
+    and per-stream probabilities as arrays (videos × classes)."""
+    import numpy as np
+
+    from fusion.classify import classify
 
     seconds = {}
-    began = time.perf_counter()
-    method, classes, runs, pose_models = load_fused(report, model)
-    seconds["load (and check)"] = time.perf_counter() - began
-    records = [new_video_record(i, v) for i, v in enumerate(videos)]
-    manifest = Manifest(str(scratch), classes, records)
-    folders = {}
-    groups, key_of = new_video_stages(list(runs.values()), device=device, pose_models=pose_models)
-    for key, stages in groups.items():
-        folder = scratch / f"work{len(folders)}"
-        manifest.save(folder)
-        folders[key] = folder
-        for stage, params in stages.items():
-            began = time.perf_counter()
-            summary = run_batch(stage_task(stage, params, params.get("device", "cpu")), manifest, folder, workers=1)
-            seconds[f"stage {stage}"] = seconds.get(f"stage {stage}", 0.0) + time.perf_counter() - began
-            if summary.failed:
-                raise RuntimeError(f"{stage}: {summary.failed}")
-    probs = {}
-    for stream, run in runs.items():
-        began = time.perf_counter()
-        run.networks(run.device(device), runtime)
-        seconds[f"{stream} networks loaded"] = time.perf_counter() - began
-        began = time.perf_counter()
-        probs[stream], _ = run.score(folders[key_of[run.path]], "test", device=device, runtime=runtime)
-        seconds[f"stream {stream}"] = time.perf_counter() - began
-    began = time.perf_counter()
-    fused = method.predict_proba(probs)
-    seconds["fusion"] = time.perf_counter() - began
+    results, failures = classify(
+        videos, report, scratch, device=device, workers=1, model=model, runtime=runtime, timings=seconds
+    )
+    if failures or len(results) != len(videos):
+        raise RuntimeError(f"bin/classify failed: {failures}")
+    fused = np.array([list(r["fused"].values()) for r in results])
+    probs = {s: np.array([list(r["streams"][s].values()) for r in results]) for s in results[0]["streams"]}
     return seconds, fused, probs
 
 

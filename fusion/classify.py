@@ -15,7 +15,9 @@ evaluation views, and the fitted fusion (``REPORT/fusion.json`` from ``bin/fuse`
 
 from __future__ import annotations
 
+import contextlib
 import re
+import time
 from pathlib import Path
 
 import numpy as np
@@ -103,7 +105,14 @@ def new_video_stages(
 
 
 def preprocess_like(
-    runs: list[Run], manifest: Manifest, scratch: Path, workers: int | None, *, device: str = "auto", pose_models=()
+    runs: list[Run],
+    manifest: Manifest,
+    scratch: Path,
+    workers: int | None,
+    *,
+    device: str = "auto",
+    pose_models=(),
+    timings: dict | None = None,
 ) -> tuple[dict, dict]:
     """Preprocess ``manifest``'s videos for ``runs``: one scratch work directory per preprocessing the runs recorded,
     its stages run in dependency order with the training parameters. ({run folder: its scratch work}, {video id: the
@@ -115,12 +124,24 @@ def preprocess_like(
         manifest.save(folder)
         folders[key] = folder
         for stage, params in stages.items():
-            summary = run_batch(
-                stage_task(stage, params, device=params.get("device", "cpu")), manifest, folder, workers=workers
-            )
+            with _timed(timings, f"stage {stage}"):
+                summary = run_batch(
+                    stage_task(stage, params, device=params.get("device", "cpu")), manifest, folder, workers=workers
+                )
             for failure in summary.failed:
                 failures.setdefault(failure["video_id"], failure["error"])
     return {path: folders[key] for path, key in key_of.items()}, failures
+
+
+@contextlib.contextmanager
+def _timed(timings: dict | None, step: str):
+    """Add the seconds of the block to ``timings[step]`` (bin/benchmark classify's per-step figures)."""
+    began = time.perf_counter()
+    try:
+        yield
+    finally:
+        if timings is not None:
+            timings[step] = timings.get(step, 0.0) + time.perf_counter() - began
 
 
 def new_video_record(index: int, path: str) -> VideoRecord:
@@ -149,12 +170,16 @@ def classify(
     workers: int | None = None,
     model: str | Path | None = None,
     runtime: str = "torch",
+    timings: dict | None = None,
 ) -> tuple[list[dict], list[str]]:
     """Per video: {video (the path as given), prediction, probability, caution (why not to trust it, or None), fused
     {class: p}, streams {stream: {class: p}}, preprocessed {stage: its scratch work directory}}; and failures.
     The fused model is ``report``'s fusion.json and runs, or the model bundle ``model`` (``fusion.bundle``);
-    ``runtime``: the stream networks in PyTorch or (a bundle's) ONNX exports in onnxruntime."""
-    method, classes, runs, pose_models = load_fused(report, model)
+    ``runtime``: the stream networks in PyTorch or (a bundle's) ONNX exports in onnxruntime. ``timings``: a dict
+    each step adds its seconds to (loading, each stage, each stream's networks and scoring, the fusion)."""
+    timings = {} if timings is None else timings
+    with _timed(timings, "load (and check)"):
+        method, classes, runs, pose_models = load_fused(report, model)
     scratch = Path(scratch)
 
     records, typed, failures = _new_video_records(videos)
@@ -162,19 +187,22 @@ def classify(
         return [], failures
     manifest = Manifest(str(scratch), classes, records)
     folders, stage_failures = preprocess_like(
-        list(runs.values()), manifest, scratch, workers, device=device, pose_models=pose_models
+        list(runs.values()), manifest, scratch, workers, device=device, pose_models=pose_models, timings=timings
     )
     failures += list(stage_failures.values())
     failed_ids = set(stage_failures)
 
-    probs_by_stream = _stream_scores(runs, folders, records, failed_ids, failures, device=device, runtime=runtime)
+    probs_by_stream = _stream_scores(
+        runs, folders, records, failed_ids, failures, device=device, runtime=runtime, timings=timings
+    )
     done = [
         r for r in records if r.video_id not in failed_ids and all(r.video_id in p for p in probs_by_stream.values())
     ]
     if not done:
         return [], failures
     stacked = {s: np.stack([p[r.video_id] for r in done]) for s, p in probs_by_stream.items()}
-    fused = method.predict_proba(stacked)
+    with _timed(timings, "fusion"):
+        fused = method.predict_proba(stacked)
     preprocessed = {
         stage: str(folders[run.path]) for run in runs.values() for stage in run.stages if stage in ("pose", "flow")
     }
@@ -214,7 +242,7 @@ def _new_video_records(videos: list[str]) -> tuple[list[VideoRecord], dict[str, 
     return records, typed, failures
 
 
-def _stream_scores(runs, folders, records, failed_ids: set, failures: list, *, device, runtime) -> dict:
+def _stream_scores(runs, folders, records, failed_ids: set, failures: list, *, device, runtime, timings=None) -> dict:
     """{stream: {video id: probabilities}} of every video each run's stages prepared; a video a stage failed on, or
     a stream gives non-finite scores for, joins ``failed_ids`` (and ``failures``, by name)."""
     probs_by_stream = {}
@@ -229,7 +257,10 @@ def _stream_scores(runs, folders, records, failed_ids: set, failures: list, *, d
         failed_ids |= {r.video_id for r in records if r.video_id not in ok}
         if not ok:
             return {}
-        probs, dataset = run.score(folder, "test", video_ids=ok, device=device, runtime=runtime)
+        with _timed(timings, f"{stream} networks loaded"):
+            run.networks(run.device(device), runtime)  # (loaded once and kept: score uses them)
+        with _timed(timings, f"stream {stream}"):
+            probs, dataset = run.score(folder, "test", video_ids=ok, device=device, runtime=runtime)
         for video, p in zip(dataset.videos, probs):
             if np.isfinite(p).all():
                 probs_by_stream.setdefault(stream, {})[video.video_id] = p

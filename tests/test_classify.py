@@ -39,6 +39,14 @@ def test_classify_runs_pose_before_the_flow_cropped_to_its_dancers(tiny_synth, t
     answer = run_bin("classify", video, "--report", tmp_path / "report", "--json")
     assert answer.returncode == 0, answer.stderr  # was: "--crop dancers needs the video's pose" for every video
     assert json.loads(answer.stdout)[0]["prediction"] in manifest.classes
+    # the same function with its per-step seconds (bin/benchmark classify's figures): every step, in its order
+    from fusion.classify import classify
+
+    timings = {}
+    results, failures = classify([str(video)], tmp_path / "report", tmp_path / "scratch", workers=1, timings=timings)
+    assert failures == [] and results[0]["prediction"] == json.loads(answer.stdout)[0]["prediction"]
+    steps = ["load (and check)", "stage pose", "stage flow", "flow networks loaded", "stream flow", "fusion"]
+    assert list(timings) == steps and all(t >= 0 for t in timings.values()) and timings["stage flow"] > 0
 
 
 def test_sigterm_unwinds_the_scratch_folder_as_bin_classify_holds_it(tmp_path):
