@@ -23,7 +23,7 @@ def scene_reliance(runs: tuple[str, ...], *, device: str, out: str | None, log=p
                 arrays = read_score_file(run.path, split)
                 scored[split] = (arrays["probs"], arrays["labels"])
         before = scene.read(run.path)
-        after = scene.measure(run.config, run.models(dev)[0], dev, scored, log=lambda line: None)
+        after = scene.measure(run.run_config, run.models(dev)[0], dev, scored, log=lambda line: None)
         row = {"run": str(run.path), "before": before, "after": after}
         rows.append(row)
         log(f"{run.path}:")

@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -29,6 +31,9 @@ from .metrics import classification_metrics
 from .sampling import reference_fps
 from .scores import read_score_file, write_score_file
 from .stats import group_bootstrap_ci
+
+if TYPE_CHECKING:
+    from .registry import RunConfig
 
 POOLS = ("trainval", "all")
 PROTOCOLS = ("groups", "main-source")
@@ -178,15 +183,15 @@ def fold_work(work: Path, folder: Path, splits: dict[str, str]) -> Path:
     return folder
 
 
-def crossval(config: dict, **options) -> dict:
+def crossval(config: Mapping, **options) -> dict:
     """Cross-validate ``config['stream']`` over group folds of WORK (see ``_crossval`` and the module), one
     bin/crossval per RUN at a time."""
-    with folder_lock(config["run"], "bin/crossval"):
+    with folder_lock(config["run"], "bin/crossval"):  # (the options as given: typed in _crossval)
         return _crossval(config, **options)
 
 
 def _crossval(
-    config: dict,
+    config: Mapping,
     *,
     folds: int,
     seeds: list[int],
@@ -199,20 +204,20 @@ def _crossval(
     group folds of WORK; see the module. ``protocol="main-source"``: each class's main group in training in every
     fold, its other groups held out in turn (``main_source_folds``, at most ``folds`` folds); only
     those videos get out-of-fold scores."""
-    from .registry import resolve_config
+    from .registry import run_config
 
-    config = resolve_config(config, given=given)
-    work = Path(config["work"])
+    config = run_config(config, given=given)
+    work = Path(config.work)
     manifest = load_manifest(work)
     if pool not in POOLS:
         raise ValueError(f"unknown pool {pool!r}: {', '.join(POOLS)}")
     if protocol not in PROTOCOLS:
         raise ValueError(f"unknown protocol {protocol!r}: {', '.join(PROTOCOLS)}")
     videos, labels, groups = _pool_videos(manifest, work, pool)
-    if config.get("sample_fps") is None:
+    if config.training.sample_fps is None:
         # one sampling rate for every fold (a fold's training videos alone might have another median rate)
-        config = {**config, "sample_fps": reference_fps(v.fps for v in videos)}
-    tests, notes = _test_folds(labels, groups, videos, folds, protocol, config["seed"], work, pool)
+        config = config.replace(sample_fps=reference_fps(v.fps for v in videos))
+    tests, notes = _test_folds(labels, groups, videos, folds, protocol, config.training.seed, work, pool)
     for line in notes:
         log(line)
     oof, rows = _train_folds(config, videos, labels, groups, tests, seeds, len(manifest.classes), log, given)
@@ -283,17 +288,17 @@ def _test_folds(labels, groups, videos, folds: int, protocol: str, seed: int, wo
     )
 
 
-def _train_folds(config, videos, labels, groups, tests, seeds, n_classes: int, log, given):
+def _train_folds(config: RunConfig, videos, labels, groups, tests, seeds, n_classes: int, log, given):
     """Train one run per fold and seed (``RUN/crossval/fold<k>/seed<s>``, its validation groups picked among the
     fold's training groups); (out-of-fold probabilities, the seeds' mean, one row per fold and seed)."""
     from .train import train  # (torch is loaded only when training starts)
 
-    work, root = Path(config["work"]), Path(config["run"]) / "crossval"
+    work, root = Path(config.work), Path(config.run) / "crossval"
     oof = np.zeros((len(videos), n_classes), np.float64)
     rows = []
     for k, test in enumerate(tests):
         rest = np.setdiff1d(np.arange(len(videos)), test)
-        picked, how = validation_split([labels[i] for i in rest], [groups[i] for i in rest], config["seed"] + k)
+        picked, how = validation_split([labels[i] for i in rest], [groups[i] for i in rest], config.training.seed + k)
         inner = rest[picked]
         splits = {videos[i].video_id: "train" for i in rest}
         splits.update({videos[i].video_id: "val" for i in inner})
@@ -308,7 +313,7 @@ def _train_folds(config, videos, labels, groups, tests, seeds, n_classes: int, l
         for seed in seeds:
             fold_run = root / f"fold{k}" / f"seed{seed}"
             result = train(
-                {**config, "work": str(folder), "run": str(fold_run), "seed": seed},
+                config.replace(work=str(folder), run=str(fold_run), seed=seed),
                 log=lambda line, k=k, seed=seed: log(f"  [fold {k} seed {seed}] {line}"),
                 given=given,
             )
@@ -330,19 +335,20 @@ def _train_folds(config, videos, labels, groups, tests, seeds, n_classes: int, l
     return oof, rows
 
 
-def _write_crossval(config, manifest, videos, labels, groups, tests, oof, rows, *, seeds, pool, protocol, notes, log):
+def _write_crossval(
+    config: RunConfig, manifest, videos, labels, groups, tests, oof, rows, *, seeds, pool, protocol, notes, log
+):
     """The cross-validation's summary (per fold, pooled out-of-fold with whole groups resampled, scene reliance),
     written as RUN/crossval.json and .md beside the out-of-fold score file; its line logged."""
-    from .registry import spec_of
 
-    work, run = Path(config["work"]), Path(config["run"])
+    work, run = Path(config.work), Path(config.run)
     y = np.array([manifest.classes.index(label) for label in labels], np.int64)
     pooled = classification_metrics(y, oof)
     hits = oof.argmax(1) == y
-    ci = group_bootstrap_ci(hits, np.array(groups), seed=config["seed"])
+    ci = group_bootstrap_ci(hits, np.array(groups), seed=config.training.seed)
     top1 = np.array([r["top1"] for r in rows])
     f1 = np.array([r["macro_f1"] for r in rows])
-    name = spec_of(config).fusion_name  # the name bin/train gives the same stream's scores
+    name = config.spec.fusion_name  # the name bin/train gives the same stream's scores
     summary = {
         "stream": name,
         "work": str(work),
@@ -363,7 +369,7 @@ def _write_crossval(config, manifest, videos, labels, groups, tests, oof, rows, 
         "oof_macro_f1": pooled["macro_f1"],
         "oof_top1_group_ci95": list(ci),
         "scene_reliance": scene_summary(rows),
-        "config": {k: v for k, v in config.items() if k not in ("run", "work")},
+        "config": {k: v for k, v in config.as_dict().items() if k not in ("run", "work")},
     }
     write_score_file(
         run,

@@ -23,6 +23,7 @@ backend that finds one person a frame (MediaPipe) would leave the rest of a crew
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -30,6 +31,9 @@ from preprocess import DataError
 from preprocess.batch import read_json, write_json
 
 from .stats import group_bootstrap_ci, wilson_interval
+
+if TYPE_CHECKING:
+    from .registry import RunConfig
 
 FILE = "scene_reliance.json"
 
@@ -79,7 +83,7 @@ def reliance_of(full: np.ndarray, hidden: np.ndarray, labels: np.ndarray, groups
     }
 
 
-def measure(config: dict, model, device, scored: dict, *, log=print) -> dict:
+def measure(config: RunConfig, model, device, scored: dict, *, log=print) -> dict:
     """Score ``model`` (a trained run's best weights) on each split of ``scored`` ({split: (probs, labels)}, the
     full-frame scores just made) with every person hidden; returns the record written to RUN/scene_reliance.json.
     A split without labels is skipped; a stream that reads no pixels, or a work directory without pose, records
@@ -87,9 +91,9 @@ def measure(config: dict, model, device, scored: dict, *, log=print) -> dict:
     from preprocess.records import group_of
 
     from .inference import evaluate
-    from .registry import create_dataset, spec_of
+    from .registry import create_dataset
 
-    spec = spec_of(config)
+    spec = config.spec
     record = {"stream": spec.fusion_name, "variant": spec.name, "applies": reads_pixels(spec), "splits": {}}
     if not record["applies"]:
         record["status"] = f"not measured: the {spec.name} stream reads no pixels"
@@ -100,19 +104,20 @@ def measure(config: dict, model, device, scored: dict, *, log=print) -> dict:
             "would take extracting them again)"
         )
         return record
-    work = Path(config["work"])
+    work = Path(config.work)
+    training = config.training
     for split, (probs, labels) in scored.items():
         if not (np.asarray(labels) >= 0).any():
             continue
-        dataset = create_dataset(config, work, split, train=False, views=config["views"])
+        dataset = create_dataset(config, work, split, train=False, views=training.views)
         why = dataset.persons_unavailable()
         if why:
             record["status"] = f"not measured: {why}"
             return record
         dataset.set_persons("hide")
-        hidden, _, _ = evaluate(model, dataset, device, batch_size=config["batch_size"], vote=config["vote"])
+        hidden, _, _ = evaluate(model, dataset, device, batch_size=training.batch_size, vote=training.vote)
         groups = [group_of(v) for v in dataset.videos]
-        record["splits"][split] = reliance_of(probs, hidden, labels, groups, seed=config["seed"])
+        record["splits"][split] = reliance_of(probs, hidden, labels, groups, seed=training.seed)
     record["persons"] = _persons_found(work, dataset)
     record["status"] = "measured" if record["splits"] else "not measured: no labelled split"
     return record
