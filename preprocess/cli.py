@@ -168,3 +168,107 @@ def farneback_options(command):
             option = click.option(name, type=kind, default=field.default, show_default=True)
         wrapper = option(wrapper)
     return wrapper
+
+
+def pose_options(*, backend: str, max_persons: int, rank: bool):
+    """The options of the commands that run a pose model (pose, persons), with their own defaults."""
+    from .pose.task import ONNX_POSE_BATCH
+
+    options = [
+        click.argument("data", type=click.Path(exists=True)),
+        click.argument("work", type=click.Path(file_okay=False)),
+        click.option(
+            "--backend",
+            type=click.Choice(["mediapipe", "movenet", "onnx"]),
+            default=backend,
+            show_default=True,
+            help="mediapipe: PoseLandmarker (BlazePose, finds few people in crowds); movenet: MoveNet MultiPose "
+            "Lightning (ONNX, Apache-2.0, up to 6 people); onnx: a YOLO-pose layout COCO-17 model you supply.",
+        ),
+        click.option(
+            "--model",
+            type=click.Path(dir_okay=False),
+            default=None,
+            help="Model file. mediapipe: else $DANCE_POSE_MODEL, shared/models, the user cache, then a download; "
+            "movenet: else $DANCE_MOVENET_MODEL, shared/models, the user cache; onnx: else $DANCE_ONNX_POSE_MODEL.",
+        ),
+        click.option(
+            "--max-persons",
+            type=int,
+            default=max_persons,
+            show_default=True,
+            help="Person slots per frame, zero-padded (the Let's Dance reference uses 20).",
+        ),
+        click.option("--step", type=int, default=1, show_default=True, help="Every step-th frame."),
+        click.option(
+            "--resize",
+            default="none",
+            show_default=True,
+            help="Resize frames before the model (keypoints are stored in the video's own pixels).",
+        ),
+        click.option(
+            "--min-keypoint-confidence",
+            type=float,
+            default=0.2,
+            show_default=True,
+            help="Keypoints below this count as missing for boxes and normalisation.",
+        ),
+    ]
+    if rank:
+        options.append(
+            click.option(
+                "--rank",
+                type=click.Choice(["detection", "dancing"]),
+                default="detection",
+                show_default=True,
+                help="Slot order. detection: the order people were first found in; dancing: twice --max-persons "
+                "people are tracked and those whose limbs move most against their own body (camera motion and size "
+                "do not count) are kept, first (measured on street dance: no better, see BENCHMARKS.md).",
+            )
+        )
+    options += [
+        click.option(
+            "--device",
+            default="cpu",
+            show_default=True,
+            help="movenet, onnx: cpu, cuda, cuda:1 ... (onnxruntime's CUDA provider: pip install "
+            "'dance-streams[onnx-gpu]').",
+        ),
+        click.option(
+            "--batch",
+            type=int,
+            default=None,
+            help="movenet, onnx: frames per model call, where the model's export takes batches (the shipped ones "
+            f"fix 1; default {ONNX_POSE_BATCH}).",
+        ),
+        batch_options,
+        one_line_errors,
+    ]
+
+    def apply(command):
+        for option in reversed(options):
+            command = option(command)
+        return command
+
+    return apply
+
+
+# the options of the pose commands that are pose_params' (the others are the batch's settings)
+POSE_PARAMS = ("max_persons", "step", "resize", "min_keypoint_confidence", "rank")
+
+
+def run_pose_stage(stage, *, data, work, backend, model, device, batch, allow_skipped, **options):
+    """A pose model over DATA into WORK/<stage> (``pose``, or ``persons``: the same task under another folder)."""
+    from .batch import run_batch
+    from .pose import pose_params, pose_task
+    from .pose.backends import onnx_providers, resolve_pose_model
+
+    settings = {k: options.pop(k) for k in list(options) if k not in POSE_PARAMS}
+    path, digest = resolve_pose_model(backend, model)
+    params = pose_params(backend=backend, model=str(path.resolve()), model_sha256=digest, **options)
+    task = pose_task(params, device=device, batch=batch, name=stage)
+    if backend != "mediapipe":
+        onnx_providers(device)  # a device this onnxruntime cannot use fails here once, not once per video
+    manifest, skipped = load_data(data, work)
+    summary = run_batch(task, manifest, work, **batch_settings(**settings))
+    finish(summary, work, skipped, allow_skipped)

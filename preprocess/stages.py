@@ -19,6 +19,7 @@ after WORK is gone or preprocessed again.
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -28,17 +29,11 @@ from .batch import DataError, Task, read_json
 from .batch.status import stage_status
 
 
-def _pose_task(params: dict, device: str = "cpu") -> Task:
+def _pose_task(params: dict, device: str = "cpu", *, name: str = "pose") -> Task:
     from .pose import pose_task
 
     # MediaPipe runs on the CPU only; the ONNX backends take the machine's device
-    return pose_task(params, device="cpu" if params.get("backend") == "mediapipe" else device)
-
-
-def _persons_task(params: dict, device: str = "cpu") -> Task:
-    from .pose import pose_task
-
-    return pose_task(params, device="cpu" if params.get("backend") == "mediapipe" else device, name="persons")
+    return pose_task(params, device="cpu" if params.get("backend") == "mediapipe" else device, name=name)
 
 
 def _frames_task(params: dict, device: str = "cpu") -> Task:
@@ -137,7 +132,13 @@ STAGES: dict[str, StageSpec] = {
         ),
         # every person a multi-person detector finds (the pose format): what scene reliance hides where the pose
         # stage, tracking a few dancers, found fewer people (streams.data); no stream reads it
-        StageSpec("persons", _persons_task, ".npz", _info(".pose", "PoseInfo"), new_videos=_pose_for_new_videos),
+        StageSpec(
+            "persons",
+            functools.partial(_pose_task, name="persons"),
+            ".npz",
+            _info(".pose", "PersonsInfo"),
+            new_videos=_pose_for_new_videos,
+        ),
         StageSpec(
             "frames",
             _frames_task,

@@ -118,31 +118,32 @@ def measure(config: RunConfig, model, device, scored: dict, *, log=print) -> dic
         hidden, _, _ = evaluate(model, dataset, device, batch_size=training.batch_size, vote=training.vote)
         groups = [group_of(v) for v in dataset.videos]
         record["splits"][split] = reliance_of(probs, hidden, labels, groups, seed=training.seed)
-    record["persons"] = _persons_found(work, dataset)
+        record["persons"] = _persons_found(work, dataset)  # (the last split's videos)
     record["status"] = "measured" if record["splits"] else "not measured: no labelled split"
     return record
 
 
 def _persons_found(work: Path, dataset) -> dict:
     """How many persons a frame were hidden (the pose stage's, and the persons stage's where it found more), how
-    many the pose stage alone found, and by which backends."""
-    hidden, per_frame, backends = [], {"pose": [], "persons": []}, {"pose": set(), "persons": set()}
-    for i, video in enumerate(dataset.videos):
-        hidden.append(np.mean([len(b) for b in dataset.hidden_boxes(i)]) if video.frame_count else 0.0)
-        for stage in per_frame:
-            side = work / stage / f"{video.video_id}.json"
-            if side.is_file():
-                data = read_json(side)
-                if data.get("persons_per_frame") is not None:
-                    per_frame[stage].append(float(data["persons_per_frame"]))
-                backends[stage].add(str((data.get("params") or {}).get("backend", "imported")))
+    many the pose stage alone found, and the models of both stages (their typed sidecars)."""
+    from preprocess.pose import PersonsInfo, PoseInfo
+
+    hidden = [np.mean([len(b) for b in dataset.hidden_boxes(i)]) for i in range(len(dataset.videos))]
+    found = {}
+    for info in (PoseInfo, PersonsInfo):
+        sidecars = [
+            info.read(work, v.video_id) for v in dataset.videos if (work / info.stage / f"{v.video_id}.json").is_file()
+        ]
+        counts = [s.persons_per_frame for s in sidecars if s.persons_per_frame is not None]
+        found[info.stage] = (
+            float(np.mean(counts)) if counts else None,
+            ", ".join(sorted({str(s.params.get("backend", "imported")) for s in sidecars})) or None,
+        )
     return {
         "per_frame": float(np.mean(hidden)) if hidden else None,  # hidden, every frame (held between pose steps)
-        "pose_per_frame": float(np.mean(per_frame["pose"])) if per_frame["pose"] else None,
-        "backend": ", ".join(sorted(backends["pose"])),
-        # the persons stage's model and the share of videos it covered (None: not run)
-        "persons_backend": ", ".join(sorted(backends["persons"])) or None,
-        "persons_videos": len(per_frame["persons"]),
+        "pose_per_frame": found["pose"][0],
+        "backend": found["pose"][1] or "",
+        "persons_backend": found["persons"][1],  # the persons stage's model (None: not run)
     }
 
 

@@ -407,7 +407,7 @@ def build(config: RunConfig, train_set, device: torch.device, log=print) -> Trai
 def scene_adversary(config: RunConfig, model, train_set, device, log=print):
     """The run's scene adversary (``--scene-adversary λ``), or None: off, or no class with clips of several groups
     (said once: reversing the gradient of a group that is a style would remove the style)."""
-    weight = human_mask_weight(config, "scene_adversary")
+    weight = venue_loss_weight(config, "scene_adversary")
     if not weight:
         return None
     from preprocess.records import group_of
@@ -551,7 +551,7 @@ def fit(
     while state["epoch"] < config.training.epochs and state["stale"] < config.training.patience:
         epoch = state["epoch"]
         set_loader_epoch(loader, config, epoch)
-        confusion = human_mask_weight(config) if loader.dataset.persons == "mark" else 0.0
+        confusion = venue_loss_weight(config) if loader.dataset.persons == "mark" else 0.0
         lr = optimizer.param_groups[0]["lr"]  # the rate this epoch trained at (the schedule steps after it)
         stats = train_one_epoch(
             net, loader, optimizer, run.criterion, device, confusion=confusion, adversary=run.adversary
@@ -633,7 +633,7 @@ def write_best_scores(
     return result
 
 
-def human_mask_weight(config: RunConfig, option: str = "human_mask_confusion") -> float:
+def venue_loss_weight(config: RunConfig, option: str = "human_mask_confusion") -> float:
     """λ of a venue-blind loss (``human_mask_confusion``, ``scene_adversary``): the backbone variants' (rgb, flow)
     option, 0 for the others."""
     return float(getattr(config.options, option)) if isinstance(config.options, BackboneOptions) else 0.0
@@ -642,7 +642,7 @@ def human_mask_weight(config: RunConfig, option: str = "human_mask_confusion") -
 def human_mask_confusion(config: RunConfig, train_set, log=print) -> None:
     """Put ``train_set`` in the mode the human-mask confusion loss needs (clips with their persons' masks), or say
     once why the loss is off (a work directory without pose, dancer-cropped frames)."""
-    if not human_mask_weight(config):
+    if not venue_loss_weight(config):
         return
     why = train_set.persons_unavailable()
     if why:

@@ -420,7 +420,9 @@ def test_movenet_persons_hide_the_dancers_a_one_person_pose_stage_missed(tiny_sy
     from tests.conftest import run_bin, shared_asset
 
     model = shared_asset("models/movenet_multipose_lightning_256.onnx")
-    pytest.importorskip("onnxruntime", reason="onnxruntime is not installed: MoveNet needs it")
+    pytest.importorskip(
+        "onnxruntime", reason="onnxruntime is not installed (pip install 'dance-streams[onnx]'): MoveNet needs it"
+    )
     work, video, dancers = _one_group_clip_work(tiny_synth, tiny_work, tmp_path, pose_persons=1)
     config = resolve_config({"stream": "flow", "work": str(work), "preset": "small", "size": 64})
 

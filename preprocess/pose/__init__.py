@@ -16,7 +16,7 @@ importers of skeletons made elsewhere, and accuracy against ground truth.
 
 from .keypoints import COCO_FLIP_PAIRS, COCO_KEYPOINTS, flip_permutation
 from .normalize import normalize_to_box
-from .storage import PoseInfo, load_pose
+from .storage import PersonsInfo, PoseInfo, load_pose
 from .task import POSE_VERSION, estimate_video_pose, pose_params, pose_task
 from .tracking import SlotTracker, clean_detections, track_sequence
 
@@ -30,6 +30,7 @@ __all__ = [
     "flip_permutation",
     "load_pose",
     "normalize_to_box",
+    "PersonsInfo",
     "PoseInfo",
     "pose_params",
     "pose_task",

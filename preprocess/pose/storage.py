@@ -85,3 +85,11 @@ class PoseInfo(StageOutput):
             sidecar_whole_number(data, "height", side),
             persons,
         )
+
+
+@dataclass(frozen=True)
+class PersonsInfo(PoseInfo):
+    """The persons stage's sidecar (``bin/preprocess persons``: the pose task's output, in WORK/persons)."""
+
+    stage: ClassVar[str] = "persons"
+    how: ClassVar[str] = "run bin/preprocess persons"

@@ -142,7 +142,10 @@ def hidden_person_boxes(work: Path, video, *, margin: float) -> list[np.ndarray]
         if (work / stage / f"{video.video_id}.npz").is_file()
     ]
     if not found:
-        dancer_boxes(work / "pose", video, margin=margin, mode="hide")  # (raises: the named missing pose file)
+        raise DataError(
+            work / "pose" / f"{video.video_id}.npz",
+            f"hiding the persons needs the video's pose (run bin/preprocess pose or persons): {video.video_id}",
+        )
     if len(found) == 1:
         return found[0]
     pose, persons = found
