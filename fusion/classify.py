@@ -135,7 +135,8 @@ def preprocess_like(
 
 @contextlib.contextmanager
 def _timed(timings: dict | None, step: str):
-    """Add the seconds of the block to ``timings[step]`` (bin/benchmark classify's per-step figures)."""
+    """Add the seconds of the block to ``timings[step]`` (bin/benchmark classify's per-step figures; None: not
+    timed)."""
     began = time.perf_counter()
     try:
         yield
@@ -177,7 +178,6 @@ def classify(
     The fused model is ``report``'s fusion.json and runs, or the model bundle ``model`` (``fusion.bundle``);
     ``runtime``: the stream networks in PyTorch or (a bundle's) ONNX exports in onnxruntime. ``timings``: a dict
     each step adds its seconds to (loading, each stage, each stream's networks and scoring, the fusion)."""
-    timings = {} if timings is None else timings
     with _timed(timings, "load (and check)"):
         method, classes, runs, pose_models = load_fused(report, model)
     scratch = Path(scratch)

@@ -390,8 +390,9 @@ def spec_of(config: dict) -> StreamSpec:
     return SPECS[variant_of(config["stream"], config)]
 
 
-# Set by the run, not by the user: recorded in config.json beside the options (RunConfig.SET_BY_RUN).
-DERIVED = ("stream", "variant", "work", "run", "input_features", "normalize")
+# Set by the run, not by the user: recorded in config.json beside the options.
+SET_BY_RUN = ("work", "run", "input_features", "normalize")
+DERIVED = ("stream", "variant", *SET_BY_RUN)
 
 
 def resolve_config(config: dict, *, given=()) -> dict:
@@ -450,7 +451,7 @@ class RunConfig(Mapping):
     input_features: int | None = None  # the features a sequence head reads (set from the data)
     normalize: dict | None = None  # {"mean", "std", "from"} of an RGB network's starting weights
 
-    SET_BY_RUN = ("work", "run", "input_features", "normalize")
+    SET_BY_RUN = SET_BY_RUN
 
     @classmethod
     def from_saved(cls, saved: Mapping, source="config.json") -> RunConfig:
@@ -503,13 +504,7 @@ class RunConfig(Mapping):
 
     # the read-only Mapping of config.json's keys
     def __getitem__(self, key: str):
-        if key in ("stream", "variant") or (key in self.SET_BY_RUN and getattr(self, key) is not None):
-            return getattr(self, key)
-        for part in (self.training, self.options):
-            if key in part.__dataclass_fields__:
-                value = getattr(part, key)
-                return list(value) if key == "exclude" else value
-        raise KeyError(key)
+        return self.as_dict()[key]
 
     def __iter__(self):
         return iter(self.as_dict())

@@ -429,11 +429,12 @@ def resume(last: Path, config: RunConfig, run: Training, data_digest: str, log=p
         return
     checkpoint = load_checkpoint(last)
     saved = json.loads(checkpoint_entry(checkpoint, "config", last))
+    now = config.as_dict()  # (compared as config.json records both)
     # an option newer than the run is not a difference: the run goes on with its default
-    newer = sorted(k for k in config if k not in saved and k not in RESUMABLE_CHANGES and k not in ("variant",))
+    newer = sorted(k for k in now if k not in saved and k not in RESUMABLE_CHANGES and k not in ("variant",))
     if newer:
         log(f"{last}: made before options {', '.join(newer)} existed; going on with their defaults")
-    differs = {k for k in config if k not in RESUMABLE_CHANGES and k in saved and saved[k] != config[k]}
+    differs = {k for k in now if k not in RESUMABLE_CHANGES and k in saved and saved[k] != now[k]}
     # The data must be the same, not its path: a moved work directory (or run folder) resumes.
     same_data = (
         (checkpoint["manifest_sha256"] == data_digest)
